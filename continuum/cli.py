@@ -1,0 +1,238 @@
+"""``continuum``: one command, many subcommands. Flags override environment variables; each flag's
+help names its variable. Heavy packages are imported only by the subcommand that needs them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from continuum.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("connection (flags override the environment)")
+    for f in fields(Settings):
+        if f.metadata.get("secret"):
+            continue  # secrets come from the environment only, never from argv
+        flag = "--" + f.name.replace("_", "-")
+        g.add_argument(flag, dest=f"setting_{f.name}", default=None, metavar=f.name.upper(),
+                       help=f"{f.metadata.get('help', '')} [env {Settings.env_name(f.name)}, "
+                            f"default {f.default}]")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = getattr(args, f"setting_{f.name}", None)
+        if raw is not None:
+            overrides[f.name] = Settings._coerce(f.type, raw)
+    settings = Settings.from_env(**overrides)
+    # A broker on a non-default port implies the bootstrap address unless given explicitly.
+    if "kafka_port" in overrides and "bootstrap_servers" not in overrides:
+        settings = settings.with_(bootstrap_servers=f"127.0.0.1:{settings.kafka_port}")
+    return settings
+
+
+# -- broker ----------------------------------------------------------------------------------
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from continuum.localkafka import LocalKafka
+
+    kafka = LocalKafka.from_settings(settings)
+    if args.action == "start":
+        bootstrap = kafka.start()
+        print(f"Kafka {kafka.status()['kafka_version']} (KRaft) running at {bootstrap}, data in {kafka.data_dir}")
+    elif args.action == "stop":
+        print("stopped" if kafka.stop() else "not running")
+    elif args.action == "reset":
+        kafka.reset()
+        print(f"stopped and removed {kafka.data_dir}")
+    else:
+        print(json.dumps(kafka.status(), indent=2))
+        return 0 if kafka.running() else 3
+    return 0
+
+
+# -- topics ----------------------------------------------------------------------------------
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from continuum.admin import TopicAdmin
+    from continuum.topics import all_specs
+
+    admin = TopicAdmin(settings.bootstrap_servers, settings.topic_prefix)
+    if args.action == "create":
+        for name, state in admin.create().items():
+            print(f"{state:8} {name}")
+    elif args.action == "list":
+        for name, parts in admin.list().items():
+            print(f"{name}\t{parts} partitions")
+    else:
+        docs = {s.full_name(settings.topic_prefix): s for s in all_specs()}
+        for st in admin.describe():
+            spec = docs[st.name]
+            status = f"{st.partitions} partitions" if st.exists else "MISSING"
+            cfg = ", ".join(f"{k}={v}" for k, v in sorted(st.config.items()))
+            print(f"{st.name}: {status}; {cfg}\n    record: {spec.schema or 'raw bytes + reason headers'}; "
+                  f"key: {spec.key_field or '-'}; {spec.doc}")
+    return 0
+
+
+# -- emit ------------------------------------------------------------------------------------
+
+def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.producer import EventProducer
+    from schemas.errors import EventValidationError
+
+    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    rejects = open(args.rejects, "w", encoding="utf-8") if args.rejects else None  # noqa: SIM115
+    sent = bad = 0
+    with EventProducer.from_settings(settings) as producer:
+        for lineno, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                schema = args.type or obj.pop("_type", None)
+                if not schema:
+                    raise ValueError('no record type: pass --type or add "_type" to each line')
+                producer.send(schema, obj)
+                sent += 1
+            except (ValueError, KeyError, EventValidationError) as exc:
+                bad += 1
+                msg = exc.args[0] if isinstance(exc, KeyError) else str(exc)
+                print(f"{args.file}:{lineno}: {msg}", file=sys.stderr)
+                if rejects:
+                    rejects.write(json.dumps({"line": lineno, "error": msg, "input": line.rstrip("\n")},
+                                             ensure_ascii=False) + "\n")
+    print(f"sent {sent} event(s), rejected {bad}")
+    return 2 if bad else 0
+
+
+# -- simulate --------------------------------------------------------------------------------
+
+def _sim_config(args: argparse.Namespace) -> Any:
+    from producers.simulator import DRIFT_KINDS, DriftInjection, SimulatorConfig
+
+    drift = None
+    if args.drift_at is not None:
+        kinds = tuple(k.strip() for k in args.drift.split(",")) if args.drift else DRIFT_KINDS
+        models = tuple(m for m in (args.drift_models or "").split(",") if m)
+        drift = DriftInjection(at_s=args.drift_at, kinds=kinds, models=models)
+    ab = not args.no_ab
+    return SimulatorConfig(
+        seed=args.seed, sessions=args.sessions, rate=args.rate, turns=args.turns,
+        treatment_version=args.treatment if ab else None, control_version=args.control,
+        experiment_id=args.experiment if ab else None, treatment_share=args.split / 100.0,
+        feedback_probability=args.feedback, drift=drift,
+    )
+
+
+def _add_sim_flags(p: argparse.ArgumentParser, turns: int) -> None:
+    p.add_argument("--seed", type=int, default=7, help="random seed (same seed, same events)")
+    p.add_argument("--turns", type=int, default=turns, help="chat turns to send (0 = endless)")
+    p.add_argument("--rate", type=float, default=50.0, help="chat turns per second")
+    p.add_argument("--sessions", type=int, default=200, help="concurrent sessions")
+    p.add_argument("--feedback", type=float, default=0.3, help="probability a turn gets feedback")
+    p.add_argument("--control", default="okla-v1.0", help="control model version")
+    p.add_argument("--treatment", default="okla-v2.0", help="treatment model version")
+    p.add_argument("--experiment", default="v1-vs-v2", help="A/B experiment id")
+    p.add_argument("--split", type=float, default=50.0, help="percent of sessions on the treatment")
+    p.add_argument("--no-ab", action="store_true", help="no A/B test: every turn from --control")
+    p.add_argument("--drift-at", type=float, default=None, metavar="SECONDS",
+                   help="inject drift this many simulated seconds in")
+    p.add_argument("--drift", default=None, metavar="KINDS",
+                   help="comma list of intent,latency,confidence,fallback,tokens (default all)")
+    p.add_argument("--drift-models", default=None, metavar="VERSIONS",
+                   help="comma list of model versions that drift (default all)")
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.producer import EventProducer
+    from producers.simulator import run
+
+    config = _sim_config(args)
+    with EventProducer.from_settings(settings) as producer:
+        sim = run(lambda schema, ev: producer.send(schema, ev, prepare=False), config,
+                  realtime=args.realtime, live_time=args.realtime)
+    print(f"sent {sim.turns} chat turns and {sim.feedback} feedback events")
+    return 0
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from continuum.demo import run_demo
+
+    return run_demo(settings, args)
+
+
+def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="continuum",
+        description="Continuum: event-driven continuous improvement for LLM products on Kafka.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("broker", help="run the local single-node Apache Kafka (KRaft)")
+    p.add_argument("action", choices=["start", "stop", "status", "reset"])
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_broker)
+
+    p = sub.add_parser("topics", help="create, list or describe Continuum's topics")
+    p.add_argument("action", choices=["create", "list", "describe"])
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_topics)
+
+    p = sub.add_parser("emit", help="send events from a JSON-lines file (validated first)")
+    p.add_argument("file", help='JSON-lines file, or "-" for standard input')
+    p.add_argument("--type", help='record type of every line (else each line has "_type")')
+    p.add_argument("--rejects", help="write rejected lines with their error here")
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_emit)
+
+    p = sub.add_parser("simulate", help="send realistic chat traffic, with A/B split and drift")
+    _add_sim_flags(p, turns=1000)
+    p.add_argument("--realtime", action="store_true", help="pace at --rate per wall-clock second")
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_simulate)
+
+    p = sub.add_parser("demo", help="start the broker, create topics, simulate traffic and watch it")
+    _add_sim_flags(p, turns=0)
+    p.add_argument("--seconds", type=float, default=60.0, help="run this long (0 = until Ctrl-C)")
+    p.add_argument("--keep-broker", action="store_true", help="leave the broker running afterwards")
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_demo)
+
+    for register in extra:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args)
+        return int(args.handler(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error for the operator; -v for the traceback
+        if args.verbose:
+            raise
+        print(f"continuum {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""A real single-node Apache Kafka (KRaft) on 127.0.0.1, run from Maven Central jars.
+
+The broker's classpath is resolved once with Maven from ``deploy/local/pom.xml`` (jars land in
+the Maven cache, the classpath in ``<home>/kafka/classpath-<version>.txt``); storage is formatted
+with ``kafka.tools.StorageTool`` and the broker runs as ``kafka.Kafka`` in its own process group,
+so it outlives the command that started it until ``stop``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from continuum.settings import PROJECT_ROOT, Settings
+
+POM = PROJECT_ROOT / "deploy" / "local" / "pom.xml"
+LOG4J = PROJECT_ROOT / "deploy" / "local" / "log4j2.properties"
+
+SERVER_PROPERTIES = """\
+# Written by `continuum broker start`; edits are overwritten.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=3
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=5
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Consumers (and Faust workers) join at once instead of waiting 3 s for more members.
+group.initial.rebalance.delay.ms=0
+log.retention.check.interval.ms=60000
+log.cleaner.backoff.ms=1000
+log.segment.bytes=67108864
+"""
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def kafka_version() -> str:
+    m = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    if not m:
+        raise BrokerError(f"{POM}: no <kafka.version> property")
+    return m.group(1)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalKafka:
+    home: Path
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalKafka:
+        return cls(settings.home, settings.kafka_port, settings.kafka_controller_port, settings.kafka_heap)
+
+    @property
+    def dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "server.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    # -- classpath ---------------------------------------------------------------------------
+
+    def classpath(self) -> str:
+        """The broker's classpath, resolved with Maven once and cached."""
+        version = kafka_version()
+        cache = self.dir / f"classpath-{version}.txt"
+        if cache.exists():
+            cp = cache.read_text().strip()
+            if cp and all(Path(p).exists() for p in cp.split(os.pathsep)):
+                return cp
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars; install it (apt-get install maven)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        print(f"Resolving Apache Kafka {version} jars from Maven Central (cached after the first run)...",
+              file=sys.stderr, flush=True)
+        proc = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(POM), "dependency:build-classpath",
+             f"-Dmdep.outputFile={cache}"],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0 or not cache.exists():
+            raise BrokerError(f"mvn dependency:build-classpath failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        return cache.read_text().strip()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        # A zombie or a recycled pid is not our broker.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"kafka.Kafka" not in cmdline:
+                return None
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                return None
+        except OSError:
+            pass
+        return pid
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def _java(self) -> str:
+        java_home = os.environ.get("JAVA_HOME")
+        java = Path(java_home, "bin", "java") if java_home else shutil.which("java")
+        if not java:
+            raise BrokerError("java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)")
+        return str(java)
+
+    def _jvm_opts(self, heap: str) -> list[str]:
+        return [
+            f"-Xmx{heap}", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.dir}",
+            f"-Dlog4j2.configurationFile={LOG4J}",
+        ]
+
+    def format_storage(self, cp: str) -> None:
+        props = self.dir / "server.properties"
+        props.write_text(SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port,
+                                                  data=self.data_dir))
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        proc = subprocess.run(
+            [self._java(), *self._jvm_opts("256m"), "-cp", cp,
+             "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise BrokerError(f"kafka StorageTool format failed:\n{proc.stdout}{proc.stderr}")
+
+    def start(self, timeout: float = 90.0) -> str:
+        """Start the broker (if not running) and wait until it answers metadata requests."""
+        if self.running():
+            self.wait_ready(timeout)
+            return self.bootstrap
+        for p in (self.port, self.controller_port):
+            if port_open("127.0.0.1", p):
+                raise BrokerError(
+                    f"port {p} on 127.0.0.1 is taken by another process; set CONTINUUM_KAFKA_PORT / "
+                    "CONTINUUM_KAFKA_CONTROLLER_PORT or stop it"
+                )
+        cp = self.classpath()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.format_storage(cp)
+        out = open(self.dir / "broker.out", "ab")
+        proc = subprocess.Popen(
+            [self._java(), *self._jvm_opts(self.heap), "-cp", cp, "kafka.Kafka", str(self.dir / "server.properties")],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        out.close()
+        self._proc = proc
+        self.pid_file.write_text(str(proc.pid))
+        try:
+            self.wait_ready(timeout, proc=proc)
+        except BrokerError:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def wait_ready(self, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise BrokerError(f"broker exited with {proc.returncode}; see {self.dir / 'broker.out'}:\n"
+                                  + self._tail(self.dir / "broker.out"))
+            if port_open("127.0.0.1", self.port):
+                admin = AdminClient({"bootstrap.servers": self.bootstrap})
+                try:
+                    md = admin.list_topics(timeout=2)
+                    if md.brokers:
+                        return
+                except Exception:
+                    pass
+            time.sleep(0.2)
+        raise BrokerError(f"broker not ready after {timeout:.0f}s; see {self.log_file}:\n" + self._tail(self.log_file))
+
+    @staticmethod
+    def _tail(path: Path, n: int = 20) -> str:
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 30.0, *, kill: bool = False) -> bool:
+        """Stop the broker; SIGTERM (controlled shutdown), SIGKILL after ``timeout``."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._alive(pid):
+            time.sleep(0.1)
+        if self._alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while self._alive(pid):
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def _alive(self, pid: int) -> bool:
+        proc = self._proc
+        if proc is not None and proc.pid == pid and proc.poll() is not None:
+            return False  # reaped our own child
+        return self.pid() is not None
+
+    def reset(self) -> None:
+        """Stop and delete all broker data (topics, offsets)."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def status(self) -> dict[str, object]:
+        pid = self.pid()
+        return {
+            "running": pid is not None,
+            "pid": pid,
+            "bootstrap": self.bootstrap,
+            "kafka_version": kafka_version(),
+            "data_dir": str(self.data_dir),
+            "log": str(self.log_file),
+            "reachable": port_open("127.0.0.1", self.port),
+        }

@@ -1,0 +1,106 @@
+"""Every Kafka topic of Continuum, as data: one list the CLI creates and the services read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DAY_MS = 24 * 3600 * 1000
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic's contract: its record type, layout and retention.
+
+    ``key_field`` names the event field used as the Kafka key, so all events of one session (or
+    model version, experiment...) land on one partition in order.
+    """
+
+    name: str
+    schema: str | None
+    key_field: str | None
+    partitions: int = 3
+    cleanup_policy: str = "delete"
+    retention_ms: int | None = 7 * DAY_MS
+    doc: str = ""
+    has_dlq: bool = True
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def full_name(self, prefix: str = "") -> str:
+        return f"{prefix}{self.name}"
+
+    def dlq_name(self, prefix: str = "") -> str:
+        return f"{prefix}{self.name}{DLQ_SUFFIX}"
+
+    def config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": self.cleanup_policy}
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        if self.cleanup_policy == "compact":
+            # Small segments and a low dirty ratio so superseded records are compacted promptly.
+            cfg.setdefault("min.cleanable.dirty.ratio", "0.1")
+            cfg.setdefault("segment.ms", str(3600 * 1000))
+        cfg.update(self.extra_config)
+        return cfg
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("chat.turns", "ChatTurn", "session_id", partitions=6, retention_ms=14 * DAY_MS,
+              doc="Every chatbot turn, with latency, tokens, intent and confidence."),
+    TopicSpec("chat.feedback", "Feedback", "session_id", partitions=3, retention_ms=90 * DAY_MS,
+              doc="User ratings, thumbs, categories and corrections."),
+    TopicSpec("predictions", "Prediction", "prediction_id", partitions=3,
+              doc="Model-agnostic prediction log."),
+    TopicSpec("outcomes", "Outcome", "prediction_id", partitions=3,
+              doc="Outcomes joined to predictions by prediction_id."),
+    TopicSpec("inference.requests", "InferenceRequest", "session_id", partitions=3,
+              retention_ms=DAY_MS, doc="Chat-completion requests for the inference workers."),
+    TopicSpec("inference.responses", "InferenceResponse", "request_id", partitions=3,
+              retention_ms=DAY_MS, doc="Answers from the inference workers."),
+    TopicSpec("drift-signals", "DriftSignal", "model_version", partitions=1,
+              retention_ms=30 * DAY_MS, doc="Drift measurements against baselines."),
+    TopicSpec("alerts", "Alert", "dedup_key", partitions=1, retention_ms=30 * DAY_MS,
+              doc="Opened and resolved alerts."),
+    TopicSpec("retrain-triggers", "RetrainTrigger", "model_version", partitions=1,
+              retention_ms=None, cleanup_policy="compact",
+              doc="One record per model version and reason that calls for retraining."),
+    TopicSpec("baselines", "Baseline", "model_version", partitions=1, retention_ms=None,
+              cleanup_policy="compact", doc="Latest baseline per model version (compacted)."),
+    TopicSpec("experiments", "Experiment", "experiment_id", partitions=1, retention_ms=None,
+              cleanup_policy="compact", doc="Latest definition of each A/B experiment (compacted)."),
+)
+
+_BY_NAME = {t.name: t for t in TOPICS}
+_BY_SCHEMA = {t.schema: t for t in TOPICS if t.schema}
+
+
+def topic_spec(name: str) -> TopicSpec:
+    """The spec of a topic by its unprefixed name."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        known = ", ".join(sorted(_BY_NAME))
+        raise KeyError(f"unknown topic {name!r}; known topics: {known}") from None
+
+
+def topic_for_schema(schema: str) -> TopicSpec:
+    """The topic that carries a record type (ChatTurn -> chat.turns)."""
+    try:
+        return _BY_SCHEMA[schema]
+    except KeyError:
+        known = ", ".join(sorted(_BY_SCHEMA))
+        raise KeyError(f"no topic carries {schema!r}; known record types: {known}") from None
+
+
+def dlq_specs() -> tuple[TopicSpec, ...]:
+    """Dead-letter topics: raw bytes and the reason, kept 30 days, no schema."""
+    return tuple(
+        TopicSpec(t.name + DLQ_SUFFIX, None, None, partitions=1, retention_ms=30 * DAY_MS,
+                  doc=f"Records of {t.name} that could not be decoded or validated.",
+                  has_dlq=False)
+        for t in TOPICS if t.has_dlq
+    )
+
+
+def all_specs() -> tuple[TopicSpec, ...]:
+    return TOPICS + dlq_specs()

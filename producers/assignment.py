@@ -1,0 +1,144 @@
+"""Variant assignment for A/B tests: which arm serves a session.
+
+Five strategies: the dispatch seed's random 50/50, round robin, time-based (peak/off-peak) and
+weight-based gradual rollout, plus sticky-by-session hashing (the default: a user keeps one model
+for the whole conversation). Shares are the treatment's fraction of traffic, 0..1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+CONTROL = "control"
+TREATMENT = "treatment"
+STRATEGIES = ("RANDOM", "ROUND_ROBIN", "TIME_BASED", "WEIGHT_BASED", "STICKY")
+
+
+class Assigner(Protocol):
+    def assign(self, session_id: str, now_ms: int) -> str: ...
+
+
+def _check_share(share: float) -> float:
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"treatment share must be between 0 and 1, got {share!r}")
+    return share
+
+
+@dataclass
+class RandomAssigner:
+    share: float = 0.5
+    seed: int | None = None
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_share(self.share)
+        self._rng = random.Random(self.seed)
+
+    def assign(self, session_id: str, now_ms: int) -> str:
+        return TREATMENT if self._rng.random() < self.share else CONTROL
+
+
+@dataclass
+class RoundRobinAssigner:
+    """Deterministic interleaving that hits the share exactly over every cycle."""
+
+    share: float = 0.5
+    _n: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_share(self.share)
+
+    def assign(self, session_id: str, now_ms: int) -> str:
+        self._n += 1
+        # Treatment whenever the running quota floor(n*share) grows.
+        grew = int(self._n * self.share) > int((self._n - 1) * self.share)
+        return TREATMENT if grew else CONTROL
+
+
+def session_bucket(session_id: str, salt: str = "") -> float:
+    """A uniform number in [0, 1) that depends only on the session (and the experiment salt)."""
+    digest = hashlib.blake2b(f"{salt}:{session_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+@dataclass
+class StickyAssigner:
+    share: float = 0.5
+    salt: str = ""
+
+    def __post_init__(self) -> None:
+        _check_share(self.share)
+
+    def assign(self, session_id: str, now_ms: int) -> str:
+        return TREATMENT if session_bucket(session_id, self.salt) < self.share else CONTROL
+
+
+@dataclass
+class TimeBasedAssigner:
+    """Different shares in peak and off-peak hours (local time at ``utc_offset_hours``; the
+    Dominican Republic is UTC-4). Sticky within each period."""
+
+    peak_share: float = 0.2
+    offpeak_share: float = 0.5
+    peak_hours: Sequence[int] = (9, 10, 11, 12, 13, 14, 15, 16, 17, 18)
+    utc_offset_hours: float = -4.0
+    salt: str = ""
+
+    def __post_init__(self) -> None:
+        _check_share(self.peak_share)
+        _check_share(self.offpeak_share)
+
+    def is_peak(self, now_ms: int) -> bool:
+        local = datetime.fromtimestamp(now_ms / 1000, timezone(timedelta(hours=self.utc_offset_hours)))
+        return local.hour in self.peak_hours
+
+    def assign(self, session_id: str, now_ms: int) -> str:
+        share = self.peak_share if self.is_peak(now_ms) else self.offpeak_share
+        return TREATMENT if session_bucket(session_id, self.salt) < share else CONTROL
+
+
+@dataclass
+class WeightBasedAssigner:
+    """Gradual rollout: the share steps up at given times ([(start_ms, share), ...]); sticky, so a
+    session moved to treatment stays there as the share grows."""
+
+    schedule: Sequence[tuple[int, float]] = ((0, 0.05),)
+    salt: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.schedule:
+            raise ValueError("weight-based rollout needs at least one (start_ms, share) step")
+        for _, share in self.schedule:
+            _check_share(share)
+        self.schedule = sorted(self.schedule)
+
+    def share_at(self, now_ms: int) -> float:
+        share = 0.0
+        for start, s in self.schedule:
+            if now_ms >= start:
+                share = s
+        return share
+
+    def assign(self, session_id: str, now_ms: int) -> str:
+        return TREATMENT if session_bucket(session_id, self.salt) < self.share_at(now_ms) else CONTROL
+
+
+def make_assigner(strategy: str, share: float = 0.5, *, salt: str = "", seed: int | None = None) -> Assigner:
+    """Build an assigner from an Experiment's strategy name and treatment share (0..1)."""
+    s = strategy.upper()
+    if s == "RANDOM":
+        return RandomAssigner(share, seed)
+    if s == "ROUND_ROBIN":
+        return RoundRobinAssigner(share)
+    if s == "STICKY":
+        return StickyAssigner(share, salt)
+    if s == "TIME_BASED":
+        return TimeBasedAssigner(peak_share=share / 2, offpeak_share=share, salt=salt)
+    if s == "WEIGHT_BASED":
+        return WeightBasedAssigner(((0, share),), salt)
+    raise ValueError(f"unknown assignment strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")

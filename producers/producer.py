@@ -1,0 +1,235 @@
+"""``EventProducer``: validate, encode and send events with an idempotent Kafka producer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from continuum.settings import Settings
+from continuum.topics import TopicSpec, topic_for_schema, topic_spec
+from schemas.catalog import default_catalog
+from schemas.serde import AvroSerializer, make_registry
+
+log = logging.getLogger(__name__)
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,  # implies acks=all and in-order retries without duplicates
+    "acks": "all",
+    "linger.ms": 5,
+    "compression.type": "lz4",
+    "message.timeout.ms": 300_000,  # ride out a broker restart rather than fail fast
+    "queue.buffering.max.messages": 200_000,
+}
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    topic: str
+    key: bytes | None
+    error: str
+
+
+class DeliveryError(RuntimeError):
+    """Some events were not acknowledged by the broker."""
+
+    def __init__(self, failures: list[FailedDelivery], pending: int) -> None:
+        self.failures = failures
+        self.pending = pending
+        first = f"; first: {failures[0].topic}: {failures[0].error}" if failures else ""
+        super().__init__(
+            f"{len(failures)} event(s) failed delivery and {pending} still unacknowledged{first}"
+        )
+
+
+def to_millis(value: Any) -> Any:
+    """Accept epoch millis, a datetime or an ISO-8601 string for timestamp fields."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return int(value.timestamp() * 1000)
+    if isinstance(value, str):
+        try:
+            return to_millis(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return value  # left for validation to report with the field name
+    return value
+
+
+def prepare_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill ``event_id`` and ``event_time`` when the caller left them out."""
+    out = dict(event)
+    if not out.get("event_id"):
+        out["event_id"] = str(uuid.uuid4())
+    if out.get("event_time") is None:
+        out["event_time"] = int(time.time() * 1000)
+    else:
+        out["event_time"] = to_millis(out["event_time"])
+    return out
+
+
+class EventProducer:
+    """Send Continuum events to Kafka.
+
+    Events are validated before anything is sent (an invalid event raises
+    :class:`schemas.EventValidationError` naming the field), keyed by the topic's key field (the
+    session for chat events, so a session stays ordered), and produced idempotently. When the
+    local queue is full the call waits for the broker (back-pressure) up to ``max_block_s``.
+    ``close()`` flushes and raises :class:`DeliveryError` if any event was not acknowledged.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        serializer: AvroSerializer | None = None,
+        topic_prefix: str = "",
+        config: Mapping[str, Any] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        max_block_s: float = 60.0,
+    ) -> None:
+        conf = dict(PRODUCER_DEFAULTS)
+        conf.update(config or {})
+        conf["bootstrap.servers"] = bootstrap_servers
+        conf.setdefault("error_cb", self._on_client_error)
+        conf.setdefault("logger", logging.getLogger("continuum.rdkafka"))
+        self._producer = Producer(conf)
+        self.serializer = serializer or AvroSerializer(default_catalog())
+        self.topic_prefix = topic_prefix
+        self.max_block_s = max_block_s
+        self._on_delivery_user = on_delivery
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.delivered = 0
+        self.failures: deque[FailedDelivery] = deque(maxlen=1000)
+        self.failed = 0
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> EventProducer:
+        registry = make_registry(settings.schema_registry_url)
+        return cls(
+            settings.bootstrap_servers,
+            serializer=AvroSerializer(default_catalog(), registry),
+            topic_prefix=settings.topic_prefix,
+            **kwargs,
+        )
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(raise_on_failure=exc[0] is None)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        log.warning("kafka producer: %s", err)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            self.failures.append(FailedDelivery(msg.topic(), msg.key(), str(err)))
+            log.error("delivery to %s failed: %s", msg.topic(), err)
+        if self._on_delivery_user is not None:
+            self._on_delivery_user(err, msg)
+
+    def send(
+        self,
+        schema: str,
+        event: Mapping[str, Any],
+        *,
+        topic: str | None = None,
+        key: str | bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        prepare: bool = True,
+    ) -> dict[str, Any]:
+        """Validate, encode and enqueue one event; returns the event as sent (ids filled in)."""
+        if self._closed:
+            raise RuntimeError("EventProducer is closed")
+        # ``topic`` is a logical name from continuum.topics (prefixed here) or a literal topic.
+        spec = topic_for_schema(schema) if topic is None else _spec_or_none(topic)
+        name = spec.full_name(self.topic_prefix) if spec is not None else str(topic)
+        record = prepare_event(event) if prepare else event
+        value = self.serializer.encode(schema, record, topic=name)
+        if key is None and spec is not None and spec.key_field:
+            k = record.get(spec.key_field)
+            key = None if k is None else str(k)
+        self._produce(name, value, key, headers)
+        return record  # type: ignore[return-value]
+
+    def send_many(self, schema: str, events: Iterable[Mapping[str, Any]], **kwargs: Any) -> int:
+        n = 0
+        for event in events:
+            self.send(schema, event, **kwargs)
+            n += 1
+        return n
+
+    def produce_raw(
+        self, topic: str, value: bytes | None, key: str | bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send already-encoded bytes (dead letters, replays of archived records)."""
+        self._produce(topic, value, key, headers)
+
+    def _produce(
+        self, topic: str, value: bytes | None, key: str | bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
+        deadline = None
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                # Local queue full: let the broker drain it (back-pressure), bounded in time.
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.max_block_s
+                elif now > deadline:
+                    raise TimeoutError(
+                        f"producer queue still full after {self.max_block_s:.0f}s sending to "
+                        f"{topic!r}: is the broker reachable?"
+                    ) from None
+                self._producer.poll(0.05)
+        self.sent += 1
+        if self.sent % 1000 == 0:
+            self._producer.poll(0)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def poll(self, timeout: float = 0) -> int:
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for acknowledgements; returns how many events are still unacknowledged."""
+        return self._producer.flush(timeout)
+
+    @property
+    def pending(self) -> int:
+        return len(self._producer)
+
+    def close(self, timeout: float = 60.0, *, raise_on_failure: bool = True) -> None:
+        if self._closed:
+            return
+        pending = self.flush(timeout)
+        self._closed = True
+        if raise_on_failure and (pending or self.failed):
+            raise DeliveryError(list(self.failures), pending)
+
+
+def _spec_or_none(topic: str) -> TopicSpec | None:
+    try:
+        return topic_spec(topic)
+    except KeyError:
+        return None

@@ -1,0 +1,173 @@
+"""Avro serde for Continuum events in two wire formats.
+
+* Single-object encoding (Avro spec): ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint of
+  the writer schema + body. Needs no server: the fingerprint names a schema in the catalog.
+* Confluent framing: ``00`` + 4-byte big-endian Schema Registry id + body. Used when a registry
+  is configured; ids are registered/looked up once and cached.
+
+A reader always resolves the writer's schema to the *current* version of the record type, so old
+producers keep working after a schema gains fields with defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any, Protocol
+
+from fastavro import schemaless_reader, schemaless_writer
+
+from schemas.catalog import SchemaCatalog, SchemaVersion, default_catalog, make_version
+from schemas.errors import DecodeError, EventValidationError
+from schemas.validation import explain_encode_error, validate_event
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = 0
+
+
+class RegistryClient(Protocol):
+    """The two calls of confluent-kafka's ``SchemaRegistryClient`` that the serde needs."""
+
+    def register_schema(self, subject_name: str, schema: Any) -> int: ...
+
+    def get_schema(self, schema_id: int) -> Any: ...
+
+
+def make_registry(url: str) -> RegistryClient | None:
+    """A Schema Registry client for ``url``, or None when no registry is configured."""
+    if not url:
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient({"url": url})
+
+
+@dataclass(frozen=True)
+class Decoded:
+    schema: str
+    record: dict[str, Any]
+    writer: str  # label of the writer version (current, ChatTurn.v1, registry:<id>)
+
+
+class AvroSerializer:
+    """Validate and encode events; the framing depends on whether a registry is configured."""
+
+    def __init__(
+        self, catalog: SchemaCatalog | None = None, registry: RegistryClient | None = None
+    ) -> None:
+        self.catalog = catalog or default_catalog()
+        self.registry = registry
+        self._headers: dict[tuple[str, str | None], tuple[bytes, SchemaVersion]] = {}
+
+    def _header(self, name: str, topic: str | None) -> tuple[bytes, SchemaVersion]:
+        key = (name, topic)
+        hit = self._headers.get(key)
+        if hit is not None:
+            return hit
+        version = self.catalog.current(name)
+        if self.registry is None:
+            header = SINGLE_OBJECT_MAGIC + version.fingerprint
+        else:
+            from confluent_kafka.schema_registry import Schema
+
+            subject = f"{topic}-value" if topic else version.full_name
+            schema_id = self.registry.register_schema(subject, Schema(version.schema_str, "AVRO"))
+            header = bytes([CONFLUENT_MAGIC]) + int(schema_id).to_bytes(4, "big")
+        self._headers[key] = (header, version)
+        return header, version
+
+    def encode(
+        self, name: str, record: Mapping[str, Any], *, topic: str | None = None, validate: bool = True
+    ) -> bytes:
+        header, version = self._header(name, topic)
+        if validate:
+            validate_event(version, record)
+        buf = BytesIO()
+        buf.write(header)
+        try:
+            schemaless_writer(buf, version.wire, record, strict_allow_default=True)
+        except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as exc:
+            raise explain_encode_error(version, record, exc) from None
+        return buf.getvalue()
+
+
+class AvroDeserializer:
+    """Decode either wire format into a dict of the current schema, validating it."""
+
+    def __init__(
+        self, catalog: SchemaCatalog | None = None, registry: RegistryClient | None = None
+    ) -> None:
+        self.catalog = catalog or default_catalog()
+        self.registry = registry
+        self._registry_versions: dict[int, SchemaVersion] = {}
+
+    def _registry_version(self, schema_id: int) -> SchemaVersion:
+        hit = self._registry_versions.get(schema_id)
+        if hit is not None:
+            return hit
+        if self.registry is None:
+            raise DecodeError(
+                f"record uses Confluent framing (schema id {schema_id}) but no schema registry "
+                "is configured (set CONTINUUM_SCHEMA_REGISTRY_URL)"
+            )
+        try:
+            schema = self.registry.get_schema(schema_id)
+        except Exception as exc:  # registry errors vary by transport
+            raise DecodeError(f"schema id {schema_id} could not be fetched from the registry: {exc}") from None
+        version = make_version(json.loads(schema.schema_str), label=f"registry:{schema_id}")
+        self._registry_versions[schema_id] = version
+        return version
+
+    def writer_of(self, data: bytes) -> tuple[SchemaVersion, int]:
+        """The writer schema of a framed record and the offset where its body starts."""
+        if not data:
+            raise DecodeError("empty record value (expected an Avro-encoded event)")
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < 10:
+                raise DecodeError(f"truncated single-object header ({len(data)} bytes, need 10)")
+            version = self.catalog.by_fingerprint(data[2:10])
+            if version is None:
+                raise DecodeError(
+                    f"unknown writer schema fingerprint {data[2:10].hex()} "
+                    "(not a Continuum schema or a version this reader does not know)"
+                )
+            return version, 10
+        if data[0] == CONFLUENT_MAGIC:
+            if len(data) < 5:
+                raise DecodeError(f"truncated Confluent header ({len(data)} bytes, need 5)")
+            return self._registry_version(int.from_bytes(data[1:5], "big")), 5
+        raise DecodeError(
+            f"unknown wire format: first byte 0x{data[0]:02x} (expected 0xc3 0x01 for Avro "
+            "single-object encoding or 0x00 for Confluent framing)"
+        )
+
+    def decode(self, data: bytes, expected: str | None = None) -> Decoded:
+        writer, offset = self.writer_of(data)
+        try:
+            reader = self.catalog.current(writer.name)
+        except KeyError as exc:
+            raise DecodeError(str(exc)) from None
+        if expected is not None and reader.name != expected:
+            raise DecodeError(f"record is a {reader.name}, this topic carries {expected}", schema=reader.name)
+        buf = BytesIO(data)
+        buf.seek(offset)
+        try:
+            if writer.fingerprint == reader.fingerprint:
+                record = schemaless_reader(buf, writer.wire, None)
+            else:
+                record = schemaless_reader(buf, writer.wire, reader.wire)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError...
+            raise DecodeError(
+                f"corrupt {writer.name} body: {type(exc).__name__}: {exc}", schema=writer.name
+            ) from None
+        if buf.tell() != len(data):
+            raise DecodeError(
+                f"corrupt {writer.name} body: {len(data) - buf.tell()} trailing bytes", schema=writer.name
+            )
+        try:
+            validate_event(reader, record)
+        except EventValidationError as exc:
+            raise DecodeError(f"invalid {reader.name}: {exc}", schema=reader.name) from None
+        return Decoded(reader.name, record, writer.label)
