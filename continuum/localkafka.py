@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka (KRaft) on 127.0.0.1, run from Maven Central jars.
 
 The broker's classpath is resolved once with Maven from ``deploy/local/pom.xml`` (jars land in
-the Maven cache, the classpath in ``<home>/kafka/classpath-<version>.txt``); storage is formatted
+the Maven cache, the classpath in ``~/.cache/continuum/classpath-<version>.txt``); storage is formatted
 with ``kafka.tools.StorageTool`` and the broker runs as ``kafka.Kafka`` in its own process group,
 so it outlives the command that started it until ``stop``.
 """
@@ -25,6 +25,8 @@ from continuum.settings import PROJECT_ROOT, Settings
 
 POM = PROJECT_ROOT / "deploy" / "local" / "pom.xml"
 LOG4J = PROJECT_ROOT / "deploy" / "local" / "log4j2.properties"
+# The resolved classpath is shared by every broker home (tests use throwaway homes).
+CLASSPATH_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "continuum"
 
 SERVER_PROPERTIES = """\
 # Written by `continuum broker start`; edits are overwritten.
@@ -116,7 +118,7 @@ class LocalKafka:
     def classpath(self) -> str:
         """The broker's classpath, resolved with Maven once and cached."""
         version = kafka_version()
-        cache = self.dir / f"classpath-{version}.txt"
+        cache = CLASSPATH_CACHE / f"classpath-{version}.txt"
         if cache.exists():
             cp = cache.read_text().strip()
             if cp and all(Path(p).exists() for p in cp.split(os.pathsep)):
@@ -124,7 +126,7 @@ class LocalKafka:
         mvn = shutil.which("mvn")
         if mvn is None:
             raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars; install it (apt-get install maven)")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        CLASSPATH_CACHE.mkdir(parents=True, exist_ok=True)
         print(f"Resolving Apache Kafka {version} jars from Maven Central (cached after the first run)...",
               file=sys.stderr, flush=True)
         proc = subprocess.run(

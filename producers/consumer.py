@@ -62,7 +62,7 @@ class EventConsumer:
         self._own_producer = dlq_producer is None
         self._dlq_producer = dlq_producer or EventProducer(bootstrap_servers, topic_prefix=topic_prefix)
         self.decoder = SafeDecoder(
-            deserializer or AvroDeserializer(), DeadLetterQueue(self._dlq_producer.produce_raw)
+            deserializer or AvroDeserializer(), DeadLetterQueue(self._dlq_producer.dead_letter_sink)
         )
         self._pending: list[Message] = []
         self._consumer.subscribe(list(self._specs))

@@ -95,13 +95,17 @@ class EventProducer:
         config: Mapping[str, Any] | None = None,
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
         max_block_s: float = 60.0,
+        client: Any = None,
     ) -> None:
-        conf = dict(PRODUCER_DEFAULTS)
-        conf.update(config or {})
-        conf["bootstrap.servers"] = bootstrap_servers
-        conf.setdefault("error_cb", self._on_client_error)
-        conf.setdefault("logger", logging.getLogger("continuum.rdkafka"))
-        self._producer = Producer(conf)
+        """``client`` replaces the confluent-kafka ``Producer`` (unit tests pass a fake)."""
+        if client is None:
+            conf = dict(PRODUCER_DEFAULTS)
+            conf.update(config or {})
+            conf["bootstrap.servers"] = bootstrap_servers
+            conf.setdefault("error_cb", self._on_client_error)
+            conf.setdefault("logger", logging.getLogger("continuum.rdkafka"))
+            client = Producer(conf)
+        self._producer = client
         self.serializer = serializer or AvroSerializer(default_catalog())
         self.topic_prefix = topic_prefix
         self.max_block_s = max_block_s
@@ -180,6 +184,12 @@ class EventProducer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Send already-encoded bytes (dead letters, replays of archived records)."""
+        self._produce(topic, value, key, headers)
+
+    def dead_letter_sink(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """The :data:`producers.deadletter.DeadLetterSink` shape over this producer."""
         self._produce(topic, value, key, headers)
 
     def _produce(

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from continuum.cli import build_parser
+from continuum.settings import Settings
+from continuum.topics import TOPICS, all_specs, topic_for_schema, topic_spec
+
+
+def test_settings_from_env_and_overrides() -> None:
+    s = Settings.from_env({"CONTINUUM_BOOTSTRAP_SERVERS": "h:1", "CONTINUUM_KAFKA_PORT": "19092",
+                           "CONTINUUM_HOME": "/tmp/x"}, topic_prefix="p-")
+    assert (s.bootstrap_servers, s.kafka_port, s.home, s.topic_prefix) == ("h:1", 19092, Path("/tmp/x"), "p-")
+
+
+def test_bad_env_value_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="CONTINUUM_KAFKA_PORT='abc': expected an integer"):
+        Settings.from_env({"CONTINUUM_KAFKA_PORT": "abc"})
+
+
+def test_secrets_never_show() -> None:
+    s = Settings(slack_webhook_url="https://hooks.example/T000/SECRET", api_token="tok-9f8e7d")
+    assert "SECRET" not in repr(s) and "tok-9f8e7d" not in repr(s)
+    assert s.redacted()["slack_webhook_url"] == "***"
+
+
+def test_topics_are_declared_once_with_policies() -> None:
+    names = [t.name for t in all_specs()]
+    assert len(names) == len(set(names))
+    assert {t.name for t in TOPICS if t.cleanup_policy == "compact"} == {"baselines", "experiments", "retrain-triggers"}
+    assert topic_for_schema("ChatTurn").key_field == "session_id"
+    assert topic_spec("chat.turns").dlq_name("p-") == "p-chat.turns.dlq"
+    assert topic_spec("baselines").config()["cleanup.policy"] == "compact"
+    with pytest.raises(KeyError, match="unknown topic 'nope'"):
+        topic_spec("nope")
+
+
+def test_every_cli_flag_names_its_environment_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["topics", "--help"])
+    out = capsys.readouterr().out
+    for var in ("CONTINUUM_BOOTSTRAP_SERVERS", "CONTINUUM_TOPIC_PREFIX", "CONTINUUM_SCHEMA_REGISTRY_URL"):
+        assert var in out
+    assert "SLACK" not in out  # secrets come from the environment only
