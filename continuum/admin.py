@@ -25,12 +25,18 @@ class TopicAdmin:
         self.admin = AdminClient({"bootstrap.servers": bootstrap_servers})
         self.prefix = prefix
 
-    def create(self, specs: Iterable[TopicSpec] | None = None, timeout: float = 30.0) -> dict[str, str]:
+    def create(
+        self, specs: Iterable[TopicSpec] | None = None, timeout: float = 30.0
+    ) -> dict[str, str]:
         """Create missing topics; returns name -> created | exists. Raises on any other error."""
         specs = list(specs if specs is not None else all_specs())
         new = [
-            NewTopic(s.full_name(self.prefix), num_partitions=s.partitions, replication_factor=1,
-                     config=s.config())
+            NewTopic(
+                s.full_name(self.prefix),
+                num_partitions=s.partitions,
+                replication_factor=1,
+                config=s.config(),
+            )
             for s in specs
         ]
         result: dict[str, str] = {}
@@ -57,21 +63,31 @@ class TopicAdmin:
             if name.startswith(self.prefix) and not name.startswith("__")
         }
 
-    def describe(self, specs: Iterable[TopicSpec] | None = None, timeout: float = 10.0) -> list[TopicState]:
+    def describe(
+        self, specs: Iterable[TopicSpec] | None = None, timeout: float = 10.0
+    ) -> list[TopicState]:
         specs = list(specs if specs is not None else all_specs())
         existing = self.list(timeout)
         out: list[TopicState] = []
-        resources = [ConfigResource("topic", s.full_name(self.prefix)) for s in specs
-                     if s.full_name(self.prefix) in existing]
+        resources = [
+            ConfigResource("topic", s.full_name(self.prefix))
+            for s in specs
+            if s.full_name(self.prefix) in existing
+        ]
         configs: dict[str, dict[str, str]] = {}
         if resources:
             for res, fut in self.admin.describe_configs(resources).items():
                 entries: dict[str, Any] = fut.result(timeout)
-                configs[res.name] = {k: v.value for k, v in entries.items()
-                                     if k in ("cleanup.policy", "retention.ms", "min.cleanable.dirty.ratio")}
+                configs[res.name] = {
+                    k: v.value
+                    for k, v in entries.items()
+                    if k in ("cleanup.policy", "retention.ms", "min.cleanable.dirty.ratio")
+                }
         for s in specs:
             name = s.full_name(self.prefix)
-            out.append(TopicState(name, name in existing, existing.get(name, 0), configs.get(name, {})))
+            out.append(
+                TopicState(name, name in existing, existing.get(name, 0), configs.get(name, {}))
+            )
         return out
 
     def delete(self, names: Iterable[str], timeout: float = 30.0) -> None:

@@ -9,7 +9,6 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 from continuum.settings import Settings
@@ -23,9 +22,14 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         if f.metadata.get("secret"):
             continue  # secrets come from the environment only, never from argv
         flag = "--" + f.name.replace("_", "-")
-        g.add_argument(flag, dest=f"setting_{f.name}", default=None, metavar=f.name.upper(),
-                       help=f"{f.metadata.get('help', '')} [env {Settings.env_name(f.name)}, "
-                            f"default {f.default}]")
+        g.add_argument(
+            flag,
+            dest=f"setting_{f.name}",
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{f.metadata.get('help', '')} [env {Settings.env_name(f.name)}, "
+            f"default {f.default}]",
+        )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -43,13 +47,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # -- broker ----------------------------------------------------------------------------------
 
+
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     from continuum.localkafka import LocalKafka
 
     kafka = LocalKafka.from_settings(settings)
     if args.action == "start":
         bootstrap = kafka.start()
-        print(f"Kafka {kafka.status()['kafka_version']} (KRaft) running at {bootstrap}, data in {kafka.data_dir}")
+        print(
+            f"Kafka {kafka.status()['kafka_version']} (KRaft) running at {bootstrap}, data in {kafka.data_dir}"
+        )
     elif args.action == "stop":
         print("stopped" if kafka.stop() else "not running")
     elif args.action == "reset":
@@ -62,6 +69,7 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- topics ----------------------------------------------------------------------------------
+
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from continuum.admin import TopicAdmin
@@ -80,12 +88,15 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
             spec = docs[st.name]
             status = f"{st.partitions} partitions" if st.exists else "MISSING"
             cfg = ", ".join(f"{k}={v}" for k, v in sorted(st.config.items()))
-            print(f"{st.name}: {status}; {cfg}\n    record: {spec.schema or 'raw bytes + reason headers'}; "
-                  f"key: {spec.key_field or '-'}; {spec.doc}")
+            print(
+                f"{st.name}: {status}; {cfg}\n    record: {spec.schema or 'raw bytes + reason headers'}; "
+                f"key: {spec.key_field or '-'}; {spec.doc}"
+            )
     return 0
 
 
 # -- emit ------------------------------------------------------------------------------------
+
 
 def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
     from producers.producer import EventProducer
@@ -110,13 +121,19 @@ def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
                 msg = exc.args[0] if isinstance(exc, KeyError) else str(exc)
                 print(f"{args.file}:{lineno}: {msg}", file=sys.stderr)
                 if rejects:
-                    rejects.write(json.dumps({"line": lineno, "error": msg, "input": line.rstrip("\n")},
-                                             ensure_ascii=False) + "\n")
+                    rejects.write(
+                        json.dumps(
+                            {"line": lineno, "error": msg, "input": line.rstrip("\n")},
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
     print(f"sent {sent} event(s), rejected {bad}")
     return 2 if bad else 0
 
 
 # -- simulate --------------------------------------------------------------------------------
+
 
 def _sim_config(args: argparse.Namespace) -> Any:
     from producers.simulator import DRIFT_KINDS, DriftInjection, SimulatorConfig
@@ -128,10 +145,16 @@ def _sim_config(args: argparse.Namespace) -> Any:
         drift = DriftInjection(at_s=args.drift_at, kinds=kinds, models=models)
     ab = not args.no_ab
     return SimulatorConfig(
-        seed=args.seed, sessions=args.sessions, rate=args.rate, turns=args.turns,
-        treatment_version=args.treatment if ab else None, control_version=args.control,
-        experiment_id=args.experiment if ab else None, treatment_share=args.split / 100.0,
-        feedback_probability=args.feedback, drift=drift,
+        seed=args.seed,
+        sessions=args.sessions,
+        rate=args.rate,
+        turns=args.turns,
+        treatment_version=args.treatment if ab else None,
+        control_version=args.control,
+        experiment_id=args.experiment if ab else None,
+        treatment_share=args.split / 100.0,
+        feedback_probability=args.feedback,
+        drift=drift,
     )
 
 
@@ -146,12 +169,25 @@ def _add_sim_flags(p: argparse.ArgumentParser, turns: int) -> None:
     p.add_argument("--experiment", default="v1-vs-v2", help="A/B experiment id")
     p.add_argument("--split", type=float, default=50.0, help="percent of sessions on the treatment")
     p.add_argument("--no-ab", action="store_true", help="no A/B test: every turn from --control")
-    p.add_argument("--drift-at", type=float, default=None, metavar="SECONDS",
-                   help="inject drift this many simulated seconds in")
-    p.add_argument("--drift", default=None, metavar="KINDS",
-                   help="comma list of intent,latency,confidence,fallback,tokens (default all)")
-    p.add_argument("--drift-models", default=None, metavar="VERSIONS",
-                   help="comma list of model versions that drift (default all)")
+    p.add_argument(
+        "--drift-at",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="inject drift this many simulated seconds in",
+    )
+    p.add_argument(
+        "--drift",
+        default=None,
+        metavar="KINDS",
+        help="comma list of intent,latency,confidence,fallback,tokens (default all)",
+    )
+    p.add_argument(
+        "--drift-models",
+        default=None,
+        metavar="VERSIONS",
+        help="comma list of model versions that drift (default all)",
+    )
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -160,13 +196,18 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     config = _sim_config(args)
     with EventProducer.from_settings(settings) as producer:
-        sim = run(lambda schema, ev: producer.send(schema, ev, prepare=False), config,
-                  realtime=args.realtime, live_time=args.realtime)
+        sim = run(
+            lambda schema, ev: producer.send(schema, ev, prepare=False),
+            config,
+            realtime=args.realtime,
+            live_time=args.realtime,
+        )
     print(f"sent {sim.turns} chat turns and {sim.feedback} feedback events")
     return 0
 
 
 # -- demo ------------------------------------------------------------------------------------
+
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from continuum.demo import run_demo
@@ -174,7 +215,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args)
 
 
-def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:
+def build_parser(
+    extra: Sequence[Callable[[argparse._SubParsersAction], None]] = (),
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="continuum",
         description="Continuum: event-driven continuous improvement for LLM products on Kafka.",
@@ -205,7 +248,9 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_simulate)
 
-    p = sub.add_parser("demo", help="start the broker, create topics, simulate traffic and watch it")
+    p = sub.add_parser(
+        "demo", help="start the broker, create topics, simulate traffic and watch it"
+    )
     _add_sim_flags(p, turns=0)
     p.add_argument("--seconds", type=float, default=60.0, help="run this long (0 = until Ctrl-C)")
     p.add_argument("--keep-broker", action="store_true", help="leave the broker running afterwards")
@@ -220,8 +265,10 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         settings = _settings(args)
         return int(args.handler(args, settings) or 0)

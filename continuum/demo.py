@@ -34,15 +34,35 @@ class ArmStats:
         conf = statistics.fmean(x[1] for x in self.recent) if self.recent else 0.0
         fb = sum(x[2] for x in self.recent) / len(self.recent) if self.recent else 0.0
         sat = self.satisfied / self.feedback if self.feedback else 0.0
-        return (str(self.turns), str(self.feedback), f"{conf:.3f}", f"{fb:.1%}", f"{p95:,.0f}", f"{sat:.1%}")
+        return (
+            str(self.turns),
+            str(self.feedback),
+            f"{conf:.3f}",
+            f"{fb:.1%}",
+            f"{p95:,.0f}",
+            f"{sat:.1%}",
+        )
 
 
-def _table(stats: dict[tuple[str, str], ArmStats], dlq: int, elapsed: float, drift_at: float | None) -> Table:
+def _table(
+    stats: dict[tuple[str, str], ArmStats], dlq: int, elapsed: float, drift_at: float | None
+) -> Table:
     title = f"Continuum demo - {elapsed:,.0f}s"
     if drift_at is not None:
-        title += " - drift " + ("INJECTED" if elapsed >= drift_at else f"in {drift_at - elapsed:.0f}s")
+        title += " - drift " + (
+            "INJECTED" if elapsed >= drift_at else f"in {drift_at - elapsed:.0f}s"
+        )
     t = Table(title=title, caption=f"dead-lettered records: {dlq}  (Ctrl-C to stop)")
-    for col in ("model", "variant", "turns", "feedback", "confidence*", "fallback*", "p95 ms*", "satisfied"):
+    for col in (
+        "model",
+        "variant",
+        "turns",
+        "feedback",
+        "confidence*",
+        "fallback*",
+        "p95 ms*",
+        "satisfied",
+    ):
         t.add_column(col, justify="right" if col not in ("model", "variant") else "left")
     for (model, variant), s in sorted(stats.items()):
         t.add_row(model, variant, *s.row())
@@ -51,11 +71,10 @@ def _table(stats: dict[tuple[str, str], ArmStats], dlq: int, elapsed: float, dri
 
 
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from continuum.cli import _sim_config
     from producers.consumer import EventConsumer
     from producers.producer import EventProducer
     from producers.simulator import run
-
-    from continuum.cli import _sim_config
 
     console = Console(width=max(100, Console().width))
     kafka = LocalKafka.from_settings(settings)
@@ -64,27 +83,38 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         bootstrap = kafka.start()
     settings = settings.with_(bootstrap_servers=bootstrap)
     created = TopicAdmin(bootstrap, settings.topic_prefix).create()
-    console.print(f"[green]Kafka[/] at {bootstrap}; {len(created)} topics ready "
-                  f"({sum(v == 'created' for v in created.values())} created)")
+    console.print(
+        f"[green]Kafka[/] at {bootstrap}; {len(created)} topics ready "
+        f"({sum(v == 'created' for v in created.values())} created)"
+    )
 
     config = _sim_config(args)
     stop = threading.Event()
     stats: dict[tuple[str, str], ArmStats] = defaultdict(ArmStats)
-    producer = EventProducer.from_settings(settings)
+    quiet = {"log_level": 3}  # librdkafka: errors only, the live table is the demo's output
+    producer = EventProducer.from_settings(settings, config=quiet)
     consumer = EventConsumer(
-        bootstrap, f"continuum-demo-{os.getpid()}", ["chat.turns", "chat.feedback"],
-        dlq_producer=producer, topic_prefix=settings.topic_prefix,
-        config={"auto.offset.reset": "latest"},
+        bootstrap,
+        f"continuum-demo-{os.getpid()}",
+        ["chat.turns", "chat.feedback"],
+        dlq_producer=producer,
+        topic_prefix=settings.topic_prefix,
+        config={"auto.offset.reset": "latest", **quiet},
     )
     sim_thread: threading.Thread | None = None
     began = time.monotonic()
     try:
         consumer.wait_assigned(30)
         # One undecodable record, to show it landing in the dead-letter topic with its reason.
-        producer.produce_raw(topic_spec("chat.turns").full_name(settings.topic_prefix),
-                             b"{not avro}", key=b"demo-corrupt")
+        producer.produce_raw(
+            topic_spec("chat.turns").full_name(settings.topic_prefix),
+            b"{not avro}",
+            key=b"demo-corrupt",
+        )
         sim_thread = threading.Thread(
-            target=run, name="simulator", daemon=True,
+            target=run,
+            name="simulator",
+            daemon=True,
             args=(lambda schema, ev: producer.send(schema, ev), config),
             kwargs={"realtime": True, "live_time": True, "should_stop": stop.is_set},
         )
@@ -103,7 +133,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                         s.feedback += 1
                         s.satisfied += (e.get("rating") or 0) >= 4 or e.get("thumbs") == "UP"
                 consumer.commit()
-                live.update(_table(stats, consumer.decoder.dead_lettered, time.monotonic() - began, drift_at))
+                live.update(
+                    _table(
+                        stats, consumer.decoder.dead_lettered, time.monotonic() - began, drift_at
+                    )
+                )
     except KeyboardInterrupt:
         console.print("stopping...")
     finally:
@@ -119,6 +153,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         else:
             console.print(f"broker left running at {bootstrap} (continuum broker stop)")
     turns = sum(s.turns for s in stats.values())
-    console.print(f"consumed {turns} chat turns, {sum(s.feedback for s in stats.values())} feedback events, "
-                  f"{consumer.decoder.dead_lettered} dead-lettered")
+    console.print(
+        f"consumed {turns} chat turns, {sum(s.feedback for s in stats.values())} feedback events, "
+        f"{consumer.decoder.dead_lettered} dead-lettered"
+    )
     return 0

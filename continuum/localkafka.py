@@ -91,7 +91,9 @@ class LocalKafka:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
-        return cls(settings.home, settings.kafka_port, settings.kafka_controller_port, settings.kafka_heap)
+        return cls(
+            settings.home, settings.kafka_port, settings.kafka_controller_port, settings.kafka_heap
+        )
 
     @property
     def dir(self) -> Path:
@@ -125,17 +127,32 @@ class LocalKafka:
                 return cp
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise BrokerError("Maven (mvn) is needed to fetch the Kafka jars; install it (apt-get install maven)")
+            raise BrokerError(
+                "Maven (mvn) is needed to fetch the Kafka jars; install it (apt-get install maven)"
+            )
         CLASSPATH_CACHE.mkdir(parents=True, exist_ok=True)
-        print(f"Resolving Apache Kafka {version} jars from Maven Central (cached after the first run)...",
-              file=sys.stderr, flush=True)
+        print(
+            f"Resolving Apache Kafka {version} jars from Maven Central (cached after the first run)...",
+            file=sys.stderr,
+            flush=True,
+        )
         proc = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(POM), "dependency:build-classpath",
-             f"-Dmdep.outputFile={cache}"],
-            capture_output=True, text=True,
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:build-classpath",
+                f"-Dmdep.outputFile={cache}",
+            ],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0 or not cache.exists():
-            raise BrokerError(f"mvn dependency:build-classpath failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            raise BrokerError(
+                f"mvn dependency:build-classpath failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
         return cache.read_text().strip()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -170,27 +187,47 @@ class LocalKafka:
         java_home = os.environ.get("JAVA_HOME")
         java = Path(java_home, "bin", "java") if java_home else shutil.which("java")
         if not java:
-            raise BrokerError("java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)")
+            raise BrokerError(
+                "java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)"
+            )
         return str(java)
 
     def _jvm_opts(self, heap: str) -> list[str]:
         return [
-            f"-Xmx{heap}", "-Xms128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.dir}",
+            f"-Xmx{heap}",
+            "-Xms128m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.dir}",
             f"-Dlog4j2.configurationFile={LOG4J}",
         ]
 
     def format_storage(self, cp: str) -> None:
         props = self.dir / "server.properties"
-        props.write_text(SERVER_PROPERTIES.format(port=self.port, controller_port=self.controller_port,
-                                                  data=self.data_dir))
+        props.write_text(
+            SERVER_PROPERTIES.format(
+                port=self.port, controller_port=self.controller_port, data=self.data_dir
+            )
+        )
         if (self.data_dir / "meta.properties").exists():
             return
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
-            [self._java(), *self._jvm_opts("256m"), "-cp", cp,
-             "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(props)],
-            capture_output=True, text=True,
+            [
+                self._java(),
+                *self._jvm_opts("256m"),
+                "-cp",
+                cp,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cid,
+                "-c",
+                str(props),
+            ],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise BrokerError(f"kafka StorageTool format failed:\n{proc.stdout}{proc.stderr}")
@@ -211,8 +248,18 @@ class LocalKafka:
         self.format_storage(cp)
         out = open(self.dir / "broker.out", "ab")
         proc = subprocess.Popen(
-            [self._java(), *self._jvm_opts(self.heap), "-cp", cp, "kafka.Kafka", str(self.dir / "server.properties")],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                self._java(),
+                *self._jvm_opts(self.heap),
+                "-cp",
+                cp,
+                "kafka.Kafka",
+                str(self.dir / "server.properties"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         out.close()
         self._proc = proc
@@ -224,14 +271,18 @@ class LocalKafka:
             raise
         return self.bootstrap
 
-    def wait_ready(self, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    def wait_ready(
+        self, timeout: float = 90.0, proc: subprocess.Popen[bytes] | None = None
+    ) -> None:
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
-                raise BrokerError(f"broker exited with {proc.returncode}; see {self.dir / 'broker.out'}:\n"
-                                  + self._tail(self.dir / "broker.out"))
+                raise BrokerError(
+                    f"broker exited with {proc.returncode}; see {self.dir / 'broker.out'}:\n"
+                    + self._tail(self.dir / "broker.out")
+                )
             if port_open("127.0.0.1", self.port):
                 admin = AdminClient({"bootstrap.servers": self.bootstrap})
                 try:
@@ -241,7 +292,10 @@ class LocalKafka:
                 except Exception:
                     pass
             time.sleep(0.2)
-        raise BrokerError(f"broker not ready after {timeout:.0f}s; see {self.log_file}:\n" + self._tail(self.log_file))
+        raise BrokerError(
+            f"broker not ready after {timeout:.0f}s; see {self.log_file}:\n"
+            + self._tail(self.log_file)
+        )
 
     @staticmethod
     def _tail(path: Path, n: int = 20) -> str:

@@ -45,29 +45,95 @@ class TopicSpec:
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("chat.turns", "ChatTurn", "session_id", partitions=6, retention_ms=14 * DAY_MS,
-              doc="Every chatbot turn, with latency, tokens, intent and confidence."),
-    TopicSpec("chat.feedback", "Feedback", "session_id", partitions=3, retention_ms=90 * DAY_MS,
-              doc="User ratings, thumbs, categories and corrections."),
-    TopicSpec("predictions", "Prediction", "prediction_id", partitions=3,
-              doc="Model-agnostic prediction log."),
-    TopicSpec("outcomes", "Outcome", "prediction_id", partitions=3,
-              doc="Outcomes joined to predictions by prediction_id."),
-    TopicSpec("inference.requests", "InferenceRequest", "session_id", partitions=3,
-              retention_ms=DAY_MS, doc="Chat-completion requests for the inference workers."),
-    TopicSpec("inference.responses", "InferenceResponse", "request_id", partitions=3,
-              retention_ms=DAY_MS, doc="Answers from the inference workers."),
-    TopicSpec("drift-signals", "DriftSignal", "model_version", partitions=1,
-              retention_ms=30 * DAY_MS, doc="Drift measurements against baselines."),
-    TopicSpec("alerts", "Alert", "dedup_key", partitions=1, retention_ms=30 * DAY_MS,
-              doc="Opened and resolved alerts."),
-    TopicSpec("retrain-triggers", "RetrainTrigger", "model_version", partitions=1,
-              retention_ms=None, cleanup_policy="compact",
-              doc="One record per model version and reason that calls for retraining."),
-    TopicSpec("baselines", "Baseline", "model_version", partitions=1, retention_ms=None,
-              cleanup_policy="compact", doc="Latest baseline per model version (compacted)."),
-    TopicSpec("experiments", "Experiment", "experiment_id", partitions=1, retention_ms=None,
-              cleanup_policy="compact", doc="Latest definition of each A/B experiment (compacted)."),
+    TopicSpec(
+        "chat.turns",
+        "ChatTurn",
+        "session_id",
+        partitions=6,
+        retention_ms=14 * DAY_MS,
+        doc="Every chatbot turn, with latency, tokens, intent and confidence.",
+    ),
+    TopicSpec(
+        "chat.feedback",
+        "Feedback",
+        "session_id",
+        partitions=3,
+        retention_ms=90 * DAY_MS,
+        doc="User ratings, thumbs, categories and corrections.",
+    ),
+    TopicSpec(
+        "predictions",
+        "Prediction",
+        "prediction_id",
+        partitions=3,
+        doc="Model-agnostic prediction log.",
+    ),
+    TopicSpec(
+        "outcomes",
+        "Outcome",
+        "prediction_id",
+        partitions=3,
+        doc="Outcomes joined to predictions by prediction_id.",
+    ),
+    TopicSpec(
+        "inference.requests",
+        "InferenceRequest",
+        "session_id",
+        partitions=3,
+        retention_ms=DAY_MS,
+        doc="Chat-completion requests for the inference workers.",
+    ),
+    TopicSpec(
+        "inference.responses",
+        "InferenceResponse",
+        "request_id",
+        partitions=3,
+        retention_ms=DAY_MS,
+        doc="Answers from the inference workers.",
+    ),
+    TopicSpec(
+        "drift-signals",
+        "DriftSignal",
+        "model_version",
+        partitions=1,
+        retention_ms=30 * DAY_MS,
+        doc="Drift measurements against baselines.",
+    ),
+    TopicSpec(
+        "alerts",
+        "Alert",
+        "dedup_key",
+        partitions=1,
+        retention_ms=30 * DAY_MS,
+        doc="Opened and resolved alerts.",
+    ),
+    TopicSpec(
+        "retrain-triggers",
+        "RetrainTrigger",
+        "model_version",
+        partitions=1,
+        retention_ms=None,
+        cleanup_policy="compact",
+        doc="One record per model version and reason that calls for retraining.",
+    ),
+    TopicSpec(
+        "baselines",
+        "Baseline",
+        "model_version",
+        partitions=1,
+        retention_ms=None,
+        cleanup_policy="compact",
+        doc="Latest baseline per model version (compacted).",
+    ),
+    TopicSpec(
+        "experiments",
+        "Experiment",
+        "experiment_id",
+        partitions=1,
+        retention_ms=None,
+        cleanup_policy="compact",
+        doc="Latest definition of each A/B experiment (compacted).",
+    ),
 )
 
 _BY_NAME = {t.name: t for t in TOPICS}
@@ -95,10 +161,17 @@ def topic_for_schema(schema: str) -> TopicSpec:
 def dlq_specs() -> tuple[TopicSpec, ...]:
     """Dead-letter topics: raw bytes and the reason, kept 30 days, no schema."""
     return tuple(
-        TopicSpec(t.name + DLQ_SUFFIX, None, None, partitions=1, retention_ms=30 * DAY_MS,
-                  doc=f"Records of {t.name} that could not be decoded or validated.",
-                  has_dlq=False)
-        for t in TOPICS if t.has_dlq
+        TopicSpec(
+            t.name + DLQ_SUFFIX,
+            None,
+            None,
+            partitions=1,
+            retention_ms=30 * DAY_MS,
+            doc=f"Records of {t.name} that could not be decoded or validated.",
+            has_dlq=False,
+        )
+        for t in TOPICS
+        if t.has_dlq
     )
 
 

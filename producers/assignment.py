@@ -94,7 +94,9 @@ class TimeBasedAssigner:
         _check_share(self.offpeak_share)
 
     def is_peak(self, now_ms: int) -> bool:
-        local = datetime.fromtimestamp(now_ms / 1000, timezone(timedelta(hours=self.utc_offset_hours)))
+        local = datetime.fromtimestamp(
+            now_ms / 1000, timezone(timedelta(hours=self.utc_offset_hours))
+        )
         return local.hour in self.peak_hours
 
     def assign(self, session_id: str, now_ms: int) -> str:
@@ -125,10 +127,14 @@ class WeightBasedAssigner:
         return share
 
     def assign(self, session_id: str, now_ms: int) -> str:
-        return TREATMENT if session_bucket(session_id, self.salt) < self.share_at(now_ms) else CONTROL
+        return (
+            TREATMENT if session_bucket(session_id, self.salt) < self.share_at(now_ms) else CONTROL
+        )
 
 
-def make_assigner(strategy: str, share: float = 0.5, *, salt: str = "", seed: int | None = None) -> Assigner:
+def make_assigner(
+    strategy: str, share: float = 0.5, *, salt: str = "", seed: int | None = None
+) -> Assigner:
     """Build an assigner from an Experiment's strategy name and treatment share (0..1)."""
     s = strategy.upper()
     if s == "RANDOM":
@@ -141,4 +147,6 @@ def make_assigner(strategy: str, share: float = 0.5, *, salt: str = "", seed: in
         return TimeBasedAssigner(peak_share=share / 2, offpeak_share=share, salt=salt)
     if s == "WEIGHT_BASED":
         return WeightBasedAssigner(((0, share),), salt)
-    raise ValueError(f"unknown assignment strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    raise ValueError(
+        f"unknown assignment strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}"
+    )

@@ -6,7 +6,6 @@ replays rather than loses: at-least-once, with ``event_id`` for de-duplication d
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -52,7 +51,6 @@ class EventConsumer:
         conf = dict(CONSUMER_DEFAULTS)
         conf.update(config or {})
         conf.update({"bootstrap.servers": bootstrap_servers, "group.id": group_id})
-        conf.setdefault("logger", logging.getLogger("continuum.rdkafka"))
         self._consumer = Consumer(conf)
         self.topic_prefix = topic_prefix
         self._specs: dict[str, TopicSpec] = {}
@@ -60,7 +58,9 @@ class EventConsumer:
             spec = topic_spec(name)
             self._specs[spec.full_name(topic_prefix)] = spec
         self._own_producer = dlq_producer is None
-        self._dlq_producer = dlq_producer or EventProducer(bootstrap_servers, topic_prefix=topic_prefix)
+        self._dlq_producer = dlq_producer or EventProducer(
+            bootstrap_servers, topic_prefix=topic_prefix
+        )
         self.decoder = SafeDecoder(
             deserializer or AvroDeserializer(), DeadLetterQueue(self._dlq_producer.dead_letter_sink)
         )
@@ -98,13 +98,23 @@ class EventConsumer:
         spec = self._specs.get(topic)
         expected = spec.schema if spec else None
         record = self.decoder.decode(
-            topic, msg.key(), msg.value(), expected=expected,
-            partition=msg.partition(), offset=msg.offset(),
+            topic,
+            msg.key(),
+            msg.value(),
+            expected=expected,
+            partition=msg.partition(),
+            offset=msg.offset(),
         )
         if record is None:
             return None
         return ConsumedEvent(
-            topic, msg.partition(), msg.offset(), msg.timestamp()[1], msg.key(), expected or "", record
+            topic,
+            msg.partition(),
+            msg.offset(),
+            msg.timestamp()[1],
+            msg.key(),
+            expected or "",
+            record,
         )
 
     def commit(self) -> None:

@@ -40,13 +40,19 @@ class DeadLetter:
     value: bytes | None
 
     @classmethod
-    def from_headers(cls, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> DeadLetter:
+    def from_headers(
+        cls, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> DeadLetter:
         h = {k: v.decode("utf-8", "replace") for k, v in headers or []}
         part = h.get(H_PARTITION)
         off = h.get(H_OFFSET)
         return cls(
-            h.get(H_TOPIC, ""), int(part) if part else None, int(off) if off else None,
-            h.get(H_ERROR, ""), key, value,
+            h.get(H_TOPIC, ""),
+            int(part) if part else None,
+            int(off) if off else None,
+            h.get(H_ERROR, ""),
+            key,
+            value,
         )
 
 
@@ -107,7 +113,15 @@ class SafeDecoder:
         try:
             record = self.deserializer.decode(value or b"", expected).record
         except DecodeError as exc:
-            self.dlq.send(topic, key, value, exc, partition=partition, offset=offset, schema=exc.schema or expected)
+            self.dlq.send(
+                topic,
+                key,
+                value,
+                exc,
+                partition=partition,
+                offset=offset,
+                schema=exc.schema or expected,
+            )
             return None
         self.decoded += 1
         return record

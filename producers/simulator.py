@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.assignment import CONTROL, TREATMENT, StickyAssigner
+from producers.assignment import TREATMENT, StickyAssigner
 
 DRIFT_KINDS = ("intent", "latency", "confidence", "fallback", "tokens")
 
@@ -30,60 +30,141 @@ class IntentProfile:
     lead_rate: float
 
 
-VEHICLES = ("Toyota Corolla 2018", "Honda Civic 2020", "Hyundai Tucson 2019", "Kia Sportage 2021",
-            "Toyota Hilux 2020", "Honda CR-V 2017", "Nissan Frontier 2019", "Mitsubishi Montero 2016")
+VEHICLES = (
+    "Toyota Corolla 2018",
+    "Honda Civic 2020",
+    "Hyundai Tucson 2019",
+    "Kia Sportage 2021",
+    "Toyota Hilux 2020",
+    "Honda CR-V 2017",
+    "Nissan Frontier 2019",
+    "Mitsubishi Montero 2016",
+)
 
 INTENTS: dict[str, IntentProfile] = {
     "greeting": IntentProfile(
-        ("Klk, buenas", "Hola, ¿cómo está la vaina?", "Buenas tardes, saludos", "Dimelo, ¿quién me atiende?"),
-        ("¡Saludos! Bienvenido a OKLA, ¿en qué te puedo ayudar hoy?",
-         "¡Klk! Aquí estamos para ayudarte a encontrar tu vehículo."),
-        0.95, 25, 0.0),
+        (
+            "Klk, buenas",
+            "Hola, ¿cómo está la vaina?",
+            "Buenas tardes, saludos",
+            "Dimelo, ¿quién me atiende?",
+        ),
+        (
+            "¡Saludos! Bienvenido a OKLA, ¿en qué te puedo ayudar hoy?",
+            "¡Klk! Aquí estamos para ayudarte a encontrar tu vehículo.",
+        ),
+        0.95,
+        25,
+        0.0,
+    ),
     "vehicle_search": IntentProfile(
-        ("¿Tienen un {v} disponible?", "Busco una yipeta que no gaste mucho", "¿Qué carros tienen por menos de un millón?",
-         "Ando buscando un {v}, ¿hay alguno en Santiago?"),
-        ("Sí, tenemos {v} disponible en nuestro inventario. ¿Quieres ver fotos?",
-         "Tenemos varias opciones que te pueden servir, te muestro las más económicas."),
-        0.88, 70, 0.03),
+        (
+            "¿Tienen un {v} disponible?",
+            "Busco una yipeta que no gaste mucho",
+            "¿Qué carros tienen por menos de un millón?",
+            "Ando buscando un {v}, ¿hay alguno en Santiago?",
+        ),
+        (
+            "Sí, tenemos {v} disponible en nuestro inventario. ¿Quieres ver fotos?",
+            "Tenemos varias opciones que te pueden servir, te muestro las más económicas.",
+        ),
+        0.88,
+        70,
+        0.03,
+    ),
     "price_inquiry": IntentProfile(
-        ("¿Cuánto cuesta el {v}?", "¿En cuánto me dejan el {v}?", "¿Ese precio es negociable?",
-         "¿Cuál es el precio final con traspaso?"),
-        ("El {v} está en RD$1,250,000. El precio incluye traspaso.",
-         "Ese vehículo tiene un precio de RD$985,000, con espacio para negociar."),
-        0.86, 60, 0.05),
+        (
+            "¿Cuánto cuesta el {v}?",
+            "¿En cuánto me dejan el {v}?",
+            "¿Ese precio es negociable?",
+            "¿Cuál es el precio final con traspaso?",
+        ),
+        (
+            "El {v} está en RD$1,250,000. El precio incluye traspaso.",
+            "Ese vehículo tiene un precio de RD$985,000, con espacio para negociar.",
+        ),
+        0.86,
+        60,
+        0.05,
+    ),
     "financing": IntentProfile(
-        ("¿Me pueden financiar el {v}?", "¿Cuánto es el inicial?", "¿Trabajan con Banreservas?",
-         "¿A cuántos meses es el financiamiento?"),
-        ("Sí, financiamos hasta 60 meses con un inicial desde 20%.",
-         "Trabajamos con varios bancos; con tu cédula y una carta de trabajo te precalificamos."),
-        0.84, 80, 0.10),
+        (
+            "¿Me pueden financiar el {v}?",
+            "¿Cuánto es el inicial?",
+            "¿Trabajan con Banreservas?",
+            "¿A cuántos meses es el financiamiento?",
+        ),
+        (
+            "Sí, financiamos hasta 60 meses con un inicial desde 20%.",
+            "Trabajamos con varios bancos; con tu cédula y una carta de trabajo te precalificamos.",
+        ),
+        0.84,
+        80,
+        0.10,
+    ),
     "test_drive": IntentProfile(
-        ("Quiero probar el {v}, ¿cuándo puedo pasar?", "¿Puedo ir a verlo el sábado?",
-         "¿Dónde queda el dealer para ir a probarlo?"),
-        ("¡Claro! Podemos agendar la prueba para el sábado a las 10am. ¿Te funciona?",
-         "Estamos en la Av. 27 de Febrero; te agendo la prueba de manejo."),
-        0.87, 55, 0.25),
+        (
+            "Quiero probar el {v}, ¿cuándo puedo pasar?",
+            "¿Puedo ir a verlo el sábado?",
+            "¿Dónde queda el dealer para ir a probarlo?",
+        ),
+        (
+            "¡Claro! Podemos agendar la prueba para el sábado a las 10am. ¿Te funciona?",
+            "Estamos en la Av. 27 de Febrero; te agendo la prueba de manejo.",
+        ),
+        0.87,
+        55,
+        0.25,
+    ),
     "contact_lead": IntentProfile(
-        ("Mi número es 809-555-{n}, llámenme", "Escríbanme al WhatsApp 829-555-{n}",
-         "Quiero que un vendedor me contacte"),
-        ("¡Perfecto! Un asesor te contactará en breve.", "Anotado, te escribimos por WhatsApp hoy mismo."),
-        0.90, 35, 0.75),
+        (
+            "Mi número es 809-555-{n}, llámenme",
+            "Escríbanme al WhatsApp 829-555-{n}",
+            "Quiero que un vendedor me contacte",
+        ),
+        (
+            "¡Perfecto! Un asesor te contactará en breve.",
+            "Anotado, te escribimos por WhatsApp hoy mismo.",
+        ),
+        0.90,
+        35,
+        0.75,
+    ),
     "fallback": IntentProfile(
-        ("¿Quién ganó el juego de pelota anoche?", "asdf qwer", "¿Me ayudas con la tarea de matemáticas?",
-         "¿Venden pasajes a Miami?"),
-        ("Disculpa, no entendí bien. ¿Me puedes decir qué vehículo buscas?",
-         "Solo puedo ayudarte con vehículos del marketplace OKLA."),
-        0.35, 30, 0.0),
+        (
+            "¿Quién ganó el juego de pelota anoche?",
+            "asdf qwer",
+            "¿Me ayudas con la tarea de matemáticas?",
+            "¿Venden pasajes a Miami?",
+        ),
+        (
+            "Disculpa, no entendí bien. ¿Me puedes decir qué vehículo buscas?",
+            "Solo puedo ayudarte con vehículos del marketplace OKLA.",
+        ),
+        0.35,
+        30,
+        0.0,
+    ),
 }
 
 BASE_MIX: dict[str, float] = {
-    "greeting": 0.15, "vehicle_search": 0.30, "price_inquiry": 0.20, "financing": 0.12,
-    "test_drive": 0.08, "contact_lead": 0.07, "fallback": 0.08,
+    "greeting": 0.15,
+    "vehicle_search": 0.30,
+    "price_inquiry": 0.20,
+    "financing": 0.12,
+    "test_drive": 0.08,
+    "contact_lead": 0.07,
+    "fallback": 0.08,
 }
 # After an intent-mix drift: financing questions surge and off-topic traffic grows.
 DRIFTED_MIX: dict[str, float] = {
-    "greeting": 0.05, "vehicle_search": 0.10, "price_inquiry": 0.08, "financing": 0.45,
-    "test_drive": 0.04, "contact_lead": 0.03, "fallback": 0.25,
+    "greeting": 0.05,
+    "vehicle_search": 0.10,
+    "price_inquiry": 0.08,
+    "financing": 0.45,
+    "test_drive": 0.04,
+    "contact_lead": 0.03,
+    "fallback": 0.25,
 }
 
 
@@ -103,7 +184,9 @@ class DriftInjection:
     def __post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in DRIFT_KINDS]
         if bad:
-            raise ValueError(f"unknown drift kind(s) {bad}; expected some of {', '.join(DRIFT_KINDS)}")
+            raise ValueError(
+                f"unknown drift kind(s) {bad}; expected some of {', '.join(DRIFT_KINDS)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -128,7 +211,9 @@ class SimulatorConfig:
         if self.sessions < 1:
             raise ValueError(f"sessions must be >= 1, got {self.sessions!r}")
         if not 0 <= self.feedback_probability <= 1:
-            raise ValueError(f"feedback_probability must be in [0, 1], got {self.feedback_probability!r}")
+            raise ValueError(
+                f"feedback_probability must be in [0, 1], got {self.feedback_probability!r}"
+            )
 
 
 @dataclass
@@ -169,8 +254,12 @@ class TrafficSimulator:
 
     def _drifting(self, t_s: float, model: str, kind: str) -> bool:
         d = self.config.drift
-        return (d is not None and t_s >= d.at_s and kind in d.kinds
-                and (not d.models or model in d.models))
+        return (
+            d is not None
+            and t_s >= d.at_s
+            and kind in d.kinds
+            and (not d.models or model in d.models)
+        )
 
     def _pick_intent(self, t_s: float, model: str, first: bool) -> str:
         if first and self.rng.random() < 0.6:
@@ -195,7 +284,10 @@ class TrafficSimulator:
             turn = self._turn(now_ms)
             yield "ChatTurn", turn
             if self.rng.random() < cfg.feedback_probability:
-                yield "Feedback", self._feedback(turn, now_ms + 1 + self.rng.randrange(int(step_ms) + 1))
+                yield (
+                    "Feedback",
+                    self._feedback(turn, now_ms + 1 + self.rng.randrange(int(step_ms) + 1)),
+                )
             i += 1
 
     def _turn(self, now_ms: int) -> dict[str, Any]:
@@ -225,7 +317,9 @@ class TrafficSimulator:
         ttft = queue_wait + rng.uniform(80, 250)
 
         prompt_tokens = int(max(20, rng.gauss(320 + 40 * sess.turns, 40)))
-        completion_tokens = int(max(5, rng.gauss(prof.completion_tokens, prof.completion_tokens * 0.25)))
+        completion_tokens = int(
+            max(5, rng.gauss(prof.completion_tokens, prof.completion_tokens * 0.25))
+        )
         if self._drifting(t_s, model, "tokens"):
             completion_tokens = int(completion_tokens * cfg.drift.token_factor)  # type: ignore[union-attr]
             prompt_tokens = int(prompt_tokens * cfg.drift.token_factor)  # type: ignore[union-attr]
@@ -240,7 +334,9 @@ class TrafficSimulator:
             "experiment_id": cfg.experiment_id if sess.variant else None,
             "variant": sess.variant,
             "user_query": self._fill(rng.choice(prof.queries)),
-            "bot_response": self._fill(rng.choice(INTENTS["fallback"].responses if is_fallback else prof.responses)),
+            "bot_response": self._fill(
+                rng.choice(INTENTS["fallback"].responses if is_fallback else prof.responses)
+            ),
             "intent": intent,
             "confidence": round(conf, 4),
             "is_fallback": is_fallback,
@@ -276,15 +372,29 @@ class TrafficSimulator:
             elif turn["latency_ms"] > 4000:
                 category = "slow_response"
             else:
-                category = rng.choice(("wrong_intent", "hallucination", "incomplete", "wrong_price",
-                                       "wrong_vehicle_info", "too_formal", "too_informal", "wrong_language",
-                                       "other"))
+                category = rng.choice(
+                    (
+                        "wrong_intent",
+                        "hallucination",
+                        "incomplete",
+                        "wrong_price",
+                        "wrong_vehicle_info",
+                        "too_formal",
+                        "too_informal",
+                        "wrong_language",
+                        "other",
+                    )
+                )
         thumbs = None
         if rng.random() < 0.5:
             thumbs = "UP" if rating >= 4 else "DOWN"
         correction = None
         if rating <= 2 and rng.random() < 0.4:
-            correction = "Debió responder sobre " + turn["intent"].replace("_", " ") + " con datos del inventario."
+            correction = (
+                "Debió responder sobre "
+                + turn["intent"].replace("_", " ")
+                + " con datos del inventario."
+            )
         self.feedback += 1
         return {
             "event_id": self._uuid(),

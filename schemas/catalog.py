@@ -72,12 +72,12 @@ def _strip_logical(node: Any) -> Any:
 
 
 def make_version(raw: dict[str, Any], label: str = "current") -> SchemaVersion:
-    parsed = fastavro.parse_schema(raw, _write_hint=False)
+    parsed = fastavro.parse_schema(raw)
     canonical = to_parsing_canonical_form(parsed)
     fp = crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little")
     # Logical types do not change the bytes (and are not part of the fingerprint); reading and
     # writing without them keeps event_time an int and skips per-field conversions.
-    wire = fastavro.parse_schema(_strip_logical(raw), _write_hint=False)
+    wire = fastavro.parse_schema(_strip_logical(raw))
     return SchemaVersion(raw["name"], raw, parsed, canonical, fp, label, wire)
 
 
@@ -94,7 +94,9 @@ class SchemaCatalog:
         for path in sorted(directory.glob("*.avsc")):
             version = make_version(self._load(path))
             if version.name != path.stem:
-                raise ValueError(f"{path}: record is named {version.name!r}, file says {path.stem!r}")
+                raise ValueError(
+                    f"{path}: record is named {version.name!r}, file says {path.stem!r}"
+                )
             self._current[version.name] = version
             self._by_fp[version.fingerprint] = version
         for path in sorted((directory / "history").glob("*.avsc")):

@@ -79,15 +79,20 @@ class AvroSerializer:
         return header, version
 
     def encode(
-        self, name: str, record: Mapping[str, Any], *, topic: str | None = None, validate: bool = True
+        self,
+        name: str,
+        record: Mapping[str, Any],
+        *,
+        topic: str | None = None,
+        validate: bool = True,
     ) -> bytes:
         header, version = self._header(name, topic)
-        if validate:
+        if validate:  # also refuses unknown field names, which the writer would drop
             validate_event(version, record)
         buf = BytesIO()
         buf.write(header)
         try:
-            schemaless_writer(buf, version.wire, record, strict_allow_default=True)
+            schemaless_writer(buf, version.wire, record)
         except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as exc:
             raise explain_encode_error(version, record, exc) from None
         return buf.getvalue()
@@ -115,7 +120,9 @@ class AvroDeserializer:
         try:
             schema = self.registry.get_schema(schema_id)
         except Exception as exc:  # registry errors vary by transport
-            raise DecodeError(f"schema id {schema_id} could not be fetched from the registry: {exc}") from None
+            raise DecodeError(
+                f"schema id {schema_id} could not be fetched from the registry: {exc}"
+            ) from None
         version = make_version(json.loads(schema.schema_str), label=f"registry:{schema_id}")
         self._registry_versions[schema_id] = version
         return version
@@ -150,7 +157,9 @@ class AvroDeserializer:
         except KeyError as exc:
             raise DecodeError(str(exc)) from None
         if expected is not None and reader.name != expected:
-            raise DecodeError(f"record is a {reader.name}, this topic carries {expected}", schema=reader.name)
+            raise DecodeError(
+                f"record is a {reader.name}, this topic carries {expected}", schema=reader.name
+            )
         buf = BytesIO(data)
         buf.seek(offset)
         try:
@@ -164,7 +173,8 @@ class AvroDeserializer:
             ) from None
         if buf.tell() != len(data):
             raise DecodeError(
-                f"corrupt {writer.name} body: {len(data) - buf.tell()} trailing bytes", schema=writer.name
+                f"corrupt {writer.name} body: {len(data) - buf.tell()} trailing bytes",
+                schema=writer.name,
             )
         try:
             validate_event(reader, record)

@@ -25,10 +25,31 @@ _FIELD_OVERRIDES: dict[str, st.SearchStrategy[Any]] = {
     "alpha": st.floats(0.001, 0.5),
     "min_samples": st.integers(1, 10_000),
 }
-_NONNEG = {"latency_ms", "queue_wait_ms", "time_to_first_token_ms", "total_ms", "latency_p95_ms",
-           "prompt_tokens", "completion_tokens", "turn_index", "sample_size"}
-_NONEMPTY = {"session_id", "model_version", "request_id", "prediction_id", "alert_id", "dedup_key",
-             "title", "trigger_id", "experiment_id", "control_version", "treatment_version", "reply_topic"}
+_NONNEG = {
+    "latency_ms",
+    "queue_wait_ms",
+    "time_to_first_token_ms",
+    "total_ms",
+    "latency_p95_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "turn_index",
+    "sample_size",
+}
+_NONEMPTY = {
+    "session_id",
+    "model_version",
+    "request_id",
+    "prediction_id",
+    "alert_id",
+    "dedup_key",
+    "title",
+    "trigger_id",
+    "experiment_id",
+    "control_version",
+    "treatment_version",
+    "reply_topic",
+}
 
 
 def for_type(t: Any, field: str | None = None) -> st.SearchStrategy[Any]:
@@ -42,9 +63,17 @@ def for_type(t: Any, field: str | None = None) -> st.SearchStrategy[Any]:
             return st.sampled_from(t["symbols"])
         if kind == "array":
             if field == "messages":
-                return st.lists(st.fixed_dictionaries({
-                    "role": st.sampled_from(["system", "user", "assistant"]),
-                    "content": _text, "name": st.none()}), min_size=1, max_size=4)
+                return st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "role": st.sampled_from(["system", "user", "assistant"]),
+                            "content": _text,
+                            "name": st.none(),
+                        }
+                    ),
+                    min_size=1,
+                    max_size=4,
+                )
             return st.lists(for_type(t["items"]), max_size=3)
         if kind == "map":
             return st.dictionaries(_nonempty, for_type(t["values"]), max_size=3)

@@ -27,7 +27,9 @@ class Broker:
 
     def restart(self) -> None:
         if self.kafka is None:
-            pytest.skip("broker restart needs the broker the tests started (CONTINUUM_TEST_BOOTSTRAP is set)")
+            pytest.skip(
+                "broker restart needs the broker the tests started (CONTINUUM_TEST_BOOTSTRAP is set)"
+            )
         self.kafka.stop()
         self.kafka.start()
 
@@ -38,7 +40,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     if external:
         yield Broker(external, None)
         return
-    kafka = LocalKafka(tmp_path_factory.mktemp("kafka-home"), port=free_port(), controller_port=free_port())
+    kafka = LocalKafka(
+        tmp_path_factory.mktemp("kafka-home"), port=free_port(), controller_port=free_port()
+    )
     bootstrap = kafka.start(timeout=180)
     try:
         yield Broker(bootstrap, kafka)
@@ -54,8 +58,12 @@ def prefix(broker: Broker) -> str:
     return p
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.1,
-             what: str | Callable[[], str] = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    what: str | Callable[[], str] = "condition",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

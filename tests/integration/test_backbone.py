@@ -19,26 +19,37 @@ from tests.integration.conftest import Broker, wait_for
 pytestmark = pytest.mark.integration
 
 
-def consume_all(bootstrap: str, prefix: str, topics: list[str], n: int, timeout: float = 60) -> list[ConsumedEvent]:
+def consume_all(
+    bootstrap: str, prefix: str, topics: list[str], n: int, timeout: float = 60
+) -> list[ConsumedEvent]:
     out: list[ConsumedEvent] = []
     with EventConsumer(bootstrap, f"g-{uuid.uuid4().hex[:6]}", topics, topic_prefix=prefix) as c:
+
         def more() -> bool:
             out.extend(c.poll(0.5))
             return len(out) >= n
+
         wait_for(more, timeout, interval=0, what=f"{n} events on {topics}")
         c.commit()
     return out
 
 
 def raw_records(bootstrap: str, topic: str, n: int, timeout: float = 60) -> list:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
-                  "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     c.subscribe([topic])
     got: list = []
     try:
+
         def more() -> bool:
             got.extend(m for m in c.consume(100, 0.5) if not m.error())
             return len(got) >= n
+
         wait_for(more, timeout, interval=0, what=f"{n} records on {topic}")
     finally:
         c.close()
@@ -60,7 +71,9 @@ def test_every_event_type_round_trips_through_the_broker(broker: Broker, prefix:
 
 def test_corrupt_record_goes_to_dlq_while_good_ones_flow(broker: Broker, prefix: str) -> None:
     topic = f"{prefix}chat.feedback"
-    bad_semantics = AvroSerializer().encode("Feedback", {**EXAMPLES["Feedback"], "rating": 9}, validate=False)
+    bad_semantics = AvroSerializer().encode(
+        "Feedback", {**EXAMPLES["Feedback"], "rating": 9}, validate=False
+    )
     with EventProducer(broker.bootstrap, topic_prefix=prefix) as p:
         p.send("Feedback", {**EXAMPLES["Feedback"], "event_id": str(uuid.uuid4())})
         p.produce_raw(topic, b"\x00\x01garbage", key=b"s-1")
@@ -69,22 +82,33 @@ def test_corrupt_record_goes_to_dlq_while_good_ones_flow(broker: Broker, prefix:
         p.send("Feedback", {**EXAMPLES["Feedback"], "event_id": str(uuid.uuid4())})
     got = consume_all(broker.bootstrap, prefix, ["chat.feedback"], 3)
     assert len(got) == 3 and all(e.event["rating"] == 2 for e in got)
-    letters = [DeadLetter.from_headers(m.key(), m.value(), m.headers())
-               for m in raw_records(broker.bootstrap, topic + ".dlq", 2)]
+    letters = [
+        DeadLetter.from_headers(m.key(), m.value(), m.headers())
+        for m in raw_records(broker.bootstrap, topic + ".dlq", 2)
+    ]
     assert [lt.value for lt in letters] == [b"\x00\x01garbage", bad_semantics]
     assert letters[0].source_topic == topic and letters[0].offset == 1
-    assert "truncated Confluent header" in letters[0].error or "no schema registry" in letters[0].error
+    assert (
+        "truncated Confluent header" in letters[0].error or "no schema registry" in letters[0].error
+    )
     assert letters[1].error.startswith("invalid Feedback: Feedback.rating: got 9")
     assert letters[1].offset == 3
 
 
-def test_producer_survives_broker_restart_without_losing_acknowledged_events(broker: Broker, prefix: str) -> None:
+def test_producer_survives_broker_restart_without_losing_acknowledged_events(
+    broker: Broker, prefix: str
+) -> None:
     from producers.simulator import SimulatorConfig, TrafficSimulator
 
     delivered: list[bytes] = []
-    evs = [e for n, e in TrafficSimulator(SimulatorConfig(turns=2000, feedback_probability=0)).events()]
-    p = EventProducer(broker.bootstrap, topic_prefix=prefix,
-                      on_delivery=lambda err, msg: err is None and delivered.append(msg.value()))
+    evs = [
+        e for n, e in TrafficSimulator(SimulatorConfig(turns=2000, feedback_probability=0)).events()
+    ]
+    p = EventProducer(
+        broker.bootstrap,
+        topic_prefix=prefix,
+        on_delivery=lambda err, msg: err is None and delivered.append(msg.value()),
+    )
     for ev in evs[:1000]:
         p.send("ChatTurn", ev, prepare=False)
     assert p.flush(60) == 0
@@ -99,24 +123,40 @@ def test_producer_survives_broker_restart_without_losing_acknowledged_events(bro
     assert set(ids) == {e["event_id"] for e in evs}
 
 
-def test_cli_creates_topics_and_emits_jsonl_with_line_numbered_errors(broker: Broker, tmp_path: Path) -> None:
+def test_cli_creates_topics_and_emits_jsonl_with_line_numbered_errors(
+    broker: Broker, tmp_path: Path
+) -> None:
     prefix = f"cli-{uuid.uuid4().hex[:6]}-"
     env_args = ["--bootstrap-servers", broker.bootstrap, "--topic-prefix", prefix]
     cli = [sys.executable, "-m", "continuum.cli"]
-    out = subprocess.run([*cli, "topics", "create", *env_args], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*cli, "topics", "create", *env_args], capture_output=True, text=True, check=True
+    )
     assert f"created  {prefix}chat.turns" in out.stdout
-    desc = subprocess.run([*cli, "topics", "describe", *env_args], capture_output=True, text=True, check=True)
+    desc = subprocess.run(
+        [*cli, "topics", "describe", *env_args], capture_output=True, text=True, check=True
+    )
     assert f"{prefix}baselines: 1 partitions; cleanup.policy=compact" in desc.stdout
 
     good = {k: v for k, v in EXAMPLES["ChatTurn"].items() if k not in ("event_id", "event_time")}
-    lines = [json.dumps(good), json.dumps({**good, "confidence": 3}), "{broken json", json.dumps(good)]
+    lines = [
+        json.dumps(good),
+        json.dumps({**good, "confidence": 3}),
+        "{broken json",
+        json.dumps(good),
+    ]
     src = tmp_path / "turns.jsonl"
     src.write_text("\n".join(lines) + "\n")
     rejects = tmp_path / "rejects.jsonl"
-    res = subprocess.run([*cli, "emit", str(src), "--type", "ChatTurn", "--rejects", str(rejects), *env_args],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [*cli, "emit", str(src), "--type", "ChatTurn", "--rejects", str(rejects), *env_args],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2
-    assert f"{src}:2: ChatTurn.confidence: got 3, expected a confidence between 0 and 1" in res.stderr
+    assert (
+        f"{src}:2: ChatTurn.confidence: got 3, expected a confidence between 0 and 1" in res.stderr
+    )
     assert f"{src}:3: " in res.stderr
     assert "sent 2 event(s), rejected 2" in res.stdout
     assert [json.loads(x)["line"] for x in rejects.read_text().splitlines()] == [2, 3]

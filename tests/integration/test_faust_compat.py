@@ -23,11 +23,27 @@ APP = Path(__file__).with_name("faust_counter.py")
 
 class Worker:
     def __init__(self, broker: Broker, prefix: str, workdir: Path) -> None:
-        env = {**os.environ, "PROBE_PREFIX": prefix, "PROBE_BOOTSTRAP": broker.bootstrap,
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "PROBE_PREFIX": prefix,
+            "PROBE_BOOTSTRAP": broker.bootstrap,
+            "PYTHONUNBUFFERED": "1",
+        }
         self.proc = subprocess.Popen(
-            [sys.executable, str(APP), "--datadir", str(workdir), "worker", "-l", "warn", "--without-web"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            [
+                sys.executable,
+                str(APP),
+                "--datadir",
+                str(workdir),
+                "worker",
+                "-l",
+                "warn",
+                "--without-web",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
         )
         self.count = 0
         self.lines: list[str] = []
@@ -56,14 +72,20 @@ class Worker:
 
 
 def test_faust_consumes_and_recovers_its_table(broker: Broker, prefix: str, tmp_path: Path) -> None:
-    evs = [e for n, e in TrafficSimulator(SimulatorConfig(turns=60, feedback_probability=0)).events()]
+    evs = [
+        e for n, e in TrafficSimulator(SimulatorConfig(turns=60, feedback_probability=0)).events()
+    ]
     worker = Worker(broker, prefix, tmp_path / "w1")
     try:
         with EventProducer(broker.bootstrap, topic_prefix=prefix) as p:
             for ev in evs[:50]:
                 p.send("ChatTurn", ev, prepare=False)
             p.produce_raw(f"{prefix}chat.turns", b"not avro", key=b"x")
-        wait_for(lambda: worker.counted(50), 120, what=lambda: "the Faust worker to count 50 turns: " + "".join(worker.lines[-20:]))
+        wait_for(
+            lambda: worker.counted(50),
+            120,
+            what=lambda: "the Faust worker to count 50 turns: " + "".join(worker.lines[-20:]),
+        )
     finally:
         worker.stop()
     # A new worker process recovers the table from its changelog and continues from the
@@ -73,7 +95,11 @@ def test_faust_consumes_and_recovers_its_table(broker: Broker, prefix: str, tmp_
         with EventProducer(broker.bootstrap, topic_prefix=prefix) as p:
             for ev in evs[50:]:
                 p.send("ChatTurn", ev, prepare=False)
-        wait_for(lambda: worker.counted(60), 120, what=lambda: "the restarted worker to reach 60: " + "".join(worker.lines[-20:]))
+        wait_for(
+            lambda: worker.counted(60),
+            120,
+            what=lambda: "the restarted worker to reach 60: " + "".join(worker.lines[-20:]),
+        )
         assert worker.count == 60
     finally:
         worker.stop()

@@ -31,7 +31,14 @@ class FakeClient:
         self.polls = 0
         self._callbacks: list[tuple[Any, FakeMessage]] = []
 
-    def produce(self, topic: str, value: bytes, key: Any = None, headers: Any = None, on_delivery: Any = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: Any = None,
+        headers: Any = None,
+        on_delivery: Any = None,
+    ) -> None:
         if self.buffer_errors:
             self.buffer_errors -= 1
             raise BufferError("Local: Queue full")
@@ -103,7 +110,9 @@ def test_failed_delivery_is_reported_on_close() -> None:
     p = EventProducer("unused", client=client)
     p.send("ChatTurn", EXAMPLES["ChatTurn"])
     p.send("Feedback", EXAMPLES["Feedback"])
-    with pytest.raises(DeliveryError, match=r"1 event\(s\) failed delivery .* chat.feedback: broker down"):
+    with pytest.raises(
+        DeliveryError, match=r"1 event\(s\) failed delivery .* chat.feedback: broker down"
+    ):
         p.close()
     assert p.delivered == 1
 
@@ -121,7 +130,10 @@ def test_safe_decoder_dead_letters_with_reason_and_original_bytes() -> None:
     dec = SafeDecoder(AvroDeserializer(), dlq)
     good = AvroSerializer().encode("ChatTurn", EXAMPLES["ChatTurn"])
     assert dec.decode("chat.turns", b"s-1", good, expected="ChatTurn") == EXAMPLES["ChatTurn"]
-    assert dec.decode("chat.turns", b"s-2", b"garbage", expected="ChatTurn", partition=2, offset=41) is None
+    assert (
+        dec.decode("chat.turns", b"s-2", b"garbage", expected="ChatTurn", partition=2, offset=41)
+        is None
+    )
     assert dec.decode("chat.turns", None, None, expected="ChatTurn") is None
     assert dec.decoded == 1 and dec.dead_lettered == 2
     topic, key, value, headers = letters[0]

@@ -10,7 +10,13 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import AvroDeserializer, AvroSerializer, DecodeError, EventValidationError, default_catalog
+from schemas import (
+    AvroDeserializer,
+    AvroSerializer,
+    DecodeError,
+    EventValidationError,
+    default_catalog,
+)
 from schemas.catalog import make_version
 from tests.avro_strategies import events
 from tests.examples import EXAMPLES
@@ -20,25 +26,55 @@ NAMES = CATALOG.names()
 
 
 def test_every_contract_has_id_time_docs_and_defaults_on_optional_fields() -> None:
-    assert set(NAMES) == set(EXAMPLES) == {
-        "Alert", "Baseline", "ChatTurn", "DriftSignal", "Experiment", "Feedback", "InferenceRequest",
-        "InferenceResponse", "Outcome", "Prediction", "RetrainTrigger"}
+    assert (
+        set(NAMES)
+        == set(EXAMPLES)
+        == {
+            "Alert",
+            "Baseline",
+            "ChatTurn",
+            "DriftSignal",
+            "Experiment",
+            "Feedback",
+            "InferenceRequest",
+            "InferenceResponse",
+            "Outcome",
+            "Prediction",
+            "RetrainTrigger",
+        }
+    )
     for name in NAMES:
         raw = CATALOG.current(name).raw
         fields = {f["name"]: f for f in raw["fields"]}
         assert fields["event_id"]["type"] == {"type": "string", "logicalType": "uuid"}, name
-        assert fields["event_time"]["type"] == {"type": "long", "logicalType": "timestamp-millis"}, name
+        assert fields["event_time"]["type"] == {
+            "type": "long",
+            "logicalType": "timestamp-millis",
+        }, name
         for f in raw["fields"]:
             assert f.get("doc"), f"{name}.{f['name']} has no doc"
             if isinstance(f["type"], list) and "null" in f["type"]:
-                assert "default" in f and f["default"] is None, f"{name}.{f['name']} nullable without default"
+                assert "default" in f and f["default"] is None, (
+                    f"{name}.{f['name']} nullable without default"
+                )
 
 
 def test_feedback_categories_are_the_chatbot_twelve() -> None:
     cat = next(f for f in CATALOG.current("Feedback").raw["fields"] if f["name"] == "category")
     assert cat["type"]["symbols"] == [
-        "wrong_intent", "hallucination", "incomplete", "wrong_language", "too_formal", "too_informal",
-        "privacy_leak", "wrong_price", "wrong_vehicle_info", "slow_response", "good_response", "other"]
+        "wrong_intent",
+        "hallucination",
+        "incomplete",
+        "wrong_language",
+        "too_formal",
+        "too_informal",
+        "privacy_leak",
+        "wrong_price",
+        "wrong_vehicle_info",
+        "slow_response",
+        "good_response",
+        "other",
+    ]
 
 
 def test_alert_types_and_severities_are_the_dispatch_seed_ones() -> None:
@@ -86,11 +122,15 @@ def test_examples_round_trip_confluent_framing(name: str, registry: SchemaRegist
 def test_one_consumer_reads_both_wire_formats(registry: SchemaRegistryClient) -> None:
     d = AvroDeserializer(registry=registry)
     a = AvroSerializer().encode("Feedback", EXAMPLES["Feedback"])
-    b = AvroSerializer(registry=registry).encode("Feedback", EXAMPLES["Feedback"], topic="chat.feedback")
+    b = AvroSerializer(registry=registry).encode(
+        "Feedback", EXAMPLES["Feedback"], topic="chat.feedback"
+    )
     assert d.decode(a).record == d.decode(b).record == EXAMPLES["Feedback"]
 
 
-def test_confluent_framing_without_registry_is_a_clear_error(registry: SchemaRegistryClient) -> None:
+def test_confluent_framing_without_registry_is_a_clear_error(
+    registry: SchemaRegistryClient,
+) -> None:
     data = AvroSerializer(registry=registry).encode("ChatTurn", EXAMPLES["ChatTurn"], topic="t")
     with pytest.raises(DecodeError, match="no schema registry is configured"):
         AvroDeserializer().decode(data)
@@ -110,17 +150,25 @@ def test_generated_events_round_trip(name: str) -> None:
 
 # -- evolution ------------------------------------------------------------------------------
 
+
 def test_old_chatturn_writer_decodes_with_new_reader() -> None:
     old = next(v for v in CATALOG.versions("ChatTurn") if v.label == "ChatTurn.v1")
-    record = {k: v for k, v in EXAMPLES["ChatTurn"].items()
-              if k not in ("queue_wait_ms", "time_to_first_token_ms", "request_id")}
+    record = {
+        k: v
+        for k, v in EXAMPLES["ChatTurn"].items()
+        if k not in ("queue_wait_ms", "time_to_first_token_ms", "request_id")
+    }
     buf = io.BytesIO()
     buf.write(b"\xc3\x01" + old.fingerprint)
     fastavro.schemaless_writer(buf, old.wire, record)
     decoded = AvroDeserializer().decode(buf.getvalue())
     assert decoded.writer == "ChatTurn.v1"
-    assert decoded.record == {**record, "queue_wait_ms": None, "time_to_first_token_ms": None,
-                              "request_id": None}
+    assert decoded.record == {
+        **record,
+        "queue_wait_ms": None,
+        "time_to_first_token_ms": None,
+        "request_id": None,
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -156,31 +204,75 @@ def test_old_reader_reads_new_writer(name: str) -> None:
 # -- refusing bad events ----------------------------------------------------------------------
 
 BAD = [
-    ("ChatTurn", {"latency_ms": "slow"}, "ChatTurn.latency_ms: got 'slow', expected a finite latency >= 0 ms"),
+    (
+        "ChatTurn",
+        {"latency_ms": "slow"},
+        "ChatTurn.latency_ms: got 'slow', expected a finite latency >= 0 ms",
+    ),
     ("ChatTurn", {"latency_ms": -3.0}, "ChatTurn.latency_ms: got -3.0"),
-    ("ChatTurn", {"confidence": 1.7}, "ChatTurn.confidence: got 1.7, expected a confidence between 0 and 1"),
+    (
+        "ChatTurn",
+        {"confidence": 1.7},
+        "ChatTurn.confidence: got 1.7, expected a confidence between 0 and 1",
+    ),
     ("ChatTurn", {"event_id": "abc"}, "ChatTurn.event_id: got 'abc', expected a UUID"),
-    ("ChatTurn", {"turn_index": 2**40}, "ChatTurn.turn_index: got 1099511627776, expected a 32-bit int"),
+    (
+        "ChatTurn",
+        {"turn_index": 2**40},
+        "ChatTurn.turn_index: got 1099511627776, expected a 32-bit int",
+    ),
     ("ChatTurn", {"intent": 3}, "ChatTurn.intent: got 3, expected null or string"),
-    ("ChatTurn", {"metadata": {"a": 1}}, "ChatTurn.metadata: got {'a': 1}, expected a map of string to string"),
+    (
+        "ChatTurn",
+        {"metadata": {"a": 1}},
+        "ChatTurn.metadata: got {'a': 1}, expected a map of string to string",
+    ),
     ("ChatTurn", {"latncy_ms": 3}, "ChatTurn.latncy_ms: got 3, expected no such field"),
     ("ChatTurn", {"user_query": None}, "ChatTurn.user_query: got None, expected string"),
     ("Feedback", {"rating": 9}, "Feedback.rating: got 9, expected a rating from 1 to 5"),
-    ("Feedback", {"category": "rude"}, "Feedback.category: got 'rude', expected one of ['wrong_intent'"),
-    ("Feedback", {"thumbs": "up"}, "Feedback.thumbs: got 'up', expected null or one of ['UP', 'DOWN']"),
-    ("InferenceRequest", {"messages": []}, "InferenceRequest.messages: got [], expected a non-empty list"),
-    ("InferenceRequest", {"messages": [{"role": "bot", "content": "x", "name": None}]},
-     "InferenceRequest.messages: got [{'role': 'bot'"),
-    ("Experiment", {"treatment_version": "okla-v1.0"},
-     "Experiment.treatment_version: got 'okla-v1.0', expected a model version different from control_version"),
-    ("Experiment", {"traffic_split": 150.0}, "Experiment.traffic_split: got 150.0, expected a percentage"),
+    (
+        "Feedback",
+        {"category": "rude"},
+        "Feedback.category: got 'rude', expected one of ['wrong_intent'",
+    ),
+    (
+        "Feedback",
+        {"thumbs": "up"},
+        "Feedback.thumbs: got 'up', expected null or one of ['UP', 'DOWN']",
+    ),
+    (
+        "InferenceRequest",
+        {"messages": []},
+        "InferenceRequest.messages: got [], expected a non-empty list",
+    ),
+    (
+        "InferenceRequest",
+        {"messages": [{"role": "bot", "content": "x", "name": None}]},
+        "InferenceRequest.messages: got [{'role': 'bot'",
+    ),
+    (
+        "Experiment",
+        {"treatment_version": "okla-v1.0"},
+        "Experiment.treatment_version: got 'okla-v1.0', expected a model version different from control_version",
+    ),
+    (
+        "Experiment",
+        {"traffic_split": 150.0},
+        "Experiment.traffic_split: got 150.0, expected a percentage",
+    ),
     ("Alert", {"severity": "URGENT"}, "Alert.severity: got 'URGENT', expected one of ['CRITICAL'"),
-    ("DriftSignal", {"value": float("nan")}, "DriftSignal.value: got nan, expected a finite number"),
+    (
+        "DriftSignal",
+        {"value": float("nan")},
+        "DriftSignal.value: got nan, expected a finite number",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "change", "message"), BAD)
-def test_invalid_events_are_refused_naming_field_and_value(name: str, change: dict, message: str) -> None:
+def test_invalid_events_are_refused_naming_field_and_value(
+    name: str, change: dict, message: str
+) -> None:
     record = {**EXAMPLES[name], **change}
     with pytest.raises(EventValidationError) as info:
         AvroSerializer().encode(name, record)
@@ -191,9 +283,14 @@ def test_invalid_events_are_refused_naming_field_and_value(name: str, change: di
 def test_missing_required_field_is_named() -> None:
     record = dict(EXAMPLES["ChatTurn"])
     del record["bot_response"]
-    with pytest.raises(EventValidationError, match=r"ChatTurn.bot_response: got None, expected a value: the field is required"):
+    with pytest.raises(
+        EventValidationError,
+        match=r"ChatTurn.bot_response: got None, expected a value: the field is required",
+    ):
         AvroSerializer().encode("ChatTurn", record)
-    with pytest.raises(EventValidationError, match=r"ChatTurn.model_version: got '  ', expected a non-empty"):
+    with pytest.raises(
+        EventValidationError, match=r"ChatTurn.model_version: got '  ', expected a non-empty"
+    ):
         AvroSerializer().encode("ChatTurn", {**EXAMPLES["ChatTurn"], "model_version": "  "})
 
 
@@ -210,22 +307,30 @@ def test_feature_values_keep_their_type() -> None:
 GOOD = AvroSerializer().encode("ChatTurn", EXAMPLES["ChatTurn"])
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"", "empty record value"),
-    (b'{"json": true}', "unknown wire format: first byte 0x7b"),
-    (GOOD[:7], "truncated single-object header"),
-    (GOOD[:-4], "corrupt ChatTurn body"),
-    (GOOD + b"\x00", "corrupt ChatTurn body: 1 trailing bytes"),
-    (b"\xc3\x01" + b"\x11" * 8 + GOOD[10:], "unknown writer schema fingerprint 1111111111111111"),
-    (b"\x00\x00\x00", "truncated Confluent header"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty record value"),
+        (b'{"json": true}', "unknown wire format: first byte 0x7b"),
+        (GOOD[:7], "truncated single-object header"),
+        (GOOD[:-4], "corrupt ChatTurn body"),
+        (GOOD + b"\x00", "corrupt ChatTurn body: 1 trailing bytes"),
+        (
+            b"\xc3\x01" + b"\x11" * 8 + GOOD[10:],
+            "unknown writer schema fingerprint 1111111111111111",
+        ),
+        (b"\x00\x00\x00", "truncated Confluent header"),
+    ],
+)
 def test_undecodable_bytes_raise_decode_error_with_reason(data: bytes, message: str) -> None:
     with pytest.raises(DecodeError, match=message.replace("(", r"\(")):
         AvroDeserializer().decode(data)
 
 
 def test_decoded_record_that_breaks_semantics_is_rejected() -> None:
-    data = AvroSerializer().encode("Feedback", {**EXAMPLES["Feedback"], "rating": 0}, validate=False)
+    data = AvroSerializer().encode(
+        "Feedback", {**EXAMPLES["Feedback"], "rating": 0}, validate=False
+    )
     with pytest.raises(DecodeError, match=r"invalid Feedback: Feedback.rating: got 0"):
         AvroDeserializer().decode(data)
 

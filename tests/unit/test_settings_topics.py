@@ -10,9 +10,20 @@ from continuum.topics import TOPICS, all_specs, topic_for_schema, topic_spec
 
 
 def test_settings_from_env_and_overrides() -> None:
-    s = Settings.from_env({"CONTINUUM_BOOTSTRAP_SERVERS": "h:1", "CONTINUUM_KAFKA_PORT": "19092",
-                           "CONTINUUM_HOME": "/tmp/x"}, topic_prefix="p-")
-    assert (s.bootstrap_servers, s.kafka_port, s.home, s.topic_prefix) == ("h:1", 19092, Path("/tmp/x"), "p-")
+    s = Settings.from_env(
+        {
+            "CONTINUUM_BOOTSTRAP_SERVERS": "h:1",
+            "CONTINUUM_KAFKA_PORT": "19092",
+            "CONTINUUM_HOME": "/tmp/x",
+        },
+        topic_prefix="p-",
+    )
+    assert (s.bootstrap_servers, s.kafka_port, s.home, s.topic_prefix) == (
+        "h:1",
+        19092,
+        Path("/tmp/x"),
+        "p-",
+    )
 
 
 def test_bad_env_value_names_the_variable() -> None:
@@ -29,7 +40,11 @@ def test_secrets_never_show() -> None:
 def test_topics_are_declared_once_with_policies() -> None:
     names = [t.name for t in all_specs()]
     assert len(names) == len(set(names))
-    assert {t.name for t in TOPICS if t.cleanup_policy == "compact"} == {"baselines", "experiments", "retrain-triggers"}
+    assert {t.name for t in TOPICS if t.cleanup_policy == "compact"} == {
+        "baselines",
+        "experiments",
+        "retrain-triggers",
+    }
     assert topic_for_schema("ChatTurn").key_field == "session_id"
     assert topic_spec("chat.turns").dlq_name("p-") == "p-chat.turns.dlq"
     assert topic_spec("baselines").config()["cleanup.policy"] == "compact"
@@ -41,6 +56,10 @@ def test_every_cli_flag_names_its_environment_variable(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         build_parser().parse_args(["topics", "--help"])
     out = capsys.readouterr().out
-    for var in ("CONTINUUM_BOOTSTRAP_SERVERS", "CONTINUUM_TOPIC_PREFIX", "CONTINUUM_SCHEMA_REGISTRY_URL"):
+    for var in (
+        "CONTINUUM_BOOTSTRAP_SERVERS",
+        "CONTINUUM_TOPIC_PREFIX",
+        "CONTINUUM_SCHEMA_REGISTRY_URL",
+    ):
         assert var in out
     assert "SLACK" not in out  # secrets come from the environment only

@@ -24,7 +24,9 @@ def test_same_seed_same_events_and_all_valid() -> None:
 
 
 def test_ab_split_is_sticky_and_near_the_share() -> None:
-    evs = [e for n, e in _events(SimulatorConfig(turns=4000, treatment_share=0.5)) if n == "ChatTurn"]
+    evs = [
+        e for n, e in _events(SimulatorConfig(turns=4000, treatment_share=0.5)) if n == "ChatTurn"
+    ]
     arms: dict[str, set[str]] = {}
     for e in evs:
         arms.setdefault(e["session_id"], set()).add(e["variant"])
@@ -41,28 +43,39 @@ def test_feedback_refers_to_real_turns() -> None:
     assert 400 < len(fbs) < 600
     for f in fbs:
         t = turns[f["turn_event_id"]]
-        assert (f["session_id"], f["model_version"], f["variant"]) == (t["session_id"], t["model_version"], t["variant"])
+        assert (f["session_id"], f["model_version"], f["variant"]) == (
+            t["session_id"],
+            t["model_version"],
+            t["variant"],
+        )
         assert f["event_time"] > t["event_time"]
 
 
 def test_drift_changes_only_after_the_injection_point_and_only_the_chosen_model() -> None:
-    cfg = SimulatorConfig(turns=6000, rate=100, feedback_probability=0,
-                          drift=DriftInjection(at_s=30, models=("okla-v2.0",)))
+    cfg = SimulatorConfig(
+        turns=6000,
+        rate=100,
+        feedback_probability=0,
+        drift=DriftInjection(at_s=30, models=("okla-v2.0",)),
+    )
     turns = [e for _, e in _events(cfg)]
     cut = cfg.start_ms + 30_000
 
     def stats(rows: list[dict]) -> tuple[float, float, float]:
         lat = sorted(r["latency_ms"] for r in rows)
-        return (lat[int(0.95 * len(lat))], statistics.fmean(r["confidence"] for r in rows),
-                sum(r["is_fallback"] for r in rows) / len(rows))
+        return (
+            lat[int(0.95 * len(lat))],
+            statistics.fmean(r["confidence"] for r in rows),
+            sum(r["is_fallback"] for r in rows) / len(rows),
+        )
 
     for model, drifts in (("okla-v1.0", False), ("okla-v2.0", True)):
         before = stats([t for t in turns if t["model_version"] == model and t["event_time"] < cut])
         after = stats([t for t in turns if t["model_version"] == model and t["event_time"] >= cut])
         if drifts:
-            assert after[0] > 2 * before[0]          # p95 latency
-            assert after[1] < before[1] - 0.15       # confidence
-            assert after[2] > before[2] + 0.1        # fallback rate
+            assert after[0] > 2 * before[0]  # p95 latency
+            assert after[1] < before[1] - 0.15  # confidence
+            assert after[2] > before[2] + 0.1  # fallback rate
         else:
             assert after[0] == pytest.approx(before[0], rel=0.2)
             assert after[1] == pytest.approx(before[1], abs=0.03)
