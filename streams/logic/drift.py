@@ -1,0 +1,235 @@
+"""Drift signals: a window of turns compared with a baseline (and with the previous period).
+
+The five chatbot signals with its thresholds as defaults (confidence -10 %, fallback +5 pp, p95
+latency +50 %, intent KL > 0.3, tokens +/-30 %), plus the dispatch seed's confidence-variance
+change, data quality (null rate, IQR outliers) and performance degradation against the previous
+period (drift threshold 10 %).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from streams.logic.window import TurnStats
+
+CONFIDENCE_DROP = "confidence_drop"
+FALLBACK_RATE_INCREASE = "fallback_rate_increase"
+LATENCY_INCREASE = "latency_increase"
+INTENT_SHIFT = "intent_distribution_shift"
+TOKEN_USAGE_CHANGE = "token_usage_change"
+CONFIDENCE_VARIANCE_CHANGE = "confidence_variance_change"
+NULL_RATE = "data_quality_null_rate"
+OUTLIERS = "data_quality_outliers"
+PERFORMANCE_DEGRADATION = "performance_degradation"
+SIGNALS = (
+    CONFIDENCE_DROP,
+    FALLBACK_RATE_INCREASE,
+    LATENCY_INCREASE,
+    INTENT_SHIFT,
+    TOKEN_USAGE_CHANGE,
+    CONFIDENCE_VARIANCE_CHANGE,
+    NULL_RATE,
+    OUTLIERS,
+    PERFORMANCE_DEGRADATION,
+)
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    confidence_drop: float = 0.10  # relative drop of mean confidence
+    fallback_increase_pp: float = 5.0  # percentage points
+    latency_increase: float = 0.50  # relative rise of p95 latency
+    intent_kl: float = 0.3  # KL(window || baseline)
+    token_change: float = 0.30  # relative change of mean tokens, either way
+    confidence_variance_change: float = 0.50  # relative change of confidence variance, either way
+    null_rate: float = 0.05  # share of turns missing a quality field
+    outlier_share: float = 0.05  # share of latencies outside Tukey's fences
+    performance_drop: float = 0.10  # relative drop vs the previous period
+    min_samples: int = 100  # no verdict on fewer turns
+    kl_smoothing: float = 0.5  # additive (Laplace) pseudo-count per intent
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    signal: str
+    value: float
+    baseline: float | None
+    change: float
+    threshold: float
+    breached: bool
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def kl_divergence(
+    window_counts: Mapping[str, int], baseline: Mapping[str, float], smoothing: float = 0.5
+) -> float:
+    """KL(P_window || P_baseline) in nats over the union of intents.
+
+    The window's counts get ``smoothing`` pseudo-counts; the baseline's shares are smoothed with
+    the same pseudo-count at the window's sample size, so an intent unseen in the baseline gives a
+    large but finite divergence instead of infinity.
+    """
+    keys = sorted(set(window_counts) | set(baseline))
+    if not keys:
+        return 0.0
+    n = sum(window_counts.values())
+    k = len(keys)
+    p_den = n + smoothing * k
+    b_total = sum(baseline.values()) or 1.0
+    q_den = n + smoothing * k
+    kl = 0.0
+    for key in keys:
+        p = (window_counts.get(key, 0) + smoothing) / p_den
+        q = (baseline.get(key, 0.0) / b_total * n + smoothing) / q_den
+        kl += p * math.log(p / q)
+    return kl
+
+
+_EPS = 1e-9
+
+
+def _at_least(x: float, limit: float) -> bool:
+    """x >= limit, counting a value that equals the threshold up to rounding as reaching it."""
+    return x >= limit - _EPS * max(1.0, abs(limit))
+
+
+def _rel(cur: float, base: float) -> float:
+    return (cur - base) / base if base else (0.0 if cur == base else math.inf)
+
+
+def performance(stats: Mapping[str, Any]) -> float | None:
+    """Effective confidence: mean confidence of answers that were not fallbacks."""
+    conf, fb = stats.get("confidence_mean"), stats.get("fallback_rate")
+    if conf is None or fb is None:
+        return None
+    return conf * (1.0 - fb)
+
+
+def evaluate(
+    window: TurnStats,
+    baseline: Mapping[str, Any],
+    thresholds: DriftThresholds = DriftThresholds(),
+    previous: Mapping[str, Any] | None = None,
+) -> list[SignalResult]:
+    """Every signal that can be computed; empty below ``min_samples`` turns."""
+    if window.n < thresholds.min_samples:
+        return []
+    cur = window.summary()
+    out: list[SignalResult] = []
+    t = thresholds
+
+    bc = baseline.get("confidence_mean")
+    if cur["confidence_mean"] is not None and bc:
+        ch = _rel(cur["confidence_mean"], bc)
+        out.append(
+            SignalResult(
+                CONFIDENCE_DROP,
+                cur["confidence_mean"],
+                bc,
+                ch,
+                -t.confidence_drop,
+                _at_least(-ch, t.confidence_drop),
+            )
+        )
+    bf = baseline.get("fallback_rate")
+    if bf is not None:
+        pp = (cur["fallback_rate"] - bf) * 100
+        out.append(
+            SignalResult(
+                FALLBACK_RATE_INCREASE,
+                cur["fallback_rate"],
+                bf,
+                pp,
+                t.fallback_increase_pp,
+                _at_least(pp, t.fallback_increase_pp),
+            )
+        )
+    bl = baseline.get("latency_p95_ms")
+    if cur["latency_p95_ms"] is not None and bl:
+        ch = _rel(cur["latency_p95_ms"], bl)
+        out.append(
+            SignalResult(
+                LATENCY_INCREASE,
+                cur["latency_p95_ms"],
+                bl,
+                ch,
+                t.latency_increase,
+                _at_least(ch, t.latency_increase),
+                {"quantile": "0.95"},
+            )
+        )
+    bi = baseline.get("intent_distribution") or {}
+    if bi and window.intents:
+        kl = kl_divergence(window.intents, bi, t.kl_smoothing)
+        shares = window.intent_distribution()
+        top = sorted(set(shares) | set(bi), key=lambda k: -abs(shares.get(k, 0) - bi.get(k, 0)))[:3]
+        details = {k: f"{bi.get(k, 0):.3f}->{shares.get(k, 0):.3f}" for k in top}
+        out.append(SignalResult(INTENT_SHIFT, kl, 0.0, kl, t.intent_kl, kl > t.intent_kl, details))
+    bt = baseline.get("tokens_mean")
+    if cur["tokens_mean"] is not None and bt:
+        ch = _rel(cur["tokens_mean"], bt)
+        out.append(
+            SignalResult(
+                TOKEN_USAGE_CHANGE,
+                cur["tokens_mean"],
+                bt,
+                ch,
+                t.token_change,
+                _at_least(abs(ch), t.token_change),
+            )
+        )
+    bv = baseline.get("confidence_variance")
+    if cur["confidence_variance"] is not None and bv:
+        ch = _rel(cur["confidence_variance"], bv)
+        out.append(
+            SignalResult(
+                CONFIDENCE_VARIANCE_CHANGE,
+                cur["confidence_variance"],
+                bv,
+                ch,
+                t.confidence_variance_change,
+                _at_least(abs(ch), t.confidence_variance_change),
+            )
+        )
+    nr = cur["metrics"]["null_rate"]
+    bn = (baseline.get("metrics") or {}).get("null_rate")
+    out.append(
+        SignalResult(
+            NULL_RATE,
+            nr,
+            bn,
+            nr,
+            t.null_rate,
+            nr > t.null_rate,
+            {f: str(c) for f, c in sorted(window.nulls.items())},
+        )
+    )
+    os_ = cur["metrics"]["latency_outlier_share"]
+    bo = (baseline.get("metrics") or {}).get("latency_outlier_share")
+    out.append(
+        SignalResult(
+            OUTLIERS, os_, bo, os_, t.outlier_share, os_ > t.outlier_share, {"field": "latency_ms"}
+        )
+    )
+    if previous is not None and (previous.get("sample_size") or 0) >= t.min_samples:
+        now_p, prev_p = performance(cur), performance(previous)
+        if now_p is not None and prev_p:
+            ch = _rel(now_p, prev_p)
+            out.append(
+                SignalResult(
+                    PERFORMANCE_DEGRADATION,
+                    now_p,
+                    prev_p,
+                    ch,
+                    -t.performance_drop,
+                    _at_least(-ch, t.performance_drop),
+                    {"against": "previous period"},
+                )
+            )
+    return out
