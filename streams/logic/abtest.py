@@ -1,0 +1,245 @@
+"""A/B experiment tallies and their analysis.
+
+Tallies are plain mergeable data per (experiment, variant). The analysis runs per window or on
+request (scipy costs milliseconds): chi-squared for proportions (satisfaction, lead capture),
+Welch's t from the running mean/variance (latency, confidence), a sample-ratio-mismatch check,
+the chatbot seed's decision score (satisfaction 3, lead capture 2, latency 1, confidence 1), the
+dispatch seed's recommendation bands on confidence improvement, and an always-valid mSPRT
+p-value so looking at the dashboard every minute does not inflate false positives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from scipy import stats
+
+from streams.logic.running import RunningStats
+
+CONTROL, TREATMENT = "control", "treatment"
+WEIGHTS = {"satisfaction": 3, "lead_capture": 2, "latency": 1, "confidence": 1}
+
+
+class ArmTally:
+    """One experiment arm: turns (lead capture, latency, confidence) and feedback (satisfaction)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.leads = 0
+        self.latency = RunningStats()
+        self.confidence = RunningStats()
+        self.feedback = 0
+        self.satisfied = 0
+
+    def update_turn(self, turn: Mapping[str, Any]) -> None:
+        self.n += 1
+        self.leads += bool(turn.get("lead_captured"))
+        self.latency.update(turn["latency_ms"])
+        if turn.get("confidence") is not None:
+            self.confidence.update(turn["confidence"])
+
+    def update_feedback(self, fb: Mapping[str, Any]) -> None:
+        self.feedback += 1
+        self.satisfied += is_satisfied(fb)
+
+    def merge(self, other: ArmTally) -> ArmTally:
+        self.n += other.n
+        self.leads += other.leads
+        self.latency.merge(other.latency)
+        self.confidence.merge(other.confidence)
+        self.feedback += other.feedback
+        self.satisfied += other.satisfied
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "leads": self.leads, "lat": self.latency.to_dict(),
+                "conf": self.confidence.to_dict(), "fb": self.feedback, "sat": self.satisfied}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ArmTally:
+        a = cls()
+        a.n, a.leads, a.feedback, a.satisfied = int(d["n"]), int(d["leads"]), int(d["fb"]), int(d["sat"])
+        a.latency, a.confidence = RunningStats.from_dict(d["lat"]), RunningStats.from_dict(d["conf"])
+        return a
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "turns": self.n, "feedback": self.feedback,
+            "satisfaction_rate": self.satisfied / self.feedback if self.feedback else None,
+            "lead_capture_rate": self.leads / self.n if self.n else None,
+            "latency_mean_ms": self.latency.mean if self.latency.n else None,
+            "latency_std_ms": self.latency.std if self.latency.n > 1 else None,
+            "confidence_mean": self.confidence.mean if self.confidence.n else None,
+            "confidence_std": self.confidence.std if self.confidence.n > 1 else None,
+        }
+
+
+def is_satisfied(fb: Mapping[str, Any]) -> bool:
+    """The seed's satisfaction: rating >= 4, or thumbs up."""
+    rating = fb.get("rating")
+    return (rating is not None and rating >= 4) or fb.get("thumbs") == "UP"
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TestResult:
+    metric: str
+    control: float | None
+    treatment: float | None
+    statistic: float | None
+    p_value: float | None
+    significant: bool
+    better: str | None  # control | treatment | None
+    test: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def chi_squared(metric: str, sa: int, na: int, sb: int, nb: int, alpha: float) -> TestResult:
+    """2x2 chi-squared test of two proportions (no continuity correction)."""
+    ra = sa / na if na else None
+    rb = sb / nb if nb else None
+    table = [[sa, na - sa], [sb, nb - sb]]
+    if na == 0 or nb == 0 or sa + sb == 0 or sa + sb == na + nb:
+        return TestResult(metric, ra, rb, None, None, False, None, "chi2")
+    chi2, p, _, _ = stats.chi2_contingency(table, correction=False)
+    sig = bool(p < alpha)
+    better = (TREATMENT if rb > ra else CONTROL) if sig and ra is not None and rb is not None else None
+    return TestResult(metric, ra, rb, float(chi2), float(p), sig, better, "chi2")
+
+
+def welch(metric: str, a: RunningStats, b: RunningStats, alpha: float, lower_is_better: bool = False) -> TestResult:
+    """Welch's t-test from running summaries (unequal variances)."""
+    if a.n < 2 or b.n < 2 or (a.variance == 0 and b.variance == 0):
+        return TestResult(metric, a.mean if a.n else None, b.mean if b.n else None, None, None, False, None, "welch")
+    t, p = stats.ttest_ind_from_stats(a.mean, a.std, a.n, b.mean, b.std, b.n, equal_var=False)
+    sig = bool(p < alpha)
+    better = None
+    if sig:
+        treatment_higher = b.mean > a.mean
+        better = TREATMENT if treatment_higher != lower_is_better else CONTROL
+    return TestResult(metric, a.mean, b.mean, float(t), float(p), sig, better, "welch")
+
+
+def sample_ratio_mismatch(n_control: int, n_treatment: int, treatment_share: float, threshold: float = 0.001) -> dict[str, Any]:
+    """Chi-squared goodness of fit of the observed split against the planned one. A p-value below
+    ``threshold`` means assignment or logging is broken and no result should be trusted."""
+    total = n_control + n_treatment
+    if total == 0 or not 0 < treatment_share < 1:
+        return {"p_value": None, "mismatch": False, "observed_share": None, "planned_share": treatment_share}
+    chi2, p = stats.chisquare([n_control, n_treatment], [total * (1 - treatment_share), total * treatment_share])
+    return {"statistic": float(chi2), "p_value": float(p), "mismatch": bool(p < threshold),
+            "observed_share": n_treatment / total, "planned_share": treatment_share}
+
+
+def msprt_p_value(diff: float, variance: float, tau2: float) -> float:
+    """One look of the mixture SPRT (normal mixture N(0, tau2) over the effect): 1 / Lambda_n.
+
+    ``diff`` is the observed difference of means and ``variance`` its variance. The running
+    minimum of these values over looks is an always-valid p-value (Johari et al., 2017).
+    """
+    if variance <= 0:
+        return 1.0
+    log_lambda = 0.5 * math.log(variance / (variance + tau2)) + tau2 * diff * diff / (2 * variance * (variance + tau2))
+    return 1.0 if log_lambda <= 0 else max(0.0, math.exp(-log_lambda))
+
+
+def recommendation_band(control_conf: float | None, treatment_conf: float | None) -> dict[str, Any]:
+    """The dispatch seed's bands on confidence improvement of treatment over control."""
+    if not control_conf or treatment_conf is None:
+        return {"improvement": None, "recommendation": "collect_more_data"}
+    imp = (treatment_conf - control_conf) / control_conf
+    if imp > 0.10:
+        rec = "gradual_rollout"
+    elif imp >= 0.05:
+        rec = "continue_testing"
+    elif imp >= 0:
+        rec = "collect_more_data"
+    else:
+        rec = "keep_control"
+    return {"improvement": imp, "recommendation": rec}
+
+
+def analyze(
+    control: ArmTally,
+    treatment: ArmTally,
+    *,
+    traffic_split: float = 50.0,
+    min_samples: int = 100,
+    alpha: float = 0.05,
+    sequential_state: dict[str, float] | None = None,
+    tau: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Full analysis of one experiment. ``sequential_state`` (metric -> running min p) is updated
+    in place so the always-valid p-values stay monotone across looks; persist it with the tallies."""
+    tests = [
+        chi_squared("satisfaction", control.satisfied, control.feedback, treatment.satisfied, treatment.feedback, alpha),
+        chi_squared("lead_capture", control.leads, control.n, treatment.leads, treatment.n, alpha),
+        welch("latency", control.latency, treatment.latency, alpha, lower_is_better=True),
+        welch("confidence", control.confidence, treatment.confidence, alpha),
+    ]
+    # Always-valid p-values for the same four comparisons.
+    tau = {"satisfaction": 0.05, "lead_capture": 0.02, "latency": 100.0, "confidence": 0.02, **(tau or {})}
+    state = sequential_state if sequential_state is not None else {}
+    sequential: dict[str, Any] = {}
+    for name, (da, va) in {
+        "satisfaction": _prop(control.satisfied, control.feedback, treatment.satisfied, treatment.feedback),
+        "lead_capture": _prop(control.leads, control.n, treatment.leads, treatment.n),
+        "latency": _means(control.latency, treatment.latency),
+        "confidence": _means(control.confidence, treatment.confidence),
+    }.items():
+        if da is None:
+            sequential[name] = {"p_value": state.get(name, 1.0), "significant": state.get(name, 1.0) < alpha}
+            continue
+        p = min(state.get(name, 1.0), msprt_p_value(da, va, tau[name] ** 2))
+        state[name] = p
+        sequential[name] = {"p_value": p, "significant": p < alpha}
+
+    enough = min(control.n, treatment.n) >= min_samples
+    scores = {CONTROL: 0, TREATMENT: 0}
+    for t in tests:
+        if t.significant and t.better:
+            scores[t.better] += WEIGHTS[t.metric]
+    if not enough:
+        decision = "insufficient_data"
+    elif scores[TREATMENT] > scores[CONTROL]:
+        decision = TREATMENT
+    elif scores[CONTROL] > scores[TREATMENT]:
+        decision = CONTROL
+    else:
+        decision = "no_significant_difference"
+    srm = sample_ratio_mismatch(control.n, treatment.n, traffic_split / 100.0)
+    if srm["mismatch"]:
+        decision = "invalid_sample_ratio_mismatch"
+    return {
+        "control": control.summary(),
+        "treatment": treatment.summary(),
+        "tests": [t.to_dict() for t in tests],
+        "sequential": sequential,
+        "srm": srm,
+        "scores": scores,
+        "weights": WEIGHTS,
+        "min_samples": min_samples,
+        "enough_samples": enough,
+        "decision": decision,
+        "recommendation": recommendation_band(control.summary()["confidence_mean"], treatment.summary()["confidence_mean"]),
+    }
+
+
+def _prop(sa: int, na: int, sb: int, nb: int) -> tuple[float | None, float]:
+    if na < 2 or nb < 2:
+        return None, 0.0
+    pa, pb = sa / na, sb / nb
+    pooled = (sa + sb) / (na + nb)
+    return pb - pa, pooled * (1 - pooled) * (1 / na + 1 / nb)
+
+
+def _means(a: RunningStats, b: RunningStats) -> tuple[float | None, float]:
+    if a.n < 2 or b.n < 2:
+        return None, 0.0
+    return b.mean - a.mean, a.variance / a.n + b.variance / b.n
