@@ -55,19 +55,34 @@ class ArmTally:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "leads": self.leads, "lat": self.latency.to_dict(),
-                "conf": self.confidence.to_dict(), "fb": self.feedback, "sat": self.satisfied}
+        return {
+            "n": self.n,
+            "leads": self.leads,
+            "lat": self.latency.to_dict(),
+            "conf": self.confidence.to_dict(),
+            "fb": self.feedback,
+            "sat": self.satisfied,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ArmTally:
         a = cls()
-        a.n, a.leads, a.feedback, a.satisfied = int(d["n"]), int(d["leads"]), int(d["fb"]), int(d["sat"])
-        a.latency, a.confidence = RunningStats.from_dict(d["lat"]), RunningStats.from_dict(d["conf"])
+        a.n, a.leads, a.feedback, a.satisfied = (
+            int(d["n"]),
+            int(d["leads"]),
+            int(d["fb"]),
+            int(d["sat"]),
+        )
+        a.latency, a.confidence = (
+            RunningStats.from_dict(d["lat"]),
+            RunningStats.from_dict(d["conf"]),
+        )
         return a
 
     def summary(self) -> dict[str, Any]:
         return {
-            "turns": self.n, "feedback": self.feedback,
+            "turns": self.n,
+            "feedback": self.feedback,
             "satisfaction_rate": self.satisfied / self.feedback if self.feedback else None,
             "lead_capture_rate": self.leads / self.n if self.n else None,
             "latency_mean_ms": self.latency.mean if self.latency.n else None,
@@ -84,6 +99,7 @@ def is_satisfied(fb: Mapping[str, Any]) -> bool:
 
 
 # -- tests -----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TestResult:
@@ -109,14 +125,27 @@ def chi_squared(metric: str, sa: int, na: int, sb: int, nb: int, alpha: float) -
         return TestResult(metric, ra, rb, None, None, False, None, "chi2")
     chi2, p, _, _ = stats.chi2_contingency(table, correction=False)
     sig = bool(p < alpha)
-    better = (TREATMENT if rb > ra else CONTROL) if sig and ra is not None and rb is not None else None
+    better = (
+        (TREATMENT if rb > ra else CONTROL) if sig and ra is not None and rb is not None else None
+    )
     return TestResult(metric, ra, rb, float(chi2), float(p), sig, better, "chi2")
 
 
-def welch(metric: str, a: RunningStats, b: RunningStats, alpha: float, lower_is_better: bool = False) -> TestResult:
+def welch(
+    metric: str, a: RunningStats, b: RunningStats, alpha: float, lower_is_better: bool = False
+) -> TestResult:
     """Welch's t-test from running summaries (unequal variances)."""
     if a.n < 2 or b.n < 2 or (a.variance == 0 and b.variance == 0):
-        return TestResult(metric, a.mean if a.n else None, b.mean if b.n else None, None, None, False, None, "welch")
+        return TestResult(
+            metric,
+            a.mean if a.n else None,
+            b.mean if b.n else None,
+            None,
+            None,
+            False,
+            None,
+            "welch",
+        )
     t, p = stats.ttest_ind_from_stats(a.mean, a.std, a.n, b.mean, b.std, b.n, equal_var=False)
     sig = bool(p < alpha)
     better = None
@@ -126,15 +155,29 @@ def welch(metric: str, a: RunningStats, b: RunningStats, alpha: float, lower_is_
     return TestResult(metric, a.mean, b.mean, float(t), float(p), sig, better, "welch")
 
 
-def sample_ratio_mismatch(n_control: int, n_treatment: int, treatment_share: float, threshold: float = 0.001) -> dict[str, Any]:
+def sample_ratio_mismatch(
+    n_control: int, n_treatment: int, treatment_share: float, threshold: float = 0.001
+) -> dict[str, Any]:
     """Chi-squared goodness of fit of the observed split against the planned one. A p-value below
     ``threshold`` means assignment or logging is broken and no result should be trusted."""
     total = n_control + n_treatment
     if total == 0 or not 0 < treatment_share < 1:
-        return {"p_value": None, "mismatch": False, "observed_share": None, "planned_share": treatment_share}
-    chi2, p = stats.chisquare([n_control, n_treatment], [total * (1 - treatment_share), total * treatment_share])
-    return {"statistic": float(chi2), "p_value": float(p), "mismatch": bool(p < threshold),
-            "observed_share": n_treatment / total, "planned_share": treatment_share}
+        return {
+            "p_value": None,
+            "mismatch": False,
+            "observed_share": None,
+            "planned_share": treatment_share,
+        }
+    chi2, p = stats.chisquare(
+        [n_control, n_treatment], [total * (1 - treatment_share), total * treatment_share]
+    )
+    return {
+        "statistic": float(chi2),
+        "p_value": float(p),
+        "mismatch": bool(p < threshold),
+        "observed_share": n_treatment / total,
+        "planned_share": treatment_share,
+    }
 
 
 def msprt_p_value(diff: float, variance: float, tau2: float) -> float:
@@ -145,7 +188,9 @@ def msprt_p_value(diff: float, variance: float, tau2: float) -> float:
     """
     if variance <= 0:
         return 1.0
-    log_lambda = 0.5 * math.log(variance / (variance + tau2)) + tau2 * diff * diff / (2 * variance * (variance + tau2))
+    log_lambda = 0.5 * math.log(variance / (variance + tau2)) + tau2 * diff * diff / (
+        2 * variance * (variance + tau2)
+    )
     return 1.0 if log_lambda <= 0 else max(0.0, math.exp(-log_lambda))
 
 
@@ -178,23 +223,41 @@ def analyze(
     """Full analysis of one experiment. ``sequential_state`` (metric -> running min p) is updated
     in place so the always-valid p-values stay monotone across looks; persist it with the tallies."""
     tests = [
-        chi_squared("satisfaction", control.satisfied, control.feedback, treatment.satisfied, treatment.feedback, alpha),
+        chi_squared(
+            "satisfaction",
+            control.satisfied,
+            control.feedback,
+            treatment.satisfied,
+            treatment.feedback,
+            alpha,
+        ),
         chi_squared("lead_capture", control.leads, control.n, treatment.leads, treatment.n, alpha),
         welch("latency", control.latency, treatment.latency, alpha, lower_is_better=True),
         welch("confidence", control.confidence, treatment.confidence, alpha),
     ]
     # Always-valid p-values for the same four comparisons.
-    tau = {"satisfaction": 0.05, "lead_capture": 0.02, "latency": 100.0, "confidence": 0.02, **(tau or {})}
+    tau = {
+        "satisfaction": 0.05,
+        "lead_capture": 0.02,
+        "latency": 100.0,
+        "confidence": 0.02,
+        **(tau or {}),
+    }
     state = sequential_state if sequential_state is not None else {}
     sequential: dict[str, Any] = {}
     for name, (da, va) in {
-        "satisfaction": _prop(control.satisfied, control.feedback, treatment.satisfied, treatment.feedback),
+        "satisfaction": _prop(
+            control.satisfied, control.feedback, treatment.satisfied, treatment.feedback
+        ),
         "lead_capture": _prop(control.leads, control.n, treatment.leads, treatment.n),
         "latency": _means(control.latency, treatment.latency),
         "confidence": _means(control.confidence, treatment.confidence),
     }.items():
         if da is None:
-            sequential[name] = {"p_value": state.get(name, 1.0), "significant": state.get(name, 1.0) < alpha}
+            sequential[name] = {
+                "p_value": state.get(name, 1.0),
+                "significant": state.get(name, 1.0) < alpha,
+            }
             continue
         p = min(state.get(name, 1.0), msprt_p_value(da, va, tau[name] ** 2))
         state[name] = p
@@ -227,7 +290,9 @@ def analyze(
         "min_samples": min_samples,
         "enough_samples": enough,
         "decision": decision,
-        "recommendation": recommendation_band(control.summary()["confidence_mean"], treatment.summary()["confidence_mean"]),
+        "recommendation": recommendation_band(
+            control.summary()["confidence_mean"], treatment.summary()["confidence_mean"]
+        ),
     }
 
 

@@ -49,8 +49,13 @@ def _tally(n: int, sat: float, lead: float, lat: float, conf: float, seed: int) 
     rng = np.random.default_rng(seed)
     t = ArmTally()
     for _ in range(n):
-        t.update_turn({"lead_captured": rng.random() < lead, "latency_ms": float(rng.normal(lat, 200)),
-                       "confidence": float(np.clip(rng.normal(conf, 0.05), 0, 1))})
+        t.update_turn(
+            {
+                "lead_captured": rng.random() < lead,
+                "latency_ms": float(rng.normal(lat, 200)),
+                "confidence": float(np.clip(rng.normal(conf, 0.05), 0, 1)),
+            }
+        )
         t.update_feedback({"rating": 5 if rng.random() < sat else 2})
     return t
 
@@ -71,12 +76,16 @@ def test_decision_score_uses_seed_weights() -> None:
     a = analyze(c, _exact(3000, 2100, 220, 1200, 0.80))
     assert a["scores"] == {CONTROL: 0, TREATMENT: 2}  # lead capture: 2 points
     a = analyze(c, _exact(3000, 2100, 150, 1300, 0.80))
-    assert a["scores"] == {CONTROL: 1, TREATMENT: 0} and a["decision"] == CONTROL  # slower treatment
+    assert (
+        a["scores"] == {CONTROL: 1, TREATMENT: 0} and a["decision"] == CONTROL
+    )  # slower treatment
     a = analyze(c, _exact(3000, 2100, 150, 1200, 0.85))
     assert a["scores"] == {CONTROL: 0, TREATMENT: 1}  # confidence: 1 point
     a = analyze(c, _exact(3000, 2340, 150, 1300, 0.80))
     assert a["scores"] == {CONTROL: 1, TREATMENT: 3} and a["decision"] == TREATMENT
-    assert analyze(c, _exact(3000, 2100, 150, 1200, 0.80))["decision"] == "no_significant_difference"
+    assert (
+        analyze(c, _exact(3000, 2100, 150, 1200, 0.80))["decision"] == "no_significant_difference"
+    )
 
 
 def test_min_samples_and_srm_block_decisions() -> None:
@@ -86,10 +95,15 @@ def test_min_samples_and_srm_block_decisions() -> None:
     assert analyze(c, t, traffic_split=50)["decision"] == "invalid_sample_ratio_mismatch"
 
 
-@pytest.mark.parametrize(("c", "t", "rec"), [
-    (0.80, 0.90, "gradual_rollout"), (0.80, 0.86, "continue_testing"), (0.80, 0.82, "collect_more_data"),
-    (0.80, 0.79, "keep_control"),
-])
+@pytest.mark.parametrize(
+    ("c", "t", "rec"),
+    [
+        (0.80, 0.90, "gradual_rollout"),
+        (0.80, 0.86, "continue_testing"),
+        (0.80, 0.82, "collect_more_data"),
+        (0.80, 0.79, "keep_control"),
+    ],
+)
 def test_recommendation_bands(c: float, t: float, rec: str) -> None:
     assert recommendation_band(c, t)["recommendation"] == rec
 
