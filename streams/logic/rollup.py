@@ -1,0 +1,142 @@
+"""Exactly-once, two-stage aggregation as plain data.
+
+Stage 1 runs per source partition: it folds decoded events into *partials*, one per (kind,
+subject, time bucket, source partition). Each partial carries the highest source offset folded
+into it (its watermark) inside the same value, so a replay after a crash skips what the stored
+partial already holds: the table write is atomic per key, hence no double count.
+
+Stage 2 runs per *group* (a model version or an experiment) and keeps the latest snapshot of
+every partial of the group, replacing a stored one only with an equal or newer watermark. A
+window is the merge of the group's partials over its buckets and partitions, so two workers
+(each owning some partitions) give the same totals as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from streams.logic.abtest import ArmTally
+from streams.logic.feedback import FeedbackTally
+from streams.logic.window import TurnStats
+
+TURNS, AB_TURNS, AB_FEEDBACK, FEEDBACK = "turns", "abt", "abf", "fb"
+ALL_VARIANTS = "*"
+
+_STATE_CLASSES: dict[str, Any] = {TURNS: TurnStats, AB_TURNS: ArmTally, AB_FEEDBACK: ArmTally, FEEDBACK: FeedbackTally}
+
+
+def model_group(model_version: str) -> str:
+    return f"m:{model_version}"
+
+
+def experiment_group(experiment_id: str) -> str:
+    return f"x:{experiment_id}"
+
+
+def slot_key(kind: str, subject: str, bucket: int, partition: int) -> str:
+    return f"{kind}|{subject}|{bucket}|{partition}"
+
+
+def state_of(partial: Mapping[str, Any]) -> Any:
+    return _STATE_CLASSES[partial["k"]].from_dict(partial["st"])
+
+
+def targets_of_turn(turn: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str, str, int]]:
+    """(kind, subject, group, bucket) that one chat turn contributes to."""
+    model, variant = turn["model_version"], turn.get("variant")
+    bucket = turn["event_time"] // hop_ms * hop_ms
+    group = model_group(model)
+    out = [(TURNS, f"{model}|{ALL_VARIANTS}", group, bucket)]
+    if variant:
+        out.append((TURNS, f"{model}|{variant}", group, bucket))
+        if turn.get("experiment_id"):
+            exp = turn["experiment_id"]
+            out.append((AB_TURNS, f"{exp}|{variant}", experiment_group(exp), 0))
+    return out
+
+
+def targets_of_feedback(fb: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+    out = []
+    model = fb.get("model_version")
+    if model:
+        out.append((FEEDBACK, model, model_group(model), 0))
+    if fb.get("experiment_id") and fb.get("variant"):
+        exp = fb["experiment_id"]
+        out.append((AB_FEEDBACK, f"{exp}|{fb['variant']}", experiment_group(exp), 0))
+    return out
+
+
+class Stage1Folder:
+    """Fold one batch of (kind, record, partition, offset) into partials.
+
+    ``load(key)`` returns the stored partial (or None). The result maps every touched key to its
+    new partial, including keys whose events were all skipped as replays: their snapshot is sent
+    again so stage 2 hears of it even if the crash came between the table write and the send.
+    """
+
+    def __init__(self, hop_ms: int) -> None:
+        if hop_ms <= 0:
+            raise ValueError(f"hop must be > 0 ms, got {hop_ms}")
+        self.hop_ms = hop_ms
+        self.skipped = 0
+        self.folded = 0
+
+    def fold(
+        self,
+        items: Iterable[tuple[str, Mapping[str, Any], int, int]],
+        load: Callable[[str], Mapping[str, Any] | None],
+    ) -> dict[str, dict[str, Any]]:
+        partials: dict[str, dict[str, Any]] = {}
+        states: dict[str, Any] = {}
+        for source, rec, partition, offset in items:
+            targets = targets_of_turn(rec, self.hop_ms) if source == "turn" else targets_of_feedback(rec)
+            for kind, subject, group, bucket in targets:
+                key = slot_key(kind, subject, bucket, partition)
+                part = partials.get(key)
+                if part is None:
+                    stored = load(key)
+                    part = dict(stored) if stored else {
+                        "k": kind, "s": subject, "g": group, "b": bucket, "p": partition, "wm": -1,
+                        "st": _STATE_CLASSES[kind]().to_dict(),
+                    }
+                    partials[key] = part
+                if offset <= part["wm"]:
+                    self.skipped += 1
+                    continue
+                st = states.get(key)
+                if st is None:
+                    st = states[key] = state_of(part)
+                if kind == TURNS:
+                    st.update(rec)
+                elif kind == AB_TURNS:
+                    st.update_turn(rec)
+                elif kind == AB_FEEDBACK:
+                    st.update_feedback(rec)
+                else:
+                    st.update(rec)
+                part["wm"] = offset
+                self.folded += 1
+        for key, st in states.items():
+            partials[key]["st"] = st.to_dict()
+        return partials
+
+
+def newer(stored: Mapping[str, Any] | None, incoming: Mapping[str, Any]) -> bool:
+    """Stage 2 keeps a snapshot unless it already holds a newer one."""
+    return stored is None or incoming["wm"] >= stored["wm"]
+
+
+def merge_slots(partials: Iterable[Mapping[str, Any]], kind: str, subject: str,
+                start: int | None = None, end: int | None = None) -> Any:
+    """Merge the partials of one (kind, subject) whose bucket lies in [start, end)."""
+    acc = _STATE_CLASSES[kind]()
+    for p in partials:
+        if p["k"] != kind or p["s"] != subject:
+            continue
+        if start is not None and p["b"] < start:
+            continue
+        if end is not None and p["b"] >= end:
+            continue
+        acc.merge(state_of(p))
+    return acc
