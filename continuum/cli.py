@@ -215,6 +215,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args)
 
 
+def cmd_streams(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.app import run_worker
+    from streams.settings import StreamsSettings
+
+    overrides = {
+        k.removeprefix("stream_"): v
+        for k, v in vars(args).items()
+        if k.startswith("stream_") and v is not None
+    }
+    base = {f.name: getattr(settings, f.name) for f in fields(Settings)}
+    s = StreamsSettings.from_env(**{**base, **overrides})
+    run_worker(s, args.loglevel)
+    return 0
+
+
 def build_parser(
     extra: Sequence[Callable[[argparse._SubParsersAction], None]] = (),
 ) -> argparse.ArgumentParser:
@@ -256,6 +271,26 @@ def build_parser(
     p.add_argument("--keep-broker", action="store_true", help="leave the broker running afterwards")
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser(
+        "streams", help="run the Faust analytics worker (drift, A/B, alerts, health)"
+    )
+    p.add_argument("action", choices=["worker"])
+    p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    from streams.settings import StreamsSettings
+
+    for f in fields(StreamsSettings):
+        if f.name in {g.name for g in fields(Settings)}:
+            continue
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f"stream_{f.name}",
+            default=None,
+            type={"int": int, "float": float}.get(str(f.type), str),
+            help=f"{f.metadata.get('help', '')} [env {Settings.env_name(f.name)}, default {f.default}]",
+        )
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_streams)
 
     for register in extra:
         register(sub)

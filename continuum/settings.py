@@ -81,6 +81,11 @@ class Settings:
                 return int(raw)
             except ValueError:
                 raise ValueError("expected an integer") from None
+        if kind == "float":
+            try:
+                return float(raw)
+            except ValueError:
+                raise ValueError("expected a number") from None
         if kind == "bool":
             return _env_bool(raw)
         if kind == "Path":

@@ -316,7 +316,7 @@ class TrafficSimulator:
         queue_wait = min(latency * 0.1, rng.expovariate(1 / 40))
         ttft = queue_wait + rng.uniform(80, 250)
 
-        prompt_tokens = int(max(20, rng.gauss(320 + 40 * sess.turns, 40)))
+        prompt_tokens = int(max(20, rng.gauss(320 + 12 * sess.turns, 40)))
         completion_tokens = int(
             max(5, rng.gauss(prof.completion_tokens, prof.completion_tokens * 0.25))
         )

@@ -23,7 +23,12 @@ from streams.logic.window import TurnStats
 TURNS, AB_TURNS, AB_FEEDBACK, FEEDBACK = "turns", "abt", "abf", "fb"
 ALL_VARIANTS = "*"
 
-_STATE_CLASSES: dict[str, Any] = {TURNS: TurnStats, AB_TURNS: ArmTally, AB_FEEDBACK: ArmTally, FEEDBACK: FeedbackTally}
+_STATE_CLASSES: dict[str, Any] = {
+    TURNS: TurnStats,
+    AB_TURNS: ArmTally,
+    AB_FEEDBACK: ArmTally,
+    FEEDBACK: FeedbackTally,
+}
 
 
 def model_group(model_version: str) -> str:
@@ -90,16 +95,27 @@ class Stage1Folder:
         partials: dict[str, dict[str, Any]] = {}
         states: dict[str, Any] = {}
         for source, rec, partition, offset in items:
-            targets = targets_of_turn(rec, self.hop_ms) if source == "turn" else targets_of_feedback(rec)
+            targets = (
+                targets_of_turn(rec, self.hop_ms) if source == "turn" else targets_of_feedback(rec)
+            )
             for kind, subject, group, bucket in targets:
                 key = slot_key(kind, subject, bucket, partition)
                 part = partials.get(key)
                 if part is None:
                     stored = load(key)
-                    part = dict(stored) if stored else {
-                        "k": kind, "s": subject, "g": group, "b": bucket, "p": partition, "wm": -1,
-                        "st": _STATE_CLASSES[kind]().to_dict(),
-                    }
+                    part = (
+                        dict(stored)
+                        if stored
+                        else {
+                            "k": kind,
+                            "s": subject,
+                            "g": group,
+                            "b": bucket,
+                            "p": partition,
+                            "wm": -1,
+                            "st": _STATE_CLASSES[kind]().to_dict(),
+                        }
+                    )
                     partials[key] = part
                 if offset <= part["wm"]:
                     self.skipped += 1
@@ -127,8 +143,13 @@ def newer(stored: Mapping[str, Any] | None, incoming: Mapping[str, Any]) -> bool
     return stored is None or incoming["wm"] >= stored["wm"]
 
 
-def merge_slots(partials: Iterable[Mapping[str, Any]], kind: str, subject: str,
-                start: int | None = None, end: int | None = None) -> Any:
+def merge_slots(
+    partials: Iterable[Mapping[str, Any]],
+    kind: str,
+    subject: str,
+    start: int | None = None,
+    end: int | None = None,
+) -> Any:
     """Merge the partials of one (kind, subject) whose bucket lies in [start, end)."""
     acc = _STATE_CLASSES[kind]()
     for p in partials:

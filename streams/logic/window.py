@@ -12,6 +12,7 @@ from streams.logic.sketch import QuantileSketch
 
 # Fields whose absence counts towards the data-quality null rate.
 QUALITY_FIELDS = ("intent", "confidence", "prompt_tokens", "completion_tokens")
+MIN_CONFIDENCE = 0.75  # the dispatch seed's minimum confidence; below it a turn is "low confidence"
 
 
 class TurnStats:
@@ -19,6 +20,7 @@ class TurnStats:
         self.n = 0
         self.fallbacks = 0
         self.leads = 0
+        self.low_confidence = 0
         self.confidence = RunningStats()
         self.tokens = RunningStats()
         self.latency = QuantileSketch()
@@ -35,6 +37,7 @@ class TurnStats:
         conf = turn.get("confidence")
         if conf is not None:
             self.confidence.update(conf)
+            self.low_confidence += conf < MIN_CONFIDENCE
         pt, ct = turn.get("prompt_tokens"), turn.get("completion_tokens")
         if pt is not None and ct is not None:
             self.tokens.update(pt + ct)
@@ -57,6 +60,7 @@ class TurnStats:
         self.n += other.n
         self.fallbacks += other.fallbacks
         self.leads += other.leads
+        self.low_confidence += other.low_confidence
         self.confidence.merge(other.confidence)
         self.tokens.merge(other.tokens)
         self.latency.merge(other.latency)
@@ -100,6 +104,9 @@ class TurnStats:
             "metrics": {
                 "lead_rate": self.leads / self.n if self.n else 0.0,
                 "null_rate": self.null_rate,
+                "low_confidence_rate": self.low_confidence / self.confidence.n
+                if self.confidence.n
+                else 0.0,
                 "latency_outlier_share": self.latency.iqr_outlier_share(),
             },
             "window_start": self.first_ms,
@@ -127,6 +134,7 @@ class TurnStats:
     def from_dict(cls, d: Mapping[str, Any]) -> TurnStats:
         s = cls()
         s.n, s.fallbacks, s.leads = int(d["n"]), int(d["fb"]), int(d["lead"])
+        s.low_confidence = int(d.get("low", 0))
         s.confidence = RunningStats.from_dict(d["conf"])
         s.tokens = RunningStats.from_dict(d["tok"])
         s.latency = QuantileSketch.from_dict(d["lat"])

@@ -13,7 +13,9 @@ def _stream(turns: int = 2000) -> list[tuple[str, dict]]:
     return list(TrafficSimulator(SimulatorConfig(turns=turns, rate=100)).events())
 
 
-def _run_stage1(events: list[tuple[str, dict]], partitions: int, batches: list[int], crash_replay: bool) -> dict:
+def _run_stage1(
+    events: list[tuple[str, dict]], partitions: int, batches: list[int], crash_replay: bool
+) -> dict:
     """Events spread over partitions by session; folded in batches; optionally each batch is
     folded twice (a replay after a crash before the offset commit)."""
     table: dict[str, dict] = {}
@@ -27,7 +29,7 @@ def _run_stage1(events: list[tuple[str, dict]], partitions: int, batches: list[i
     folder = Stage1Folder(HOP)
     i = 0
     for size in batches:
-        batch = items[i:i + size]
+        batch = items[i : i + size]
         i += size
         for _ in range(2 if crash_replay else 1):
             out = folder.fold(batch, table.get)
@@ -55,7 +57,9 @@ def test_two_stage_totals_equal_a_direct_count_even_with_replays() -> None:
             arm = merge_slots(stage2.values(), AB_TURNS, "v1-vs-v2|control")
             fb = merge_slots(stage2.values(), AB_FEEDBACK, "v1-vs-v2|control")
             assert arm.n == sum(1 for t in turns if t["variant"] == "control")
-            assert fb.feedback == sum(1 for s, e in events if s == "Feedback" and e["variant"] == "control")
+            assert fb.feedback == sum(
+                1 for s, e in events if s == "Feedback" and e["variant"] == "control"
+            )
 
 
 def test_window_selects_buckets() -> None:

@@ -1,0 +1,93 @@
+"""Stage 2: keep the newest snapshot of every partial per group, and evaluate the group when its
+window closes (models) or at most every few seconds (experiments)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from streams.logic.evaluation import evaluate_experiment, evaluate_model
+from streams.logic.rollup import ALL_VARIANTS, TURNS, newer, slot_key
+from streams.pipeline import Pipeline, delete, put
+
+AB_EVERY_S = 2.0
+
+
+def _group_partials(pipe: Pipeline, group: str) -> list[dict[str, Any]]:
+    return [v for v in pipe.group_slots.values() if v["g"] == group]
+
+
+async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
+    model = group[2:]
+    state = pipe.group_state.get(group) or {}
+    partials = _group_partials(pipe, group)
+    baseline = pipe.live.baselines.get(model) or state.get("frozen_baseline")
+    out = evaluate_model(model, partials, baseline, state, pipe.cfg)
+    new_state = out["state"]
+    if out["baseline"] is not None:
+        new_state["frozen_baseline"] = out["baseline"]
+        await pipe.outputs.send("Baseline", out["baseline"])
+    for sig in out["signals"]:
+        await pipe.outputs.send("DriftSignal", sig)
+    for alert in out["alerts"]:
+        await pipe.outputs.send("Alert", alert)
+    for trig in out["triggers"]:
+        await pipe.outputs.send("RetrainTrigger", trig)
+    if out["summary"] is not None:
+        new_state["last_window"] = out["summary"]
+    new_state["feedback"] = out.get("feedback")
+    put(pipe.group_state, group, new_state, partition)
+    # Forget buckets that no window or baseline will read again.
+    horizon = new_state.get("evaluated_end", 0) - pipe.cfg.window_ms - 2 * pipe.cfg.hop_ms
+    if new_state.get("frozen_baseline") or pipe.live.baselines.get(model):
+        for p in partials:
+            if p["k"] == TURNS and p["b"] < horizon:
+                delete(pipe.group_slots, slot_key(p["k"], p["s"], p["b"], p["p"]), partition)
+
+
+async def _evaluate_experiment(pipe: Pipeline, group: str, partition: int) -> None:
+    exp_id = group[2:]
+    now = time.monotonic()
+    if now - pipe.ab_last_eval.get(group, 0.0) < AB_EVERY_S:
+        return
+    pipe.ab_last_eval[group] = now
+    experiment = pipe.live.experiments.get(exp_id) or {
+        "experiment_id": exp_id,
+        "traffic_split": 50.0,
+        "min_samples": 100,
+        "alpha": 0.05,
+        "status": "RUNNING",
+        "registered": False,
+    }
+    prev = pipe.ab_results.get(group) or {}
+    seq = dict(prev.get("_sequential", {}))
+    result = evaluate_experiment(experiment, _group_partials(pipe, group), seq)
+    result["_sequential"] = seq
+    result["evaluated_at"] = int(time.time() * 1000)
+    put(pipe.ab_results, group, result, partition)
+    for arm in ("control", "treatment"):
+        pipe.metrics.ab_samples.labels(exp_id, arm, "turns").set(result[arm]["turns"])
+        pipe.metrics.ab_samples.labels(exp_id, arm, "feedback").set(result[arm]["feedback"])
+
+
+def register(pipe: Pipeline) -> None:
+    @pipe.app.agent(pipe.partials_topic, name="rollup")
+    async def rollup(stream: Any) -> None:
+        async for event in stream.events():
+            part = event.value
+            partition = event.message.partition
+            key = slot_key(part["k"], part["s"], part["b"], part["p"])
+            if newer(pipe.group_slots.get(key), part):
+                put(pipe.group_slots, key, part, partition)
+            group = part["g"]
+            if group.startswith("m:"):
+                if part["k"] == TURNS and part["s"].endswith(f"|{ALL_VARIANTS}"):
+                    state = pipe.group_state.get(group) or {}
+                    if part["b"] > state.get("evaluated_end", -1) or "first_seen" not in state:
+                        await _evaluate_model(pipe, group, partition)
+                elif part["k"] != TURNS:
+                    state = pipe.group_state.get(group) or {}
+                    if "first_seen" in state:
+                        await _evaluate_model(pipe, group, partition)
+            else:
+                await _evaluate_experiment(pipe, group, partition)

@@ -1,0 +1,111 @@
+"""The Faust application: ``create_app(settings)`` wires topics, tables, agents, views and timers.
+
+Run it with ``continuum streams worker`` (settings from the environment and flags)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.agents import fold, rollup
+from streams.pipeline import Pipeline
+from streams.settings import StreamsSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
+    datadir = settings.home / "streams" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.topic_prefix}{settings.app_id}",
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store="memory://",
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        topic_partitions=settings.partials_partitions,
+        topic_replication_factor=1,
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        table_standby_replicas=0,
+        autodiscover=False,
+        datadir=str(datadir),
+    )
+    pipe = Pipeline(app, settings)
+    fold.register(pipe)
+    rollup.register(pipe)
+    from streams import views
+
+    views.register(pipe)
+
+    @app.task
+    async def _start_mirror() -> None:
+        pipe.start_mirror()
+
+    @app.timer(interval=10.0)
+    async def _lag() -> None:
+        loop = asyncio.get_running_loop()
+        pipe.lag = await loop.run_in_executor(
+            None,
+            consumer_lag,
+            settings,
+            [pipe.turns_topic.get_topic_name(), pipe.feedback_topic.get_topic_name()],
+        )
+        for topic, lag in pipe.lag.items():
+            pipe.metrics.lag.labels(topic).set(lag)
+
+    return app, pipe
+
+
+def consumer_lag(settings: StreamsSettings, topics: list[str]) -> dict[str, int]:
+    """Records between the group's committed offsets and the end of each input topic."""
+    group = f"{settings.topic_prefix}{settings.app_id}"
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        md = c.list_topics(timeout=5)
+        out: dict[str, int] = {}
+        for topic in topics:
+            if topic not in md.topics:
+                continue
+            tps = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+            committed = c.committed(tps, timeout=5)
+            lag = 0
+            for tp in committed:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5)
+                lag += hi - (tp.offset if tp.offset >= 0 else lo)
+            out[topic] = lag
+        return out
+    except Exception as exc:  # lag is best effort; health reports it as unknown
+        log.warning("consumer lag unavailable: %s", exc)
+        return {}
+    finally:
+        c.close()
+
+
+def run_worker(settings: StreamsSettings, loglevel: str = "warn") -> None:
+    import sys
+
+    app, _ = create_app(settings)
+    sys.argv = [
+        "continuum-streams",
+        "worker",
+        "-l",
+        loglevel,
+        "--web-port",
+        str(settings.web_port),
+        "--web-host",
+        settings.web_host,
+    ]
+    app.main()

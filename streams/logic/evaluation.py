@@ -1,0 +1,199 @@
+"""What stage 2 does when a group's window closes, as a pure function of plain data: freeze a
+baseline if none exists, compare the window with the baseline and the previous period, open or
+resolve alerts, and check the retraining criteria. Outputs are ready-to-send event dicts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.logic.abtest import analyze
+from streams.logic.alerts import AlertManager, AlertThresholds
+from streams.logic.drift import DriftThresholds, evaluate
+from streams.logic.feedback import FeedbackTally
+from streams.logic.retrain import RetrainPolicy, due_triggers
+from streams.logic.rollup import (
+    AB_FEEDBACK,
+    AB_TURNS,
+    ALL_VARIANTS,
+    FEEDBACK,
+    TURNS,
+    merge_slots,
+    state_of,
+)
+from streams.logic.window import TurnStats
+
+_NS = uuid.UUID("6f1c3a52-8f0e-4d8e-9a55-0c0a1b7e2d11")
+
+
+def stable_id(*parts: object) -> str:
+    """Deterministic event id: a replayed evaluation emits the same ids (consumers dedupe)."""
+    return str(uuid.uuid5(_NS, "|".join(map(str, parts))))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    window_ms: int = 3_600_000  # 1 h windows ...
+    hop_ms: int = 300_000  # ... every 5 min
+    freeze_after: int = 1000  # turns of a new model version frozen into its baseline
+    drift: DriftThresholds = field(default_factory=DriftThresholds)
+    alerts: AlertThresholds = field(default_factory=AlertThresholds)
+    retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
+
+
+def _buckets(partials: Iterable[Mapping[str, Any]], subject: str) -> list[int]:
+    return sorted({p["b"] for p in partials if p["k"] == TURNS and p["s"] == subject})
+
+
+def freeze_baseline(model: str, partials: list[Mapping[str, Any]], n: int) -> dict[str, Any] | None:
+    """A Baseline from the earliest buckets of the model holding at least ``n`` turns."""
+    subject = f"{model}|{ALL_VARIANTS}"
+    acc = TurnStats()
+    for b in _buckets(partials, subject):
+        acc.merge(merge_slots(partials, TURNS, subject, b, b + 1))
+        if acc.n >= n:
+            return baseline_event(model, acc, "frozen", acc.last_ms or b)
+    return None
+
+
+def baseline_event(
+    model: str, stats: TurnStats, source: str, now_ms: int, variant: str | None = None
+) -> dict[str, Any]:
+    s = stats.summary()
+    return {
+        "event_id": stable_id(
+            "baseline", model, variant, source, s["window_start"], s["window_end"], s["sample_size"]
+        ),
+        "event_time": now_ms,
+        "model_version": model,
+        "variant": variant,
+        "source": source,
+        **s,
+    }
+
+
+def evaluate_model(
+    model: str,
+    partials: list[Mapping[str, Any]],
+    baseline: Mapping[str, Any] | None,
+    state: Mapping[str, Any],
+    cfg: EvalConfig,
+    evaluation_accuracy: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate the window that ends where the newest bucket starts, if not done yet."""
+    out: dict[str, Any] = {
+        "signals": [],
+        "alerts": [],
+        "baseline": None,
+        "triggers": [],
+        "summary": None,
+    }
+    new_state = dict(state)
+    subject = f"{model}|{ALL_VARIANTS}"
+    buckets = _buckets(partials, subject)
+    if not buckets:
+        out["state"] = new_state
+        return out
+    new_state.setdefault("first_seen", buckets[0])
+    if baseline is None:
+        frozen = freeze_baseline(model, partials, cfg.freeze_after)
+        if frozen is not None:
+            out["baseline"] = frozen
+            baseline = frozen
+    end = buckets[-1]
+    if end > new_state.get("evaluated_end", -1):
+        window = merge_slots(partials, TURNS, subject, end - cfg.window_ms, end)
+        summary = window.summary()
+        out["summary"] = summary
+        if baseline is not None and window.n:
+            results = evaluate(window, baseline, cfg.drift, previous=new_state.get("prev"))
+            for r in results:
+                out["signals"].append(
+                    {
+                        "event_id": stable_id("signal", model, r.signal, end),
+                        "event_time": end,
+                        "model_version": model,
+                        "variant": None,
+                        "signal": r.signal,
+                        "detector": "window",
+                        "value": float(r.value),
+                        "baseline": None if r.baseline is None else float(r.baseline),
+                        "change": float(r.change),
+                        "threshold": float(r.threshold),
+                        "breached": r.breached,
+                        "window_start": end - cfg.window_ms,
+                        "window_end": end,
+                        "sample_size": window.n,
+                        "details": {
+                            **r.details,
+                            "low_confidence_rate": f"{summary['metrics']['low_confidence_rate']:.4f}",
+                        },
+                    }
+                )
+            alerts = AlertManager.from_dict(new_state.get("alerts"), cfg.alerts)
+            out["alerts"] = alerts.on_drift(model, results, end)
+            new_state["alerts"] = alerts.to_dict()
+        if window.n >= cfg.drift.min_samples:
+            new_state["prev"] = summary
+        new_state["evaluated_end"] = end
+
+    fb = merge_slots(partials, FEEDBACK, model)
+    total = merge_slots(partials, TURNS, subject)
+    assert isinstance(fb, FeedbackTally)
+    triggers = due_triggers(
+        model_version=model,
+        now_ms=end,
+        trained_at_ms=new_state.get("trained_at", new_state["first_seen"]),
+        new_feedback=fb.since_training,
+        turns=total.n,
+        wrong_intent_feedback=fb.categories.get("wrong_intent", 0),
+        evaluation_accuracy=evaluation_accuracy,
+        already_fired=set(new_state.get("fired", [])),
+        policy=cfg.retrain,
+    )
+    for t in triggers:
+        out["triggers"].append(
+            {"event_id": stable_id("trigger", t["trigger_id"]), "event_time": end, **t}
+        )
+    new_state["fired"] = sorted(
+        set(new_state.get("fired", [])) | {t["trigger_id"] for t in triggers}
+    )
+    out["feedback"] = fb.summary()
+    out["state"] = new_state
+    return out
+
+
+def evaluate_experiment(
+    experiment: Mapping[str, Any], partials: list[Mapping[str, Any]], seq_state: dict[str, float]
+) -> dict[str, Any]:
+    """A/B analysis of one experiment from its arm partials (turn and feedback halves)."""
+    exp_id = experiment["experiment_id"]
+    arms = {}
+    for variant in ("control", "treatment"):
+        arm = merge_slots(partials, AB_TURNS, f"{exp_id}|{variant}")
+        fb = merge_slots(partials, AB_FEEDBACK, f"{exp_id}|{variant}")
+        arm.feedback, arm.satisfied = fb.feedback, fb.satisfied
+        arms[variant] = arm
+    result = analyze(
+        arms["control"],
+        arms["treatment"],
+        traffic_split=experiment.get("traffic_split", 50.0),
+        min_samples=experiment.get("min_samples", 100),
+        alpha=experiment.get("alpha", 0.05),
+        sequential_state=seq_state,
+    )
+    result["experiment"] = dict(experiment)
+    return result
+
+
+__all__ = [
+    "EvalConfig",
+    "baseline_event",
+    "evaluate_experiment",
+    "evaluate_model",
+    "freeze_baseline",
+    "stable_id",
+    "state_of",
+]

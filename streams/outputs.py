@@ -1,0 +1,40 @@
+"""Encode output events (DriftSignal, Alert, RetrainTrigger, Baseline, Experiment) as Avro and
+send them with Faust's producer, keyed like the SDK keys them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from continuum.topics import topic_for_schema
+from producers.producer import prepare_event
+from schemas import AvroSerializer
+
+
+class Outputs:
+    def __init__(self, app: faust.App, prefix: str, serializer: AvroSerializer) -> None:
+        self.serializer = serializer
+        self.prefix = prefix
+        self._topics: dict[str, Any] = {}
+        self.app = app
+        self.sent: dict[str, int] = {}
+
+    def topic(self, schema: str) -> Any:
+        t = self._topics.get(schema)
+        if t is None:
+            spec = topic_for_schema(schema)
+            t = self._topics[schema] = self.app.topic(
+                spec.full_name(self.prefix), key_serializer="raw", value_serializer="raw"
+            )
+        return t
+
+    async def send(self, schema: str, event: dict[str, Any]) -> dict[str, Any]:
+        spec = topic_for_schema(schema)
+        record = prepare_event(event)
+        name = spec.full_name(self.prefix)
+        value = self.serializer.encode(schema, record, topic=name)
+        key = record.get(spec.key_field) if spec.key_field else None
+        await self.topic(schema).send(key=None if key is None else str(key).encode(), value=value)
+        self.sent[schema] = self.sent.get(schema, 0) + 1
+        return record

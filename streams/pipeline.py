@@ -1,0 +1,184 @@
+"""Everything the agents share: topics, tables, the decode step, outputs, live views, metrics.
+
+Tables hold plain JSON data. Stage-1 tables are written with the *source* partition of the
+events folded into each key (a batch spans partitions), so each key's changelog stays
+co-partitioned with its input and recovers on the worker that owns that partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+
+from continuum.topics import topic_spec
+from producers.deadletter import DeadLetterQueue, SafeDecoder
+from producers.producer import EventProducer
+from schemas import AvroDeserializer, AvroSerializer
+from streams.live import LiveState, TopicMirror
+from streams.logic.alerts import AlertManager, AlertThresholds
+from streams.logic.detectors import ChangeDetector, ChangePoint
+from streams.logic.evaluation import EvalConfig, stable_id
+from streams.logic.rollup import Stage1Folder
+from streams.metrics import StreamsMetrics
+from streams.outputs import Outputs
+from streams.settings import StreamsSettings
+
+log = logging.getLogger(__name__)
+
+
+def put(table: Any, key: str, value: Any, partition: int) -> None:
+    """Set a table key with an explicit changelog partition."""
+    table.data[key] = value
+    table.send_changelog(partition, key, value)
+
+
+def delete(table: Any, key: str, partition: int) -> None:
+    table.data.pop(key, None)
+    table.send_changelog(partition, key, None, value_serializer="raw")
+
+
+class Pipeline:
+    def __init__(self, app: faust.App, settings: StreamsSettings) -> None:
+        self.app = app
+        self.settings = settings
+        p = settings.topic_prefix
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.turns_topic = app.topic(topic_spec("chat.turns").full_name(p), **raw)
+        self.feedback_topic = app.topic(topic_spec("chat.feedback").full_name(p), **raw)
+        self.partials_topic = app.topic(
+            f"{p}{settings.app_id}-partials",
+            partitions=settings.partials_partitions,
+            internal=True,
+            key_serializer="json",
+            value_serializer="json",
+        )
+        self.turn_partials = app.Table(
+            "turn-partials", partitions=topic_spec("chat.turns").partitions
+        )
+        self.feedback_partials = app.Table(
+            "feedback-partials", partitions=topic_spec("chat.feedback").partitions
+        )
+        self.group_slots = app.Table("group-slots", partitions=settings.partials_partitions)
+        self.group_state = app.Table("group-state", partitions=settings.partials_partitions)
+        self.ab_results = app.Table("ab-results", partitions=settings.partials_partitions)
+
+        self.cfg = EvalConfig(
+            window_ms=settings.window_s * 1000,
+            hop_ms=settings.hop_s * 1000,
+            freeze_after=settings.freeze_after,
+        )
+        self.folder = Stage1Folder(self.cfg.hop_ms)
+        self.serializer = AvroSerializer()
+        self.outputs = Outputs(app, p, self.serializer)
+        self.metrics = StreamsMetrics()
+        self.dlq_producer = EventProducer(settings.bootstrap_servers)
+        self.decoder = SafeDecoder(AvroDeserializer(), DeadLetterQueue(self._dead_letter))
+        self.live = LiveState()
+        self.live.listeners.append(self._on_live)
+        self.mirror: TopicMirror | None = None
+        self.detectors: dict[tuple[int, str, str], ChangeDetector] = {}
+        self.change_alerts = AlertManager(AlertThresholds())
+        self.pending_changes: list[tuple[ChangePoint, str, int]] = []
+        self.ab_last_eval: dict[str, float] = {}
+        self.lag: dict[str, int] = {}
+        self.heartbeats: dict[
+            str, int
+        ] = {}  # inference worker id -> last seen (ms); fed by the inference issue
+        self.started = time.time()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _dead_letter(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        self.metrics.dlq.labels(topic.removesuffix(".dlq")).inc()
+        self.dlq_producer.dead_letter_sink(topic, key, value, headers)
+
+    async def flush_dead_letters(self) -> None:
+        """Dead letters must be on the broker before the offsets of their batch are committed."""
+        if self.dlq_producer.pending:
+            loop = asyncio.get_running_loop()
+            remaining = await loop.run_in_executor(None, self.dlq_producer.flush, 30.0)
+            if remaining:
+                raise RuntimeError(f"{remaining} dead letter(s) not acknowledged")
+
+    def _on_live(self, schema: str, ev: dict[str, Any]) -> None:
+        opened: dict[str, int] = {}
+        for a in self.live.alerts_open.values():
+            opened[a["severity"]] = opened.get(a["severity"], 0) + 1
+        self.metrics.on_live(schema, ev, opened)
+
+    def start_mirror(self) -> None:
+        self.mirror = TopicMirror(
+            self.settings.bootstrap_servers,
+            self.settings.topic_prefix,
+            self.live,
+            self.dlq_producer.dead_letter_sink,
+        )
+        self.mirror.start()
+
+    # -- change detection (stage 1, per partition) -------------------------------------------
+
+    def watch(self, turn: dict[str, Any], partition: int) -> None:
+        model = turn["model_version"]
+        for metric, value, log_scale in (
+            ("latency_ms", turn["latency_ms"], True),
+            ("confidence", turn.get("confidence"), False),
+        ):
+            if value is None:
+                continue
+            key = (partition, model, metric)
+            det = self.detectors.get(key)
+            if det is None:
+                det = self.detectors[key] = ChangeDetector(metric, log_scale=log_scale)
+            point = det.update(value)
+            if point is not None:
+                self.pending_changes.append((point, model, turn["event_time"]))
+
+    async def emit_changes(self) -> None:
+        changes, self.pending_changes = self.pending_changes, []
+        for point, model, at in changes:
+            signal = {
+                "event_id": stable_id("change", model, point.metric, point.detector, at),
+                "event_time": at,
+                "model_version": model,
+                "variant": None,
+                "signal": "change_point",
+                "detector": point.detector,
+                "value": float(point.recent),
+                "baseline": float(point.before),
+                "change": float((point.recent - point.before) / point.before)
+                if point.before
+                else 0.0,
+                "threshold": 0.0,
+                "breached": True,
+                "window_start": None,
+                "window_end": at,
+                "sample_size": point.at,
+                "details": {"metric": point.metric, "direction": point.direction},
+            }
+            await self.outputs.send("DriftSignal", signal)
+            alert = self.change_alerts.raise_alert(
+                "DRIFT_DETECTED",
+                "MEDIUM",
+                f"change:{model}:{point.metric}:{point.direction}",
+                f"Abrupt {point.metric} change ({point.direction}) on {model}",
+                at,
+                model_version=model,
+                message=f"{point.detector}: {point.metric} moved from {point.before:.4g} to {point.recent:.4g}",
+                signals=[
+                    {
+                        "name": f"change_point:{point.metric}",
+                        "current": float(point.recent),
+                        "baseline": float(point.before),
+                        "threshold": None,
+                    }
+                ],
+                recommendation="An abrupt change was detected online; confirm it on the windowed signals.",
+            )
+            if alert is not None:
+                await self.outputs.send("Alert", alert)

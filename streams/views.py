@@ -1,0 +1,255 @@
+"""JSON web views over the live tables and views, served by Faust's web server.
+
+Reads are open; mutating endpoints need ``Authorization: Bearer <CONTINUUM_API_TOKEN>``. Keyed
+views (one experiment, one model's feedback) are routed to the worker that owns the key."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust.exceptions import SameNode
+from faust.web import Request, Response, View
+from prometheus_client import generate_latest
+
+from streams.logic.health import check_health
+from streams.pipeline import Pipeline
+
+
+def _authorized(pipe: Pipeline, request: Request) -> bool:
+    token = pipe.settings.api_token
+    header = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(header, f"Bearer {token}")
+
+
+async def _routed(
+    pipe: Pipeline,
+    table: Any,
+    key: str,
+    web: Any,
+    request: Request,
+    local: Callable[[], Awaitable[Response]],
+) -> Response:
+    try:
+        return await pipe.app.router.route_req(table.name, key, web, request)
+    except SameNode:
+        return await local()
+
+
+def _health(pipe: Pipeline) -> dict[str, Any]:
+    now = int(time.time() * 1000)
+    fb_rates, low_rates = [], []
+    with pipe.live.lock:
+        for (_model, _v, signal, det), ev in pipe.live.signals.items():
+            if det != "window":
+                continue
+            if signal == "fallback_rate_increase":
+                fb_rates.append(ev["value"])
+            if signal == "confidence_drop" and "low_confidence_rate" in ev.get("details", {}):
+                low_rates.append(float(ev["details"]["low_confidence_rate"]))
+        lag = sum(pipe.lag.values()) if pipe.lag else None
+    report = check_health(
+        now_ms=now,
+        fallback_rate=max(fb_rates) if fb_rates else None,
+        low_confidence_rate=max(low_rates) if low_rates else None,
+        heartbeats=dict(pipe.heartbeats),
+        consumer_lag=lag,
+    )
+    pipe.metrics.health.set({"HEALTHY": 0, "DEGRADED": 1, "UNHEALTHY": 2}[report["status"]])
+    return report
+
+
+def register(pipe: Pipeline) -> None:
+    app = pipe.app
+
+    @app.page("/drift/")
+    class Drift(View):
+        async def get(self, request: Request) -> Response:
+            with pipe.live.lock:
+                by_model: dict[str, list[dict[str, Any]]] = {}
+                for (model, _v, _s, _d), ev in sorted(pipe.live.signals.items()):
+                    by_model.setdefault(model, []).append(ev)
+                baselines = dict(pipe.live.baselines)
+            return self.json(
+                {
+                    "models": by_model,
+                    "baselines": baselines,
+                    "thresholds": pipe.cfg.drift.to_dict(),
+                    "window_s": pipe.settings.window_s,
+                    "hop_s": pipe.settings.hop_s,
+                }
+            )
+
+    @app.page("/drift/history/")
+    class DriftHistory(View):
+        async def get(self, request: Request) -> Response:
+            model, signal = request.query.get("model"), request.query.get("signal")
+            with pipe.live.lock:
+                rows = [
+                    r
+                    for r in pipe.live.signal_history
+                    if (not model or r["model_version"] == model)
+                    and (not signal or r["signal"] == signal)
+                ]
+            return self.json({"points": rows[-2000:]})
+
+    @app.page("/drift/{model}/")
+    class DriftModel(View):
+        async def get(self, request: Request, model: str) -> Response:
+            with pipe.live.lock:
+                sig = [ev for (m, *_), ev in sorted(pipe.live.signals.items()) if m == model]
+                base = pipe.live.baselines.get(model)
+            if not sig and base is None:
+                return self.json({"error": f"no drift data for model {model!r}"}, status=404)
+            return self.json({"model_version": model, "signals": sig, "baseline": base})
+
+    @app.page("/ab/")
+    class Experiments(View):
+        async def get(self, request: Request) -> Response:
+            with pipe.live.lock:
+                return self.json({"experiments": list(pipe.live.experiments.values())})
+
+        async def post(self, request: Request) -> Response:
+            if not _authorized(pipe, request):
+                return self.json({"error": "missing or wrong bearer token"}, status=401)
+            try:
+                body = json.loads(await request.text())
+                ev = {
+                    "event_id": str(uuid.uuid4()),
+                    "event_time": int(time.time() * 1000),
+                    "status": "RUNNING",
+                    "metadata": {},
+                    **body,
+                }
+                ev.setdefault("name", ev.get("experiment_id"))
+                sent = await pipe.outputs.send("Experiment", ev)
+            except (ValueError, KeyError) as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"created": sent}, status=201)
+
+    @app.page("/ab/{experiment}/")
+    class Experiment(View):
+        async def get(self, request: Request, experiment: str) -> Response:
+            group = f"x:{experiment}"
+
+            async def local() -> Response:
+                result = pipe.ab_results.get(group)
+                if result is None:
+                    return self.json(
+                        {"error": f"no A/B data for experiment {experiment!r}"}, status=404
+                    )
+                return self.json({k: v for k, v in result.items() if not k.startswith("_")})
+
+            return await _routed(pipe, pipe.ab_results, group, self.web, request, local)
+
+    @app.page("/ab/{experiment}/stop/")
+    class StopExperiment(View):
+        async def post(self, request: Request, experiment: str) -> Response:
+            if not _authorized(pipe, request):
+                return self.json({"error": "missing or wrong bearer token"}, status=401)
+            current = pipe.live.experiments.get(experiment)
+            if current is None:
+                return self.json({"error": f"unknown experiment {experiment!r}"}, status=404)
+            ev = {
+                **current,
+                "event_id": str(uuid.uuid4()),
+                "event_time": int(time.time() * 1000),
+                "status": "STOPPED",
+            }
+            return self.json({"stopped": await pipe.outputs.send("Experiment", ev)})
+
+    @app.page("/alerts/active/")
+    class AlertsActive(View):
+        async def get(self, request: Request) -> Response:
+            with pipe.live.lock:
+                return self.json({"alerts": list(pipe.live.alerts_open.values())})
+
+    @app.page("/alerts/history/")
+    class AlertsHistory(View):
+        async def get(self, request: Request) -> Response:
+            with pipe.live.lock:
+                return self.json({"alerts": list(pipe.live.alert_history)[-500:]})
+
+    @app.page("/alerts/stats/")
+    class AlertsStats(View):
+        async def get(self, request: Request) -> Response:
+            with pipe.live.lock:
+                by_sev: dict[str, int] = {}
+                for a in pipe.live.alerts_open.values():
+                    by_sev[a["severity"]] = by_sev.get(a["severity"], 0) + 1
+                return self.json(
+                    {
+                        "open": len(pipe.live.alerts_open),
+                        "open_by_severity": by_sev,
+                        "raised": dict(pipe.live.alert_counts),
+                        "history_size": len(pipe.live.alert_history),
+                    }
+                )
+
+    @app.page("/alerts/resolve/{key}/")
+    class AlertsResolve(View):
+        async def post(self, request: Request, key: str) -> Response:
+            if not _authorized(pipe, request):
+                return self.json({"error": "missing or wrong bearer token"}, status=401)
+            current = pipe.live.alerts_open.get(key)
+            if current is None:
+                return self.json({"error": f"no open alert with key {key!r}"}, status=404)
+            ev = {
+                "event_id": str(uuid.uuid4()),
+                "event_time": int(time.time() * 1000),
+                "alert_id": current["alert_id"],
+                "alert_type": current["alert_type"],
+                "severity": current["severity"],
+                "status": "RESOLVED",
+                "dedup_key": key,
+                "title": f"Resolved: {current['title']}",
+                "message": "resolved by an operator",
+                "source": "api",
+                "model_version": current.get("model_version"),
+                "signals": [],
+                "recommendation": None,
+                "details": {},
+            }
+            return self.json({"resolved": await pipe.outputs.send("Alert", ev)})
+
+    @app.page("/health/")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            report = _health(pipe)
+            return self.json(report, status=200 if report["status"] != "UNHEALTHY" else 503)
+
+    @app.page("/feedback/{model}/")
+    class Feedback(View):
+        async def get(self, request: Request, model: str) -> Response:
+            group = f"m:{model}"
+
+            async def local() -> Response:
+                state = pipe.group_state.get(group)
+                if not state or not state.get("feedback"):
+                    return self.json({"error": f"no feedback for model {model!r}"}, status=404)
+                return self.json({"model_version": model, **state["feedback"]})
+
+            return await _routed(pipe, pipe.group_state, group, self.web, request, local)
+
+    @app.page("/retrain/")
+    class Retrain(View):
+        async def get(self, request: Request) -> Response:
+            with pipe.live.lock:
+                return self.json(
+                    {
+                        "triggers": list(pipe.live.triggers.values()),
+                        "policy": pipe.cfg.retrain.to_dict(),
+                    }
+                )
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            _health(pipe)
+            return self.bytes(
+                generate_latest(pipe.metrics.registry), content_type="text/plain; version=0.0.4"
+            )
