@@ -294,7 +294,12 @@ class TrafficSimulator:
         cfg, rng = self.config, self.rng
         t_s = (now_ms - cfg.start_ms) / 1000
         if len(self._pool) < cfg.sessions or rng.random() < 0.05:
-            self._pool.append(self._new_session(now_ms))
+            sess = self._new_session(now_ms)
+            if self._n_sessions <= cfg.sessions:
+                # Traffic is observed mid-stream: the first pool holds conversations already under
+                # way, so the first minutes are not all greetings (a biased frozen baseline).
+                sess.turns = rng.randrange(sess.length)
+            self._pool.append(sess)
         idx = rng.randrange(len(self._pool))
         sess = self._pool[idx]
         model = sess.model_version

@@ -84,6 +84,7 @@ class Pipeline:
         self.change_alerts = AlertManager(AlertThresholds())
         self.pending_changes: list[tuple[ChangePoint, str, int]] = []
         self.ab_last_eval: dict[str, float] = {}
+        self.ab_dirty: dict[str, int] = {}
         self.lag: dict[str, int] = {}
         self.heartbeats: dict[
             str, int

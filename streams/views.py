@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faust.exceptions import SameNode
+from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -26,18 +26,33 @@ def _authorized(pipe: Pipeline, request: Request) -> bool:
     return bool(token) and hmac.compare_digest(header, f"Bearer {token}")
 
 
+def owner_url(pipe: Pipeline, table: Any, key: str) -> str | None:
+    """URL of the worker whose table partition holds ``key`` (Kafka's default partitioner on the
+    serialized key, as the partials topic was keyed), or None when it is this worker or unknown."""
+    serialized = table.changelog_topic.prepare_key(key, None)[0]
+    partition = (murmur2(serialized) & 0x7FFFFFFF) % table.partitions
+    topic = table.changelog_topic.get_topic_name()
+    me = str(pipe.app.conf.canonical_url).rstrip("/")
+    for url, topics in pipe.app.router.table_metadata(table.name).items():
+        if partition in topics.get(topic, ()):
+            return None if str(url).rstrip("/") == me else str(url).rstrip("/")
+    return None
+
+
 async def _routed(
     pipe: Pipeline,
     table: Any,
     key: str,
-    web: Any,
+    view: View,
     request: Request,
     local: Callable[[], Awaitable[Response]],
 ) -> Response:
-    try:
-        return await pipe.app.router.route_req(table.name, key, web, request)
-    except SameNode:
+    """Answer from this worker or forward the request to the key's owner."""
+    if request.headers.get("X-Continuum-Routed") or (url := owner_url(pipe, table, key)) is None:
         return await local()
+    target = f"{url}{request.path}"
+    async with pipe.app.http_client.get(target, headers={"X-Continuum-Routed": "1"}) as resp:
+        return view.bytes(await resp.read(), status=resp.status, content_type="application/json")
 
 
 def _health(pipe: Pipeline) -> dict[str, Any]:
@@ -144,7 +159,7 @@ def register(pipe: Pipeline) -> None:
                     )
                 return self.json({k: v for k, v in result.items() if not k.startswith("_")})
 
-            return await _routed(pipe, pipe.ab_results, group, self.web, request, local)
+            return await _routed(pipe, pipe.ab_results, group, self, request, local)
 
     @app.page("/ab/{experiment}/stop/")
     class StopExperiment(View):
@@ -233,7 +248,7 @@ def register(pipe: Pipeline) -> None:
                     return self.json({"error": f"no feedback for model {model!r}"}, status=404)
                 return self.json({"model_version": model, **state["feedback"]})
 
-            return await _routed(pipe, pipe.group_state, group, self.web, request, local)
+            return await _routed(pipe, pipe.group_state, group, self, request, local)
 
     @app.page("/retrain/")
     class Retrain(View):

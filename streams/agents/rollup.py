@@ -49,8 +49,10 @@ async def _evaluate_experiment(pipe: Pipeline, group: str, partition: int) -> No
     exp_id = group[2:]
     now = time.monotonic()
     if now - pipe.ab_last_eval.get(group, 0.0) < AB_EVERY_S:
+        pipe.ab_dirty[group] = partition  # the timer below catches up
         return
     pipe.ab_last_eval[group] = now
+    pipe.ab_dirty.pop(group, None)
     experiment = pipe.live.experiments.get(exp_id) or {
         "experiment_id": exp_id,
         "traffic_split": 50.0,
@@ -71,6 +73,11 @@ async def _evaluate_experiment(pipe: Pipeline, group: str, partition: int) -> No
 
 
 def register(pipe: Pipeline) -> None:
+    @pipe.app.timer(interval=AB_EVERY_S)
+    async def catch_up() -> None:
+        for group, partition in list(pipe.ab_dirty.items()):
+            await _evaluate_experiment(pipe, group, partition)
+
     @pipe.app.agent(pipe.partials_topic, name="rollup")
     async def rollup(stream: Any) -> None:
         async for event in stream.events():

@@ -46,7 +46,7 @@ class DriftThresholds:
     token_change: float = 0.30  # relative change of mean tokens, either way
     confidence_variance_change: float = 0.50  # relative change of confidence variance, either way
     null_rate: float = 0.05  # share of turns missing a quality field
-    outlier_share: float = 0.05  # share of latencies outside Tukey's fences
+    outlier_share: float = 0.05  # share of latencies outside Tukey's fences (on log latency)
     performance_drop: float = 0.10  # relative drop vs the previous period
     min_samples: int = 100  # no verdict on fewer turns
     kl_smoothing: float = 0.5  # additive (Laplace) pseudo-count per intent

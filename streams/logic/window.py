@@ -107,7 +107,7 @@ class TurnStats:
                 "low_confidence_rate": self.low_confidence / self.confidence.n
                 if self.confidence.n
                 else 0.0,
-                "latency_outlier_share": self.latency.iqr_outlier_share(),
+                "latency_outlier_share": self.latency.iqr_outlier_share(log_scale=True),
             },
             "window_start": self.first_ms,
             "window_end": self.last_ms,

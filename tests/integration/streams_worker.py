@@ -1,0 +1,124 @@
+"""Run `continuum streams worker` as a subprocess on the test broker and query its web views."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from continuum.localkafka import free_port
+
+
+class StreamsWorker:
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        home: Path,
+        *,
+        app_id: str = "streams",
+        window_s: int = 20,
+        hop_s: int = 5,
+        freeze_after: int = 500,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        env = {
+            **os.environ,
+            "CONTINUUM_BOOTSTRAP_SERVERS": bootstrap,
+            "CONTINUUM_TOPIC_PREFIX": prefix,
+            "CONTINUUM_HOME": str(home),
+            "CONTINUUM_API_TOKEN": "test-token",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "continuum.cli",
+                "streams",
+                "worker",
+                "--app-id",
+                app_id,
+                "--web-port",
+                str(self.port),
+                "--window-s",
+                str(window_s),
+                "--hop-s",
+                str(hop_s),
+                "--freeze-after",
+                str(freeze_after),
+                "--batch-within-s",
+                "0.2",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def tail(self) -> str:
+        return "".join(self.lines[-40:])
+
+    def get(self, path: str) -> tuple[int, Any]:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"streams worker exited ({self.proc.returncode}):\n{self.tail()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                body = r.read()
+                return r.status, json.loads(body) if path != "/metrics" else body.decode()
+        except urllib.error.HTTPError as e:
+            return e.code, _body(e.read())
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, None
+
+    def post(self, path: str, body: Any, token: str | None = "test-token") -> tuple[int, Any]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, _body(e.read())
+
+    def ready(self) -> bool:
+        return self.get("/health/")[0] in (200, 503)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw.decode("utf-8", "replace")
