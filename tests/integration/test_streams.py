@@ -213,3 +213,31 @@ def test_views_experiments_and_auth(broker: Broker, prefix: str, worker_factory)
     assert status == 200 and body["stopped"]["status"] == "STOPPED"
     assert worker.get("/ab/nope/")[0] == 404
     assert worker.get("/drift/nope/")[0] == 404
+
+
+def test_two_workers_give_the_same_totals_as_one(
+    broker: Broker, prefix: str, worker_factory
+) -> None:
+    a = worker_factory()
+    b = worker_factory()
+    expected = produce(broker, prefix, SimulatorConfig(turns=12_000, rate=200, seed=8))
+    # Both workers answer for the experiment: one from its table, the other by routing to it.
+    wait_for(
+        lambda: ab_totals(a) == expected,
+        180,
+        what=lambda: f"worker A totals {expected}, last {ab_totals(a)}:\n{a.tail()}",
+    )
+    wait_for(
+        lambda: ab_totals(b) == expected,
+        60,
+        what=lambda: f"worker B totals {expected}, last {ab_totals(b)}:\n{b.tail()}",
+    )
+    assert a.get("/ab/v1-vs-v2/")[1]["evaluated_at"] == b.get("/ab/v1-vs-v2/")[1]["evaluated_at"]
+    # ... and the work really was split between them.
+    import re
+
+    for w in (a, b):
+        m = re.search(
+            r'continuum_events_processed_total\{type="ChatTurn"\} (\d+)', w.get("/metrics")[1]
+        )
+        assert m and int(m.group(1)) > 0, w.get("/metrics")[1][:2000]

@@ -1,0 +1,221 @@
+"""Throughput of the full streams analytics on one worker, and produce -> signal latency.
+
+1. Ceiling: a bare confluent-kafka consume loop that only decodes the same ChatTurns.
+2. Analytics: `continuum streams worker` folds the pre-loaded topic (decode, DLQ step, stage-1
+   partials, change detectors, stage-2 rollup, drift evaluation); events/s is measured from its
+   /metrics counter (first event -> last event).
+3. Latency: live traffic at --rate turns/s with event time = wall time and 1 s hops; for every
+   window the worker closes, latency = DriftSignal arrival - window end (the closing event's
+   produce time). p50/p99 reported.
+
+    python benchmarks/streams_throughput.py [--events 100000] [--rate 1000] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from confluent_kafka import Consumer  # noqa: E402
+
+from benchmarks._broker import benchmark_broker  # noqa: E402
+from continuum.admin import TopicAdmin  # noqa: E402
+from continuum.localkafka import free_port  # noqa: E402
+from producers.consumer import EventConsumer  # noqa: E402
+from producers.producer import EventProducer  # noqa: E402
+from producers.simulator import SimulatorConfig, TrafficSimulator, run  # noqa: E402
+from schemas import AvroDeserializer  # noqa: E402
+
+
+def preload(bootstrap: str, prefix: str, n: int) -> None:
+    with EventProducer(bootstrap, topic_prefix=prefix) as p:
+        for _, ev in TrafficSimulator(
+            SimulatorConfig(turns=n, rate=500, feedback_probability=0)
+        ).events():
+            p.send("ChatTurn", ev, prepare=False)
+
+
+def ceiling(bootstrap: str, topic: str, n: int) -> float:
+    d = AvroDeserializer()
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"ceil-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    got, t0 = 0, None
+    while got < n:
+        for m in c.consume(1000, 1.0):
+            if m.error():
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            d.decode(m.value(), "ChatTurn")
+            got += 1
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return n / dt
+
+
+def start_worker(
+    bootstrap: str, prefix: str, home: str, port: int, hop_s: int, window_s: int
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "CONTINUUM_BOOTSTRAP_SERVERS": bootstrap,
+        "CONTINUUM_TOPIC_PREFIX": prefix,
+        "CONTINUUM_HOME": home,
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "continuum.cli",
+            "streams",
+            "worker",
+            "--web-port",
+            str(port),
+            "--hop-s",
+            str(hop_s),
+            "--window-s",
+            str(window_s),
+            "--freeze-after",
+            "500",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def processed(port: int) -> int:
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return -1
+    m = re.search(r'continuum_events_processed_total\{type="ChatTurn"\} ([0-9.e+]+)', body)
+    return int(float(m.group(1))) if m else 0
+
+
+def analytics(bootstrap: str, prefix: str, n: int) -> float:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as home:
+        proc = start_worker(bootstrap, prefix, home, port, hop_s=300, window_s=3600)
+        try:
+            t_first = t_last = None
+            last = 0
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                c = processed(port)
+                now = time.perf_counter()
+                if c > 0 and t_first is None:
+                    t_first, first_count = now, c
+                if c > last:
+                    last, t_last = c, now
+                if c >= n:
+                    break
+                time.sleep(0.05)
+            if t_first is None or t_last is None or last < n:
+                raise RuntimeError(f"worker processed {last} of {n}")
+            return (last - first_count) / (t_last - t_first)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def latency(bootstrap: str, prefix: str, rate: float, seconds: float) -> list[float]:
+    port = free_port()
+    lat: list[float] = []
+    with tempfile.TemporaryDirectory() as home:
+        proc = start_worker(bootstrap, prefix, home, port, hop_s=1, window_s=10)
+        try:
+            while processed(port) < 0:
+                time.sleep(0.2)
+            consumer = EventConsumer(
+                bootstrap,
+                f"lat-{uuid.uuid4().hex[:6]}",
+                ["drift-signals"],
+                topic_prefix=prefix,
+                config={"auto.offset.reset": "latest"},
+            )
+            consumer.wait_assigned(30)
+            stop = threading.Event()
+            producer = EventProducer(bootstrap, topic_prefix=prefix, config={"linger.ms": 1})
+            feeder = threading.Thread(
+                target=run,
+                args=(
+                    lambda s, e: producer.send(s, e, prepare=False),
+                    SimulatorConfig(turns=int(rate * seconds), rate=rate, feedback_probability=0),
+                ),
+                kwargs={"realtime": True, "live_time": True, "should_stop": stop.is_set},
+            )
+            feeder.start()
+            seen: set[tuple[str, int]] = set()
+            end = time.monotonic() + seconds + 5
+            while time.monotonic() < end:
+                producer.poll(0)
+                for ev in consumer.poll(0.1):
+                    s = ev.event
+                    key = (s["model_version"], s["window_end"] or 0)
+                    if s["detector"] == "window" and key not in seen:
+                        seen.add(key)
+                        lat.append(time.time() * 1000 - s["window_end"])
+            stop.set()
+            feeder.join()
+            producer.close(raise_on_failure=False)
+            consumer.close()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return lat[2:]  # the first windows include start-up
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    args = ap.parse_args()
+    with benchmark_broker() as bootstrap:
+        prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+        TopicAdmin(bootstrap, prefix).create()
+        preload(bootstrap, prefix, args.events)
+        ceil = ceiling(bootstrap, f"{prefix}chat.turns", args.events)
+        print(f"  ceiling (consume + decode only)  : {ceil:>10,.0f} turns/s", flush=True)
+        full = analytics(bootstrap, prefix, args.events)
+        print(f"  full analytics, one worker       : {full:>10,.0f} turns/s", flush=True)
+        prefix2 = f"bench-{uuid.uuid4().hex[:6]}-"
+        TopicAdmin(bootstrap, prefix2).create()
+        lat = latency(bootstrap, prefix2, args.rate, args.seconds)
+    print(f"\nstreams analytics, {args.events:,} pre-loaded ChatTurns:")
+    print(
+        f"  ceiling: {ceil:,.0f} turns/s   analytics: {full:,.0f} turns/s   ratio {full / ceil:.2f}"
+        f"   (target >= 10,000 turns/s)"
+    )
+    if lat:
+        q = statistics.quantiles(lat, n=100)
+        print(
+            f"  produce -> DriftSignal at {args.rate:,.0f} turns/s: p50 {statistics.median(lat):,.0f} ms, "
+            f"p99 {q[98]:,.0f} ms over {len(lat)} windows (target p99 < 1000 ms)"
+        )
+    else:
+        print("  no windows closed during the latency run")
+
+
+if __name__ == "__main__":
+    main()
