@@ -75,7 +75,7 @@ class Pipeline:
         self.serializer = AvroSerializer()
         self.outputs = Outputs(app, p, self.serializer)
         self.metrics = StreamsMetrics()
-        self.dlq_producer = EventProducer(settings.bootstrap_servers)
+        self._dlq_producer: EventProducer | None = None
         self.decoder = SafeDecoder(AvroDeserializer(), DeadLetterQueue(self._dead_letter))
         self.live = LiveState()
         self.live.listeners.append(self._on_live)
@@ -101,7 +101,7 @@ class Pipeline:
 
     async def flush_dead_letters(self) -> None:
         """Dead letters must be on the broker before the offsets of their batch are committed."""
-        if self.dlq_producer.pending:
+        if self._dlq_producer is not None and self._dlq_producer.pending:
             loop = asyncio.get_running_loop()
             remaining = await loop.run_in_executor(None, self.dlq_producer.flush, 30.0)
             if remaining:

@@ -1,0 +1,129 @@
+"""Faust agents with ``agent.test_context()`` and the memory store: no broker. Table changelogs
+and the partials topic are captured instead of produced."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from schemas import AvroSerializer
+from streams.app import create_app
+from streams.settings import StreamsSettings
+from tests.examples import EXAMPLES
+
+
+@pytest.fixture()
+def app_and_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    settings = StreamsSettings(
+        bootstrap_servers="127.0.0.1:1",
+        home=tmp_path,
+        batch_size=1,
+        hop_s=10,
+        window_s=20,
+        topic_prefix="unit-",
+    )
+    app, pipe = create_app(settings)
+    sent: list[tuple[Any, Any]] = []
+    changelog: list[tuple[int, str]] = []
+
+    async def fake_send(key: Any = None, value: Any = None, **kw: Any) -> None:
+        sent.append((key, value))
+
+    monkeypatch.setattr(pipe.partials_topic, "send", fake_send)
+    for table in (
+        pipe.turn_partials,
+        pipe.feedback_partials,
+        pipe.group_slots,
+        pipe.group_state,
+        pipe.ab_results,
+    ):
+        monkeypatch.setattr(
+            table,
+            "send_changelog",
+            mock.Mock(side_effect=lambda p, k, v, *a, **kw: changelog.append((p, k))),
+        )
+    dead: list[tuple] = []
+    monkeypatch.setattr(pipe, "_dead_letter", lambda *a: dead.append(a))
+    pipe.decoder.dlq._sink = lambda *a: dead.append(a)
+
+    async def no_flush() -> None:
+        return None
+
+    monkeypatch.setattr(pipe, "flush_dead_letters", no_flush)
+    return app, pipe, sent, changelog, dead
+
+
+def test_fold_agent_turns_events_into_partials_and_dead_letters_garbage(app_and_pipe: Any) -> None:
+    app, pipe, sent, changelog, dead = app_and_pipe
+    turn = AvroSerializer().encode("ChatTurn", EXAMPLES["ChatTurn"])
+
+    async def run() -> None:
+        agent = app.agents["fold-turns"]
+        async with agent.test_context() as ctx:
+            await ctx.put(turn, key=b"s-1")
+            await ctx.put(b"garbage", key=b"s-2")
+            await ctx.put(turn, key=b"s-1")
+
+    asyncio.run(run())
+    groups = {k for k, _ in sent}
+    assert groups == {"m:okla-v1.0", "x:v1-vs-v2"}
+    model_all = [v for k, v in sent if v["s"] == "okla-v1.0|*"]
+    assert model_all[-1]["st"]["n"] == 2  # both copies folded (distinct offsets)
+    assert {k for _, k in changelog} == {
+        p["k"] + "|" + p["s"] + "|" + str(p["b"]) + "|" + str(p["p"]) for _, p in sent
+    }
+    assert len(dead) == 1 and dead[0][2] == b"garbage"
+    assert "unknown wire format" in dict(dead[0][3])["dlq.error"].decode()
+
+
+def test_rollup_agent_freezes_baseline_and_signals_injected_drift(
+    app_and_pipe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator
+    from streams.logic.rollup import Stage1Folder
+
+    app, pipe, sent, changelog, dead = app_and_pipe
+    outputs: list[tuple[str, dict]] = []
+
+    async def capture(schema: str, event: dict) -> dict:
+        outputs.append((schema, event))
+        return event
+
+    monkeypatch.setattr(pipe.outputs, "send", capture)
+    cfg = SimulatorConfig(
+        turns=9000,
+        rate=100,
+        seed=3,
+        feedback_probability=0,
+        drift=DriftInjection(at_s=60, kinds=("latency",)),
+    )
+    folder, stage1 = Stage1Folder(10_000), {}
+    batches, batch = [], []
+    for offset, (_, ev) in enumerate(TrafficSimulator(cfg).events()):
+        batch.append(("turn", ev, 0, offset))
+        if len(batch) == 500:
+            batches.append(folder.fold(batch, stage1.get))
+            stage1.update(batches[-1])
+            batch = []
+
+    async def run() -> None:
+        async with app.agents["rollup"].test_context() as ctx:
+            for parts in batches:
+                for part in parts.values():
+                    await ctx.put(part, key=part["g"])
+
+    asyncio.run(run())
+    baselines = [e for s, e in outputs if s == "Baseline"]
+    assert {b["model_version"] for b in baselines} == {"okla-v1.0", "okla-v2.0"}
+    signals = [e for s, e in outputs if s == "DriftSignal"]
+    drift_ms = cfg.start_ms + 60_000
+    assert not [e for e in signals if e["breached"] and e["window_end"] <= drift_ms]
+    late = {e["signal"] for e in signals if e["breached"] and e["window_start"] >= drift_ms}
+    assert "latency_increase" in late
+    assert any(s == "Alert" and e["alert_type"] == "DRIFT_DETECTED" for s, e in outputs)
+    for schema, event in outputs:
+        AvroSerializer().encode(schema, event)  # every output is a valid event
