@@ -35,6 +35,7 @@ lint: $(STAMP)
 
 bench: setup
 	$(PY) benchmarks/serde_produce.py
+	$(PY) benchmarks/streams_throughput.py
 
 clean:
 	-$(VENV)/bin/continuum broker stop
