@@ -93,6 +93,13 @@ class Pipeline:
 
     # -- plumbing ----------------------------------------------------------------------------
 
+    @property
+    def dlq_producer(self) -> EventProducer:
+        """Created on first use, so a worker that never sees bad input opens no extra connection."""
+        if self._dlq_producer is None:
+            self._dlq_producer = EventProducer(self.settings.bootstrap_servers)
+        return self._dlq_producer
+
     def _dead_letter(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
@@ -118,7 +125,7 @@ class Pipeline:
             self.settings.bootstrap_servers,
             self.settings.topic_prefix,
             self.live,
-            self.dlq_producer.dead_letter_sink,
+            lambda *letter: self.dlq_producer.dead_letter_sink(*letter),
         )
         self.mirror.start()
 

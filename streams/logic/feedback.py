@@ -6,22 +6,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from schemas import default_catalog
 from streams.logic.abtest import is_satisfied
 
-CATEGORIES = (
-    "wrong_intent",
-    "hallucination",
-    "incomplete",
-    "wrong_language",
-    "too_formal",
-    "too_informal",
-    "privacy_leak",
-    "wrong_price",
-    "wrong_vehicle_info",
-    "slow_response",
-    "good_response",
-    "other",
-)
+
+def _categories() -> tuple[str, ...]:
+    """The 12 feedback categories, as the Feedback contract declares them."""
+    field = next(
+        f for f in default_catalog().current("Feedback").raw["fields"] if f["name"] == "category"
+    )
+    return tuple(field["type"]["symbols"])
+
+
+CATEGORIES = _categories()
 
 
 class FeedbackTally:
