@@ -19,7 +19,7 @@ broker-jars: $(STAMP)
 	$(PY) -c "from continuum.localkafka import LocalKafka; from continuum.settings import Settings; LocalKafka.from_settings(Settings.from_env()).classpath()"
 
 demo: setup
-	$(VENV)/bin/continuum demo --drift-at 30 $(DEMO_ARGS)
+	$(VENV)/bin/continuum demo --drift-at 40 $(DEMO_ARGS)
 
 test: setup lint
 	$(PY) -m pytest tests/unit tests/integration -q $(PYTEST_ARGS)

@@ -267,7 +267,7 @@ def build_parser(
         "demo", help="start the broker, create topics, simulate traffic and watch it"
     )
     _add_sim_flags(p, turns=0)
-    p.add_argument("--seconds", type=float, default=60.0, help="run this long (0 = until Ctrl-C)")
+    p.add_argument("--seconds", type=float, default=90.0, help="run this long (0 = until Ctrl-C)")
     p.add_argument("--keep-broker", action="store_true", help="leave the broker running afterwards")
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_demo)

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -70,6 +74,85 @@ def _table(
     return t
 
 
+def _alerts_table(
+    breaches: dict[tuple[str, str], dict], alerts: dict[str, dict], web: str
+) -> Table:
+    t = Table(
+        title="Drift breaches and open alerts (from the streams worker)",
+        caption=f"views: {web}/drift/  {web}/alerts/active/  {web}/ab/v1-vs-v2/  {web}/metrics",
+    )
+    for col in ("kind", "model", "what", "value", "baseline / severity"):
+        t.add_column(col)
+    for (model, signal_name), e in sorted(breaches.items()):
+        base = "" if e.get("baseline") is None else f"{e['baseline']:.4g}"
+        t.add_row("signal", model, f"{signal_name} ({e['detector']})", f"{e['value']:.4g}", base)
+    for e in list(alerts.values())[-8:]:
+        t.add_row("ALERT", e.get("model_version") or "", e["title"], e["alert_type"], e["severity"])
+    if not breaches and not alerts:
+        t.add_row(
+            "",
+            "",
+            "none yet: the baseline is frozen from the first turns, drift comes later",
+            "",
+            "",
+        )
+    return t
+
+
+def _start_streams_worker(
+    settings: Settings, console: Console
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The analytics worker with demo-sized windows (30 s every 5 s)."""
+    port = 6066
+    log = settings.home / "demo-streams.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "CONTINUUM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "CONTINUUM_TOPIC_PREFIX": settings.topic_prefix,
+        "CONTINUUM_HOME": str(settings.home),
+    }
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "continuum.cli",
+            "streams",
+            "worker",
+            "--app-id",
+            "continuum-demo",
+            "--web-port",
+            str(port),
+            "--window-s",
+            "30",
+            "--hop-s",
+            "5",
+            "--freeze-after",
+            "1000",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    out.close()
+    console.print(
+        f"[green]streams worker[/] started (log {log}); views at http://127.0.0.1:{port}/"
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from continuum.cli import _sim_config
     from producers.consumer import EventConsumer
@@ -82,6 +165,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     with console.status("starting Apache Kafka (KRaft) on 127.0.0.1..."):
         bootstrap = kafka.start()
     settings = settings.with_(bootstrap_servers=bootstrap)
+    if not settings.topic_prefix:
+        # Each demo run gets fresh topics (baselines and experiments are compacted and would
+        # otherwise carry over); the previous runs' topics are deleted.
+        settings = settings.with_(topic_prefix=time.strftime("demo-%H%M%S-"))
+        old = [t for t in TopicAdmin(bootstrap).list() if re.match(r"demo-\d{6}-", t)]
+        if old:
+            TopicAdmin(bootstrap).delete(old)
     created = TopicAdmin(bootstrap, settings.topic_prefix).create()
     console.print(
         f"[green]Kafka[/] at {bootstrap}; {len(created)} topics ready "
@@ -89,14 +179,17 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     config = _sim_config(args)
+    worker, web = _start_streams_worker(settings, console)
     stop = threading.Event()
     stats: dict[tuple[str, str], ArmStats] = defaultdict(ArmStats)
+    breaches: dict[tuple[str, str], dict] = {}
+    alerts: dict[str, dict] = {}
     quiet = {"log_level": 3}  # librdkafka: errors only, the live table is the demo's output
     producer = EventProducer.from_settings(settings, config=quiet)
     consumer = EventConsumer(
         bootstrap,
         f"continuum-demo-{os.getpid()}",
-        ["chat.turns", "chat.feedback"],
+        ["chat.turns", "chat.feedback", "drift-signals", "alerts"],
         dlq_producer=producer,
         topic_prefix=settings.topic_prefix,
         config={"auto.offset.reset": "latest", **quiet},
@@ -124,6 +217,18 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             while args.seconds <= 0 or time.monotonic() - began < args.seconds:
                 for ev in consumer.poll(0.5):
                     e = ev.event
+                    if ev.schema == "Alert":
+                        if e["status"] == "OPEN":
+                            alerts[e["dedup_key"]] = e
+                        else:
+                            alerts.pop(e["dedup_key"], None)
+                        continue
+                    if ev.schema == "DriftSignal":
+                        if e["breached"]:
+                            breaches[(e["model_version"], e["signal"])] = e
+                        else:
+                            breaches.pop((e["model_version"], e["signal"]), None)
+                        continue
                     key = (e.get("model_version") or "?", e.get("variant") or "-")
                     s = stats[key]
                     if ev.schema == "ChatTurn":
@@ -134,8 +239,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                         s.satisfied += (e.get("rating") or 0) >= 4 or e.get("thumbs") == "UP"
                 consumer.commit()
                 live.update(
-                    _table(
-                        stats, consumer.decoder.dead_lettered, time.monotonic() - began, drift_at
+                    Group(
+                        _table(
+                            stats,
+                            consumer.decoder.dead_lettered,
+                            time.monotonic() - began,
+                            drift_at,
+                        ),
+                        _alerts_table(breaches, alerts, web),
                     )
                 )
     except KeyboardInterrupt:
@@ -146,6 +257,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             sim_thread.join(10)
         consumer.close()
         producer.close(raise_on_failure=False)
+        _stop_process(worker)
         if started_here and not args.keep_broker:
             with console.status("stopping Kafka..."):
                 kafka.stop()
