@@ -215,6 +215,41 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, args)
 
 
+def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
+    """Create, stop or conclude an A/B experiment on the compacted experiments topic."""
+    from producers.assignment import STRATEGIES
+    from producers.producer import EventProducer
+
+    missing = [f for f in ("control", "treatment") if not getattr(args, f)]
+    if missing:
+        raise ValueError(f"experiments {args.action} needs --{' and --'.join(missing)}")
+    if args.strategy.upper() not in STRATEGIES:
+        raise ValueError(
+            f"--strategy must be one of {', '.join(STRATEGIES)}, got {args.strategy!r}"
+        )
+    status = {"create": "RUNNING", "stop": "STOPPED", "conclude": "CONCLUDED"}[args.action]
+    with EventProducer.from_settings(settings) as producer:
+        ev = producer.send(
+            "Experiment",
+            {
+                "experiment_id": args.experiment_id,
+                "name": args.name or args.experiment_id,
+                "control_version": args.control,
+                "treatment_version": args.treatment,
+                "traffic_split": args.split,
+                "strategy": args.strategy.upper(),
+                "min_samples": args.min_samples,
+                "alpha": args.alpha,
+                "status": status,
+                "winner": args.winner,
+                "description": args.description,
+                "metadata": {},
+            },
+        )
+    print(json.dumps(ev, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_streams(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import run_worker
     from streams.settings import StreamsSettings
@@ -271,6 +306,25 @@ def build_parser(
     p.add_argument("--keep-broker", action="store_true", help="leave the broker running afterwards")
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("experiments", help="create, stop or conclude an A/B experiment")
+    p.add_argument("action", choices=["create", "stop", "conclude"])
+    p.add_argument("experiment_id", help="experiment id, e.g. v1-vs-v2")
+    p.add_argument("--control", help="control model version (required)")
+    p.add_argument("--treatment", help="treatment model version (required)")
+    p.add_argument("--name", help="human name (default: the id)")
+    p.add_argument("--split", type=float, default=50.0, help="percent of traffic on the treatment")
+    p.add_argument(
+        "--strategy",
+        default="STICKY",
+        help="RANDOM, ROUND_ROBIN, TIME_BASED, WEIGHT_BASED or STICKY",
+    )
+    p.add_argument("--min-samples", type=int, default=100, help="samples per arm before a decision")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    p.add_argument("--description", help="what is being tested")
+    p.add_argument("--winner", choices=["control", "treatment"], help="with conclude: the winner")
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_experiments)
 
     p = sub.add_parser(
         "streams", help="run the Faust analytics worker (drift, A/B, alerts, health)"

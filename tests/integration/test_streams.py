@@ -241,3 +241,44 @@ def test_two_workers_give_the_same_totals_as_one(
             r'continuum_events_processed_total\{type="ChatTurn"\} (\d+)', w.get("/metrics")[1]
         )
         assert m and int(m.group(1)) > 0, w.get("/metrics")[1][:2000]
+
+
+def test_experiments_cli_reaches_the_worker(broker: Broker, prefix: str, worker_factory) -> None:
+    import subprocess
+    import sys
+
+    worker = worker_factory()
+    args = ["--bootstrap-servers", broker.bootstrap, "--topic-prefix", prefix]
+    cli = [sys.executable, "-m", "continuum.cli", "experiments"]
+    bad = subprocess.run(
+        [*cli, "create", "cli-exp", "--control", "okla-v1.0", *args], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "needs --treatment" in bad.stderr
+    subprocess.run(
+        [
+            *cli,
+            "create",
+            "cli-exp",
+            "--control",
+            "okla-v1.0",
+            "--treatment",
+            "okla-v2.0",
+            "--split",
+            "20",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    def listed(status: str) -> bool:
+        exps = {e["experiment_id"]: e for e in worker.get("/ab/")[1]["experiments"]}
+        return exps.get("cli-exp", {}).get("status") == status
+
+    wait_for(lambda: listed("RUNNING"), 30)
+    subprocess.run(
+        [*cli, "stop", "cli-exp", "--control", "okla-v1.0", "--treatment", "okla-v2.0", *args],
+        check=True,
+        capture_output=True,
+    )
+    wait_for(lambda: listed("STOPPED"), 30)
