@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from schemas import AvroDeserializer
+from streams.logic.alerts import brief as alert_brief
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +71,7 @@ class LiveState:
                     }
                 )
             elif schema == "Alert":
-                brief = {
-                    k: ev.get(k)
-                    for k in (
-                        "alert_id",
-                        "event_time",
-                        "alert_type",
-                        "severity",
-                        "status",
-                        "dedup_key",
-                        "title",
-                        "message",
-                        "model_version",
-                        "recommendation",
-                        "signals",
-                    )
-                }
+                brief = alert_brief(ev, detailed=True)
                 self.alert_history.append(brief)
                 if ev["status"] == "OPEN":
                     self.alerts_open[ev["dedup_key"]] = brief

@@ -150,7 +150,7 @@ class AlertManager:
         }
         self.raised[alert_type] += 1
         self.by_severity[severity] += 1
-        self.history.append(_brief(event))
+        self.history.append(brief(event))
         return event
 
     def resolve(
@@ -176,7 +176,7 @@ class AlertManager:
             "recommendation": None,
             "details": {"open_for_ms": str(now_ms - current["opened_ms"])},
         }
-        self.history.append(_brief(event))
+        self.history.append(brief(event))
         return event
 
     # -- from drift signals -----------------------------------------------------------------
@@ -288,15 +288,20 @@ def _title(r: SignalResult, scope: str) -> str:
     return f"{r.signal.replace('_', ' ').capitalize()}: {r.value:.3g} on {scope}"
 
 
-def _brief(event: Mapping[str, Any]) -> dict[str, Any]:
-    keys = (
-        "alert_id",
-        "event_time",
-        "alert_type",
-        "severity",
-        "status",
-        "dedup_key",
-        "title",
-        "model_version",
-    )
+BRIEF_KEYS = (
+    "alert_id",
+    "event_time",
+    "alert_type",
+    "severity",
+    "status",
+    "dedup_key",
+    "title",
+    "model_version",
+)
+DETAIL_KEYS = ("message", "recommendation", "signals")
+
+
+def brief(event: Mapping[str, Any], *, detailed: bool = False) -> dict[str, Any]:
+    """The fields of an Alert event that history and views keep."""
+    keys = BRIEF_KEYS + DETAIL_KEYS if detailed else BRIEF_KEYS
     return {k: event.get(k) for k in keys}

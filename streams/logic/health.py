@@ -26,6 +26,10 @@ class HealthThresholds:
         return asdict(self)
 
 
+def _level(value: float, warning: float, critical: float) -> str:
+    return UNHEALTHY if value >= critical else DEGRADED if value >= warning else HEALTHY
+
+
 def check_health(
     *,
     now_ms: int,
@@ -46,33 +50,18 @@ def check_health(
 
     if fallback_rate is None:
         put("fallback", HEALTHY, "no traffic yet", None)
-    elif fallback_rate >= t.fallback_critical:
-        put(
-            "fallback",
-            UNHEALTHY,
-            f"fallback rate {fallback_rate:.1%} >= {t.fallback_critical:.0%}",
-            fallback_rate,
-        )
-    elif fallback_rate >= t.fallback_warning:
-        put(
-            "fallback",
-            DEGRADED,
-            f"fallback rate {fallback_rate:.1%} >= {t.fallback_warning:.0%}",
-            fallback_rate,
-        )
     else:
-        put("fallback", HEALTHY, f"fallback rate {fallback_rate:.1%}", fallback_rate)
+        lvl = _level(fallback_rate, t.fallback_warning, t.fallback_critical)
+        limit = {UNHEALTHY: t.fallback_critical, DEGRADED: t.fallback_warning}.get(lvl)
+        reason = f"fallback rate {fallback_rate:.1%}" + (
+            f" >= {limit:.0%}" if limit is not None else ""
+        )
+        put("fallback", lvl, reason, fallback_rate)
 
     if low_confidence_rate is None:
         put("confidence", HEALTHY, "no traffic yet", None)
     else:
-        lvl = (
-            UNHEALTHY
-            if low_confidence_rate >= t.low_confidence_critical
-            else DEGRADED
-            if low_confidence_rate >= t.low_confidence_warning
-            else HEALTHY
-        )
+        lvl = _level(low_confidence_rate, t.low_confidence_warning, t.low_confidence_critical)
         put(
             "confidence",
             lvl,
@@ -111,13 +100,7 @@ def check_health(
     if consumer_lag is None:
         put("consumer_lag", HEALTHY, "lag unknown", None)
     else:
-        lvl = (
-            UNHEALTHY
-            if consumer_lag >= t.lag_critical
-            else DEGRADED
-            if consumer_lag >= t.lag_warning
-            else HEALTHY
-        )
+        lvl = _level(consumer_lag, t.lag_warning, t.lag_critical)
         put("consumer_lag", lvl, f"{consumer_lag} records behind", consumer_lag)
 
     status = max((c["status"] for c in checks.values()), key=_ORDER.__getitem__)
