@@ -105,7 +105,7 @@ def test_faust_consumes_and_recovers_its_table(broker: Broker, prefix: str, tmp_
             120,
             what=lambda: "the restarted worker to reach 60: " + "".join(worker.lines[-20:]),
         )
-        assert worker.first is not None and worker.first > 50
+        assert worker.first is not None and worker.first > 40  # a table rebuilt from scratch starts at 1
         assert 60 <= worker.count < 110
     finally:
         worker.stop()
