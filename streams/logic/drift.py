@@ -124,19 +124,21 @@ def evaluate(
     out: list[SignalResult] = []
     t = thresholds
 
-    bc = baseline.get("confidence_mean")
-    if cur["confidence_mean"] is not None and bc:
-        ch = _rel(cur["confidence_mean"], bc)
+    def relative(
+        signal: str, key: str, limit: float, direction: str, details: dict[str, str] | None = None
+    ) -> None:
+        """A signal on the relative change of ``key``; ``direction`` is down, up or both."""
+        now, base = cur[key], baseline.get(key)
+        if now is None or not base:
+            return
+        ch = _rel(now, base)
+        moved = {"down": -ch, "up": ch, "both": abs(ch)}[direction]
+        threshold = -limit if direction == "down" else limit
         out.append(
-            SignalResult(
-                CONFIDENCE_DROP,
-                cur["confidence_mean"],
-                bc,
-                ch,
-                -t.confidence_drop,
-                _at_least(-ch, t.confidence_drop),
-            )
+            SignalResult(signal, now, base, ch, threshold, _at_least(moved, limit), details or {})
         )
+
+    relative(CONFIDENCE_DROP, "confidence_mean", t.confidence_drop, "down")
     bf = baseline.get("fallback_rate")
     if bf is not None:
         pp = (cur["fallback_rate"] - bf) * 100
@@ -150,20 +152,7 @@ def evaluate(
                 _at_least(pp, t.fallback_increase_pp),
             )
         )
-    bl = baseline.get("latency_p95_ms")
-    if cur["latency_p95_ms"] is not None and bl:
-        ch = _rel(cur["latency_p95_ms"], bl)
-        out.append(
-            SignalResult(
-                LATENCY_INCREASE,
-                cur["latency_p95_ms"],
-                bl,
-                ch,
-                t.latency_increase,
-                _at_least(ch, t.latency_increase),
-                {"quantile": "0.95"},
-            )
-        )
+    relative(LATENCY_INCREASE, "latency_p95_ms", t.latency_increase, "up", {"quantile": "0.95"})
     bi = baseline.get("intent_distribution") or {}
     if bi and window.intents:
         kl = kl_divergence(window.intents, bi, t.kl_smoothing)
@@ -171,32 +160,10 @@ def evaluate(
         top = sorted(set(shares) | set(bi), key=lambda k: -abs(shares.get(k, 0) - bi.get(k, 0)))[:3]
         details = {k: f"{bi.get(k, 0):.3f}->{shares.get(k, 0):.3f}" for k in top}
         out.append(SignalResult(INTENT_SHIFT, kl, 0.0, kl, t.intent_kl, kl > t.intent_kl, details))
-    bt = baseline.get("tokens_mean")
-    if cur["tokens_mean"] is not None and bt:
-        ch = _rel(cur["tokens_mean"], bt)
-        out.append(
-            SignalResult(
-                TOKEN_USAGE_CHANGE,
-                cur["tokens_mean"],
-                bt,
-                ch,
-                t.token_change,
-                _at_least(abs(ch), t.token_change),
-            )
-        )
-    bv = baseline.get("confidence_variance")
-    if cur["confidence_variance"] is not None and bv:
-        ch = _rel(cur["confidence_variance"], bv)
-        out.append(
-            SignalResult(
-                CONFIDENCE_VARIANCE_CHANGE,
-                cur["confidence_variance"],
-                bv,
-                ch,
-                t.confidence_variance_change,
-                _at_least(abs(ch), t.confidence_variance_change),
-            )
-        )
+    relative(TOKEN_USAGE_CHANGE, "tokens_mean", t.token_change, "both")
+    relative(
+        CONFIDENCE_VARIANCE_CHANGE, "confidence_variance", t.confidence_variance_change, "both"
+    )
     nr = cur["metrics"]["null_rate"]
     bn = (baseline.get("metrics") or {}).get("null_rate")
     out.append(

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from continuum.localkafka import free_port
+from tests.integration.child import Child
 
 
-class StreamsWorker:
+class StreamsWorker(Child):
     def __init__(
         self,
         bootstrap: str,
@@ -30,15 +27,7 @@ class StreamsWorker:
         port: int | None = None,
     ) -> None:
         self.port = port or free_port()
-        env = {
-            **os.environ,
-            "CONTINUUM_BOOTSTRAP_SERVERS": bootstrap,
-            "CONTINUUM_TOPIC_PREFIX": prefix,
-            "CONTINUUM_HOME": str(home),
-            "CONTINUUM_API_TOKEN": "test-token",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.proc = subprocess.Popen(
+        super().__init__(
             [
                 sys.executable,
                 "-m",
@@ -58,25 +47,16 @@ class StreamsWorker:
                 "--batch-within-s",
                 "0.2",
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
+            {
+                "CONTINUUM_BOOTSTRAP_SERVERS": bootstrap,
+                "CONTINUUM_TOPIC_PREFIX": prefix,
+                "CONTINUUM_HOME": str(home),
+                "CONTINUUM_API_TOKEN": "test-token",
+            },
         )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def tail(self) -> str:
-        return "".join(self.lines[-40:])
 
     def get(self, path: str) -> tuple[int, Any]:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"streams worker exited ({self.proc.returncode}):\n{self.tail()}")
+        self.check_alive("streams worker")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
                 body = r.read()
@@ -103,18 +83,6 @@ class StreamsWorker:
 
     def ready(self) -> bool:
         return self.get("/health/")[0] in (200, 503)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def _body(raw: bytes) -> Any:

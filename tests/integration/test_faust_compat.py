@@ -3,33 +3,26 @@ works for consuming, committing, changelog writes and table recovery."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from producers.producer import EventProducer
 from producers.simulator import SimulatorConfig, TrafficSimulator
+from tests.integration.child import Child
 from tests.integration.conftest import Broker, wait_for
 
 pytestmark = pytest.mark.integration
 APP = Path(__file__).with_name("faust_counter.py")
 
 
-class Worker:
+class Worker(Child):
     def __init__(self, broker: Broker, prefix: str, workdir: Path) -> None:
-        env = {
-            **os.environ,
-            "PROBE_PREFIX": prefix,
-            "PROBE_BOOTSTRAP": broker.bootstrap,
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.proc = subprocess.Popen(
+        self.count = 0
+        self.first: int | None = None
+        super().__init__(
             [
                 sys.executable,
                 str(APP),
@@ -40,38 +33,20 @@ class Worker:
                 "warn",
                 "--without-web",
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
+            {"PROBE_PREFIX": prefix, "PROBE_BOOTSTRAP": broker.bootstrap},
+            self._count,
         )
-        self.count = 0
-        self.first: int | None = None
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = re.search(r"\bCOUNT (\d+)", line)  # Faust logs prints as WARNING lines
-            if m:
-                self.count = int(m.group(1))
-                if self.first is None:
-                    self.first = self.count
+    def _count(self, line: str) -> None:
+        m = re.search(r"\bCOUNT (\d+)", line)  # Faust logs prints as WARNING lines
+        if m:
+            self.count = int(m.group(1))
+            if self.first is None:
+                self.first = self.count
 
     def counted(self, n: int) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError("Faust worker exited:\n" + "".join(self.lines[-30:]))
+        self.check_alive("Faust worker")
         return self.count >= n
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def test_faust_consumes_and_recovers_its_table(broker: Broker, prefix: str, tmp_path: Path) -> None:
