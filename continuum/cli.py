@@ -9,11 +9,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 from continuum.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+S = TypeVar("S", bound=Settings)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -250,18 +251,72 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_service_flags(p: argparse.ArgumentParser, cls: type[Settings]) -> None:
+    """One flag per field a service's settings add to the common ones (``svc_`` dests)."""
+    common = {g.name for g in fields(Settings)}
+    for f in fields(cls):
+        if f.name in common:
+            continue
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f"svc_{f.name}",
+            default=None,
+            help=f"{f.metadata.get('help', '')} [env {Settings.env_name(f.name)}, default {f.default}]",
+        )
+
+
+def _service_settings(args: argparse.Namespace, settings: Settings, cls: type[S]) -> S:
+    types = {f.name: f.type for f in fields(cls)}
+    overrides = {
+        k.removeprefix("svc_"): Settings._coerce(types[k.removeprefix("svc_")], v)
+        for k, v in vars(args).items()
+        if k.startswith("svc_") and v is not None
+    }
+    base = {f.name: getattr(settings, f.name) for f in fields(Settings)}
+    return cls.from_env(**{**base, **overrides})
+
+
 def cmd_streams(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import run_worker
     from streams.settings import StreamsSettings
 
-    overrides = {
-        k.removeprefix("stream_"): v
-        for k, v in vars(args).items()
-        if k.startswith("stream_") and v is not None
-    }
-    base = {f.name: getattr(settings, f.name) for f in fields(Settings)}
-    s = StreamsSettings.from_env(**{**base, **overrides})
-    run_worker(s, args.loglevel)
+    run_worker(_service_settings(args, settings, StreamsSettings), args.loglevel)
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from inference.settings import InferenceSettings
+
+    s = _service_settings(args, settings, InferenceSettings)
+    logging.getLogger("inference").setLevel(logging.INFO)
+    if args.action == "worker":
+        from inference.service import serve_worker
+
+        asyncio.run(serve_worker(s))
+    elif args.action == "gateway":
+        from inference.service import serve_gateway
+
+        asyncio.run(serve_gateway(s))
+    elif args.action == "bench":
+        from inference.bench import run_bench
+
+        report = asyncio.run(
+            run_bench(
+                s,
+                url=args.url,
+                requests=args.requests,
+                concurrency=args.concurrency,
+                max_tokens=args.max_tokens,
+            )
+        )
+        print(json.dumps(report, indent=2))
+    elif args.action == "export-hf":
+        from inference.export import export_hf
+
+        out = export_hf(s.model_path or None, args.out)
+        print(f"wrote a Hugging Face model folder for vLLM to {out}")
     return 0
 
 
@@ -333,18 +388,29 @@ def build_parser(
     p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     from streams.settings import StreamsSettings
 
-    for f in fields(StreamsSettings):
-        if f.name in {g.name for g in fields(Settings)}:
-            continue
-        p.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f"stream_{f.name}",
-            default=None,
-            type={"int": int, "float": float}.get(str(f.type), str),
-            help=f"{f.metadata.get('help', '')} [env {Settings.env_name(f.name)}, default {f.default}]",
-        )
+    _add_service_flags(p, StreamsSettings)
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_streams)
+
+    p = sub.add_parser(
+        "infer", help="LLM inference over Kafka: worker, OpenAI-compatible gateway, bench"
+    )
+    p.add_argument(
+        "action",
+        choices=["worker", "gateway", "bench", "export-hf"],
+        help="worker: answer inference.requests; gateway: POST /v1/chat/completions; "
+        "bench: load a gateway; export-hf: GGUF -> Hugging Face folder for vLLM",
+    )
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="bench: gateway base URL")
+    p.add_argument("--requests", type=int, default=50, help="bench: number of calls")
+    p.add_argument("--concurrency", type=int, default=8, help="bench: calls in flight")
+    p.add_argument("--max-tokens", type=int, default=64, help="bench: tokens per answer")
+    p.add_argument("--out", default=".continuum/models/smollm2-hf", help="export-hf: output folder")
+    from inference.settings import InferenceSettings
+
+    _add_service_flags(p, InferenceSettings)
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_infer)
 
     for register in extra:
         register(sub)

@@ -31,6 +31,14 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# For request/reply paths (inference): send at once, no compression, no Nagle delay.
+LOW_LATENCY_PRODUCER: dict[str, Any] = {
+    "linger.ms": 0,
+    "compression.type": "none",
+    "socket.nagle.disable": True,
+}
+
+
 @dataclass(frozen=True)
 class FailedDelivery:
     topic: str
@@ -159,8 +167,12 @@ class EventProducer:
         key: str | bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
         prepare: bool = True,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> dict[str, Any]:
-        """Validate, encode and enqueue one event; returns the event as sent (ids filled in)."""
+        """Validate, encode and enqueue one event; returns the event as sent (ids filled in).
+
+        ``on_delivery`` is called for this event alone once the broker acknowledged or refused it
+        (from whichever thread polls the producer)."""
         if self._closed:
             raise RuntimeError("EventProducer is closed")
         # ``topic`` is a logical name from continuum.topics (prefixed here) or a literal topic.
@@ -171,7 +183,7 @@ class EventProducer:
         if key is None and spec is not None and spec.key_field:
             k = record.get(spec.key_field)
             key = None if k is None else str(k)
-        self._produce(name, value, key, headers)
+        self._produce(name, value, key, headers, on_delivery)
         return record  # type: ignore[return-value]
 
     def send_many(self, schema: str, events: Iterable[Mapping[str, Any]], **kwargs: Any) -> int:
@@ -187,9 +199,10 @@ class EventProducer:
         value: bytes | None,
         key: str | bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         """Send already-encoded bytes (dead letters, replays of archived records)."""
-        self._produce(topic, value, key, headers)
+        self._produce(topic, value, key, headers, on_delivery)
 
     def dead_letter_sink(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
@@ -203,13 +216,19 @@ class EventProducer:
         value: bytes | None,
         key: str | bytes | None,
         headers: list[tuple[str, bytes]] | None,
+        callback: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
+        report = self._on_delivery
+        if callback is not None:
+
+            def report(err: KafkaError | None, msg: Message) -> None:
+                self._on_delivery(err, msg)
+                callback(err, msg)
+
         deadline = None
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._on_delivery
-                )
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=report)
                 break
             except BufferError:
                 # Local queue full: let the broker drain it (back-pressure), bounded in time.

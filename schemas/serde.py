@@ -150,7 +150,11 @@ class AvroDeserializer:
             "single-object encoding or 0x00 for Confluent framing)"
         )
 
-    def decode(self, data: bytes, expected: str | None = None) -> Decoded:
+    def decode(self, data: bytes, expected: str | None = None, *, validate: bool = True) -> Decoded:
+        """Decode and (unless ``validate`` is False) check the event's contract rules.
+
+        Callers that must answer an invalid event (the inference worker replies with an error)
+        decode without validation, then call :func:`schemas.validation.validate_event`."""
         writer, offset = self.writer_of(data)
         try:
             reader = self.catalog.current(writer.name)
@@ -177,7 +181,8 @@ class AvroDeserializer:
                 schema=writer.name,
             )
         try:
-            validate_event(reader, record)
+            if validate:
+                validate_event(reader, record)
         except EventValidationError as exc:
             raise DecodeError(f"invalid {reader.name}: {exc}", schema=reader.name) from None
         return Decoded(reader.name, record, writer.label)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -9,19 +10,47 @@ import pytest
 import yaml
 
 from continuum.cli import build_parser
+from continuum.settings import Settings
+from inference.settings import InferenceSettings
 from streams.settings import StreamsSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-KNOWN_ENV = {StreamsSettings.env_name(f.name) for f in fields(StreamsSettings)}
-PROJECT_SERVICES = {
-    name: svc for name, svc in COMPOSE["services"].items() if svc.get("build") == "."
+KNOWN_ENV = {
+    Settings.env_name(f.name) for cls in (StreamsSettings, InferenceSettings) for f in fields(cls)
 }
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+TARGETS = set(re.findall(r"^FROM \S+ AS (\w+)", DOCKERFILE, flags=re.M))
+
+
+def _builds_here(svc: dict) -> bool:
+    build = svc.get("build")
+    return build == "." or (isinstance(build, dict) and build.get("context") == ".")
+
+
+PROJECT_SERVICES = {name: svc for name, svc in COMPOSE["services"].items() if _builds_here(svc)}
 
 
 def test_project_services_exist_and_build_from_the_dockerfile() -> None:
-    assert {"topics", "simulator", "streams"} <= set(PROJECT_SERVICES)
-    assert (ROOT / "Dockerfile").exists()
+    assert {"topics", "simulator", "streams", "inference-worker", "gateway", "model-export"} <= set(
+        PROJECT_SERVICES
+    )
+    for name, svc in PROJECT_SERVICES.items():
+        build = svc["build"]
+        if isinstance(build, dict) and "target" in build:
+            assert build["target"] in TARGETS, f"{name}: no Dockerfile stage {build['target']!r}"
+
+
+def test_inference_worker_runs_vllm_on_a_reserved_gpu() -> None:
+    svc = COMPOSE["services"]["inference-worker"]
+    args = build_parser().parse_args(svc["command"])
+    assert args.svc_engine == "vllm"
+    devices = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d["capabilities"] for d in devices)
+    # The model folder it reads is the one model-export writes, on the same volume.
+    export = build_parser().parse_args(COMPOSE["services"]["model-export"]["command"])
+    assert export.out == args.svc_model_path
+    assert svc["volumes"] == COMPOSE["services"]["model-export"]["volumes"]
 
 
 @pytest.mark.parametrize("name", sorted(PROJECT_SERVICES))

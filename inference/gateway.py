@@ -1,0 +1,392 @@
+"""OpenAI-compatible gateway: ``POST /v1/chat/completions`` over Kafka.
+
+A call becomes an ``InferenceRequest`` on ``inference.requests`` (keyed by session, with a
+deadline), the gateway waits for the ``InferenceResponse`` with the same request id on its reply
+topic and returns it in OpenAI's shape: a drop-in for the chatbot seed's LLM server. The first
+response for a request id wins; a second one (a worker that crashed after producing and before
+committing answers again) is counted and dropped, so a client gets each answer exactly once.
+
+Running A/B experiments are read from the compacted ``experiments`` topic; a call that names no
+model (or the experiment's control model) is routed to a variant by the experiment's assignment
+strategy, sticky by session by default, and carries ``experiment_id`` / ``variant`` downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from continuum.settings import Settings
+from continuum.topics import topic_spec
+from inference.metrics import DURATION_BUCKETS_MS
+from inference.protocol import (
+    ERR_INVALID,
+    ERR_OVERLOADED,
+    ERR_TIMEOUT,
+    InvalidRequest,
+    now_ms,
+    openai_error,
+    openai_from_response,
+    request_from_openai,
+)
+from producers.assignment import CONTROL, Assigner, make_assigner
+from producers.consumer import consume_available
+from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
+from schemas.errors import DecodeError
+from schemas.serde import AvroDeserializer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "0.0.0.0"
+    port: int = 8000
+    reply_topic: str = "inference.responses"  # logical name (prefixed) or a literal topic
+    timeout_s: float = 30.0  # the dispatch seed's service timeout
+    max_pending: int = 1000
+    models: tuple[str, ...] = ()  # advertised on /v1/models before any answer was seen
+    follow_experiments: bool = True
+
+
+@dataclass(frozen=True)
+class Route:
+    model: str | None
+    experiment_id: str | None = None
+    variant: str | None = None
+
+
+class VariantRouter:
+    """Which model serves a call, from the running experiments (pure; fed by the reply thread)."""
+
+    def __init__(self) -> None:
+        self.experiments: dict[str, dict[str, Any]] = {}
+        self._assigners: dict[str, Assigner] = {}
+
+    def update(self, experiment: Mapping[str, Any]) -> None:
+        exp_id = str(experiment["experiment_id"])
+        self.experiments[exp_id] = dict(experiment)
+        self._assigners[exp_id] = make_assigner(
+            str(experiment.get("strategy") or "STICKY"),
+            float(experiment.get("traffic_split", 50.0)) / 100.0,
+            salt=exp_id,
+        )
+
+    def running(self) -> dict[str, Any] | None:
+        live = [e for e in self.experiments.values() if e.get("status") == "RUNNING"]
+        return max(live, key=lambda e: _ms(e.get("event_time")), default=None)
+
+    def route(self, requested_model: str | None, session_id: str, now: int) -> Route:
+        exp = self.running()
+        if exp is None or requested_model not in (
+            None,
+            exp["control_version"],
+            exp["experiment_id"],
+        ):
+            return Route(requested_model)
+        variant = self._assigners[exp["experiment_id"]].assign(session_id, now)
+        model = exp["control_version"] if variant == CONTROL else exp["treatment_version"]
+        return Route(model, exp["experiment_id"], variant)
+
+
+def _ms(value: Any) -> int:
+    if value is None:
+        return 0
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
+
+
+class ReplyListener(threading.Thread):
+    """Reads the reply topic from its current end (every partition, no consumer group: each
+    gateway sees every answer) and the experiments topic from its beginning."""
+
+    def __init__(self, settings: Settings, reply_topic: str, gateway: Gateway) -> None:
+        super().__init__(name="gateway-replies", daemon=True)
+        self.gateway = gateway
+        self.reply_topic = reply_topic
+        self.experiments_topic = (
+            topic_spec("experiments").full_name(settings.topic_prefix)
+            if gateway.config.follow_experiments
+            else None
+        )
+        self.decoder = AvroDeserializer()
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": f"continuum-gateway-{uuid.uuid4()}",  # never committed
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+                "socket.nagle.disable": True,
+                "fetch.min.bytes": 1,
+            }
+        )
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+
+    def assign(self) -> None:
+        md = self.consumer.list_topics(timeout=10)
+        if self.reply_topic not in md.topics:
+            raise RuntimeError(f"reply topic {self.reply_topic!r} does not exist")
+        tps = []
+        for p in md.topics[self.reply_topic].partitions:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.reply_topic, p), timeout=10
+            )
+            tps.append(TopicPartition(self.reply_topic, p, high))
+        if self.experiments_topic and self.experiments_topic in md.topics:
+            tps += [
+                TopicPartition(self.experiments_topic, p, OFFSET_BEGINNING)
+                for p in md.topics[self.experiments_topic].partitions
+            ]
+        self.consumer.assign(tps)
+
+    def run(self) -> None:
+        try:
+            self.assign()
+            self.ready.set()
+            while not self.stop_event.is_set():
+                for msg in consume_available(self.consumer, 500, 0.1):
+                    if msg.error():
+                        continue
+                    self._handle(msg.topic(), msg.value())
+        except BaseException as exc:  # surfaced by /health and start()
+            self.error = exc
+            self.ready.set()
+            log.exception("reply listener stopped")
+        finally:
+            self.consumer.close()
+
+    def _handle(self, topic: str, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            decoded = self.decoder.decode(value)
+        except DecodeError as exc:
+            log.warning("unreadable record on %s: %s", topic, exc.reason)
+            return
+        if decoded.schema == "InferenceResponse":
+            self.gateway.deliver(decoded.record)
+        elif decoded.schema == "Experiment":
+            self.gateway.router.update(decoded.record)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "continuum_gateway"
+        self.requests = Counter(f"{p}_requests_total", "Calls received", ["status"], registry=r)
+        self.duplicates = Counter(
+            f"{p}_duplicate_responses_total",
+            "Responses for a request already answered or no longer waited for (dropped)",
+            registry=r,
+        )
+        self.pending = Gauge(f"{p}_pending_requests", "Calls waiting for an answer", registry=r)
+        self.latency = Histogram(
+            f"{p}_response_duration_ms",
+            "Call latency in ms",
+            buckets=DURATION_BUCKETS_MS,
+            registry=r,
+        )
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        config: GatewayConfig | None = None,
+        *,
+        producer: EventProducer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config or GatewayConfig()
+        self.producer = producer or EventProducer.from_settings(
+            settings, config=LOW_LATENCY_PRODUCER
+        )
+        self.requests_topic = topic_spec("inference.requests").full_name(settings.topic_prefix)
+        try:
+            self.reply_topic = topic_spec(self.config.reply_topic).full_name(settings.topic_prefix)
+        except KeyError:
+            self.reply_topic = self.config.reply_topic
+        self.router = VariantRouter()
+        self.metrics = GatewayMetrics()
+        self.models: dict[str, float] = {m: time.time() for m in self.config.models}
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.listener: ReplyListener | None = None
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.started = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.listener = ReplyListener(self.settings, self.reply_topic, self)
+        self.listener.start()
+        await self._loop.run_in_executor(None, self.listener.ready.wait, 30)
+        if self.listener.error is not None:
+            raise RuntimeError(f"gateway cannot read replies: {self.listener.error}")
+        self._poller = threading.Thread(target=self._poll_producer, daemon=True)
+        self._poller.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self.listener is not None:
+            self.listener.stop_event.set()
+            self.listener.join(5)
+        if self._poller is not None:
+            self._poller.join(5)
+        self.producer.close(raise_on_failure=False)
+
+    def _poll_producer(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.05)
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def deliver(self, response: dict[str, Any]) -> None:
+        """Called from the listener thread for every response on the reply topic."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._resolve, response)
+
+    def _resolve(self, response: dict[str, Any]) -> None:
+        self.models[response["model_version"]] = time.time()
+        fut = self._pending.pop(response["request_id"], None)
+        if fut is None or fut.done():
+            self.metrics.duplicates.inc()
+            return
+        fut.set_result(response)
+
+    async def complete(self, body: Any, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        """One chat completion: status and JSON body (OpenAI shape, or an OpenAI error)."""
+        started = time.perf_counter()
+        status, payload = await self._complete(body, headers)
+        self.metrics.requests.labels(status=str(status)).inc()
+        self.metrics.latency.observe((time.perf_counter() - started) * 1000)
+        return status, payload
+
+    async def _complete(self, body: Any, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        assert self._loop is not None
+        if len(self._pending) >= self.config.max_pending:
+            return openai_error(
+                ERR_OVERLOADED, f"{len(self._pending)} calls already waiting; try again later"
+            )
+        request_id = headers.get("X-Request-Id") or uuid.uuid4().hex
+        session_id = headers.get("X-Session-Id") or (
+            body.get("user") if isinstance(body, dict) else None
+        )
+        now = now_ms()
+        requested = body.get("model") if isinstance(body, dict) else None
+        route = self.router.route(requested or None, session_id or request_id, now)
+        timeout_s = self.config.timeout_s
+        try:
+            event = request_from_openai(
+                body,
+                request_id=request_id,
+                reply_topic=self.reply_topic,
+                timeout_s=timeout_s,
+                now=now,
+                model=route.model if route.model in self.models or route.experiment_id else None,
+                session_id=session_id,
+                experiment_id=route.experiment_id,
+                variant=route.variant,
+            )
+        except InvalidRequest as exc:
+            return openai_error(ERR_INVALID, str(exc))
+        if request_id in self._pending:
+            return openai_error(ERR_INVALID, f"X-Request-Id {request_id!r} is already in flight")
+        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._pending[request_id] = fut
+        self.metrics.pending.set(len(self._pending))
+        try:
+            self.producer.send(
+                "InferenceRequest", event, key=session_id or request_id, prepare=False
+            )
+            try:
+                response = await asyncio.wait_for(fut, timeout_s + 1.0)
+            except TimeoutError:
+                return openai_error(
+                    ERR_TIMEOUT, f"no answer within {timeout_s:.0f}s (request {request_id})"
+                )
+        finally:
+            self._pending.pop(request_id, None)
+            self.metrics.pending.set(len(self._pending))
+        error = response.get("error")
+        if error:
+            return openai_error(error["type"], error["message"])
+        return 200, openai_from_response(response)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._http_complete)
+        app.router.add_get("/v1/models", self._http_models)
+        app.router.add_get("/health", self._http_health)
+        app.router.add_get("/metrics", self._http_metrics)
+
+        async def on_startup(_: web.Application) -> None:
+            await self.start()
+
+        async def on_cleanup(_: web.Application) -> None:
+            await self.stop()
+
+        app.on_startup.append(on_startup)
+        app.on_cleanup.append(on_cleanup)
+        return app
+
+    async def _http_complete(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            status, payload = openai_error(ERR_INVALID, f"body is not valid JSON: {exc}")
+            return web.json_response(payload, status=status)
+        status, payload = await self.complete(body, request.headers)
+        return web.json_response(payload, status=status)
+
+    async def _http_models(self, _: web.Request) -> web.Response:
+        data = [
+            {"id": m, "object": "model", "created": int(t), "owned_by": "continuum"}
+            for m, t in sorted(self.models.items())
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _http_health(self, _: web.Request) -> web.Response:
+        listener_ok = self.listener is not None and self.listener.is_alive()
+        status = "ok" if listener_ok else "unhealthy"
+        exp = self.router.running()
+        return web.json_response(
+            {
+                "status": status,
+                "reply_topic": self.reply_topic,
+                "requests_topic": self.requests_topic,
+                "pending": len(self._pending),
+                "models": sorted(self.models),
+                "experiment": exp["experiment_id"] if exp else None,
+                "uptime_s": round(time.time() - self.started, 1),
+            },
+            status=200 if listener_ok else 503,
+        )
+
+    async def _http_metrics(self, _: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )

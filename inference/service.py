@@ -1,0 +1,110 @@
+"""Process entry points: the worker (with its /metrics and /health) and the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from inference.engines.base import Engine, make_engine
+from inference.gateway import Gateway, GatewayConfig
+from inference.metrics import LlmMetrics
+from inference.settings import InferenceSettings
+from inference.worker import InferenceWorker, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+
+def engine_from_settings(s: InferenceSettings) -> Engine:
+    options: dict[str, Any] = {
+        "model_path": s.model_path or None,
+        "model_version": s.model_version or None,
+    }
+    if s.engine == "llamacpp":
+        options.update(slots=s.slots, n_ctx=s.n_ctx, threads=s.threads or None)
+    elif s.engine == "vllm":
+        options.update(
+            max_concurrency=s.max_num_seqs,
+            max_model_len=s.n_ctx,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+        )
+    return make_engine(s.engine, **options)
+
+
+def worker_from_settings(s: InferenceSettings, engine: Engine | None = None) -> InferenceWorker:
+    return InferenceWorker(
+        s,
+        engine or engine_from_settings(s),
+        WorkerConfig(
+            group_id=s.group_id,
+            max_inflight=s.max_inflight,
+            emit_turns=s.emit_turns,
+            answer_unrouted=s.answer_unrouted,
+            drain_timeout_s=s.drain_timeout_s,
+        ),
+        metrics=LlmMetrics(s.metrics_prefix),
+    )
+
+
+def worker_app(worker: InferenceWorker) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(worker.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def health(_: web.Request) -> web.Response:
+        status = worker.status()
+        ok = bool(status["model_loaded"]) and worker.ready.is_set()
+        return web.json_response(
+            {"status": "ok" if ok else "starting", **status}, status=200 if ok else 503
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
+    return app
+
+
+def _on_signals(loop: asyncio.AbstractEventLoop, stop: Any) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+
+async def serve_worker(s: InferenceSettings) -> None:
+    worker = worker_from_settings(s)
+    runner = web.AppRunner(worker_app(worker))
+    await runner.setup()
+    await web.TCPSite(runner, s.worker_host, s.worker_port).start()
+    _on_signals(asyncio.get_running_loop(), worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await runner.cleanup()
+
+
+async def serve_gateway(s: InferenceSettings) -> None:
+    gateway = Gateway(
+        s,
+        GatewayConfig(
+            host=s.gateway_host,
+            port=s.gateway_port,
+            reply_topic=s.reply_topic,
+            timeout_s=s.request_timeout_s,
+            models=(s.model_version,) if s.model_version else (),
+        ),
+    )
+    runner = web.AppRunner(gateway.app())
+    await runner.setup()
+    await web.TCPSite(runner, s.gateway_host, s.gateway_port).start()
+    log.warning("gateway on http://%s:%d/v1/chat/completions", s.gateway_host, s.gateway_port)
+    stop = asyncio.Event()
+    _on_signals(asyncio.get_running_loop(), stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,62 @@
+"""Settings of the inference worker and gateway: the common ones plus engine and serving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from continuum.settings import Settings
+
+
+@dataclass(frozen=True)
+class InferenceSettings(Settings):
+    engine: str = field(default="llamacpp", metadata={"help": "llamacpp (CPU, GGUF) or vllm (GPU)"})
+    model_path: str = field(
+        default="",
+        metadata={
+            "help": "GGUF file (llamacpp; empty = the bundled SmolLM2) or HF model folder (vllm)"
+        },
+    )
+    model_version: str = field(
+        default="", metadata={"help": "Model version reported in events (default: file name)"}
+    )
+    slots: int = field(
+        default=1, metadata={"help": "llamacpp: contexts generating at once (CPU threads split)"}
+    )
+    n_ctx: int = field(default=2048, metadata={"help": "Context window in tokens"})
+    threads: int = field(default=0, metadata={"help": "llamacpp: CPU threads (0 = all cores)"})
+    max_inflight: int = field(
+        default=0, metadata={"help": "Requests in flight per worker (0 = 2 x engine concurrency)"}
+    )
+    max_num_seqs: int = field(default=64, metadata={"help": "vllm: sequences batched at once"})
+    gpu_memory_utilization: float = field(
+        default=0.85, metadata={"help": "vllm: share of GPU memory for weights and KV cache"}
+    )
+    group_id: str = field(
+        default="continuum-inference",
+        metadata={"help": "Consumer group of the workers (one group per model version)"},
+    )
+    emit_turns: bool = field(
+        default=True, metadata={"help": "Also emit a ChatTurn measurement per answered request"}
+    )
+    answer_unrouted: bool = field(
+        default=True, metadata={"help": "Answer requests that name no model version"}
+    )
+    drain_timeout_s: float = field(
+        default=60.0, metadata={"help": "On shutdown, wait this long for in-flight requests"}
+    )
+    metrics_prefix: str = field(
+        default="okla_llm", metadata={"help": "Prefix of the LLM metrics (the seed's names)"}
+    )
+    worker_host: str = field(
+        default="0.0.0.0", metadata={"help": "Worker /metrics and /health address"}
+    )
+    worker_port: int = field(default=8001, metadata={"help": "Worker /metrics and /health port"})
+    gateway_host: str = field(default="0.0.0.0", metadata={"help": "Gateway listen address"})
+    gateway_port: int = field(default=8000, metadata={"help": "Gateway listen port"})
+    reply_topic: str = field(
+        default="inference.responses",
+        metadata={"help": "Topic the gateway reads answers from (Continuum name or literal)"},
+    )
+    request_timeout_s: float = field(
+        default=30.0, metadata={"help": "Deadline of a gateway call, seconds (seed: 30 s)"}
+    )

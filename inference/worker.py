@@ -1,0 +1,444 @@
+"""The inference worker: ``inference.requests`` -> engine -> reply topic (+ a ``ChatTurn``).
+
+Many requests are in flight at once (``max_inflight``) so the engine can batch; a request's offset
+is committed only after its response was acknowledged by the broker, and out-of-order completions
+are recorded in the commit metadata (:mod:`inference.offsets`), so after a crash the next owner
+answers exactly the requests that were not answered. A request id seen again while in flight or
+recently answered is not generated twice. Requests past their deadline get a ``timeout`` error
+without generating; malformed ones get an ``invalid_request`` error and a dead letter.
+
+Threads: the event loop owns the engine calls and the bookkeeping; one thread runs the blocking
+``consume()`` (rebalance callbacks run there too), one serves the producer's delivery reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from continuum.settings import Settings
+from continuum.topics import topic_spec
+from inference.engines.base import Engine, EngineError
+from inference.metrics import LlmMetrics
+from inference.offsets import OffsetBook
+from inference.protocol import (
+    ERR_ENGINE,
+    ERR_INVALID,
+    ERR_TIMEOUT,
+    InvalidRequest,
+    generation_request,
+    now_ms,
+    response_event,
+    turn_event,
+)
+from producers.consumer import consume_available
+from producers.deadletter import DeadLetterQueue
+from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
+from schemas.catalog import default_catalog
+from schemas.errors import DecodeError, EventValidationError
+from schemas.serde import AvroDeserializer
+from schemas.validation import validate_event
+
+log = logging.getLogger(__name__)
+
+REQUESTS = "inference.requests"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    group_id: str = "continuum-inference"
+    worker_id: str = ""
+    max_inflight: int = 0  # 0: twice the engine's concurrency, so a slot never waits on Kafka
+    emit_turns: bool = True
+    answer_unrouted: bool = True  # answer requests that name no model
+    drain_timeout_s: float = 60.0
+    session_timeout_ms: int = 10_000
+    remember_ids: int = 50_000
+
+
+class InferenceWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        config: WorkerConfig | None = None,
+        *,
+        metrics: LlmMetrics | None = None,
+        producer: EventProducer | None = None,
+        consumer_factory: Callable[[dict[str, Any]], Any] = Consumer,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.config = config or WorkerConfig()
+        self.worker_id = self.config.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = metrics or LlmMetrics()
+        self.max_inflight = self.config.max_inflight or 2 * engine.max_concurrency
+        self.producer = producer or EventProducer.from_settings(
+            settings, config=LOW_LATENCY_PRODUCER
+        )
+        self.deserializer = AvroDeserializer(default_catalog())
+        self.topic = topic_spec(REQUESTS).full_name(settings.topic_prefix)
+        self._consumer_factory = consumer_factory
+        self._consumer: Any = None
+        self._book = OffsetBook()
+        self._lock = threading.Lock()  # the book is touched by the loop and the consume thread
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Future[None]] = {}  # request id -> its answer
+        self._answered: OrderedDict[str, None] = OrderedDict()
+        self._stopping = asyncio.Event()
+        self._room = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._commit_scheduled = False
+        self.assigned: set[tuple[str, int]] = set()
+        self.answered = 0
+        self.skipped = 0
+        self.ready = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to finish: stop consuming, drain in-flight requests, commit, exit."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.engine.start()
+        self.metrics.set_model(self.engine.info())
+        polling = threading.Event()
+        poller = threading.Thread(
+            target=self._serve_deliveries, args=(polling,), name="producer-poll", daemon=True
+        )
+        poller.start()
+        kafka = ThreadPoolExecutor(1, thread_name_prefix="consume")
+        self._consumer = self._consumer_factory(
+            {
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                "socket.nagle.disable": True,
+                "fetch.wait.max.ms": 100,
+                "group.id": self.config.group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": self.config.session_timeout_ms,
+                "on_commit": self._on_commit,
+            }
+        )
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("inference worker %s: %s on %s", self.worker_id, self.engine.info(), self.topic)
+        try:
+            await self._consume(kafka)
+        finally:
+            await self._drain()
+            self._commit(sync=True)
+            await self._loop.run_in_executor(kafka, self._consumer.close)
+            kafka.shutdown()
+            polling.set()
+            poller.join()
+            self.producer.close(raise_on_failure=False)
+            await self.engine.stop()
+            self.metrics.unload()
+            log.info("inference worker %s stopped: %d answered", self.worker_id, self.answered)
+
+    async def _consume(self, kafka: ThreadPoolExecutor) -> None:
+        assert self._loop is not None
+        self.ready.set()
+        while not self._stopping.is_set():
+            room = self.max_inflight - len(self._tasks)
+            if room <= 0:
+                self._room.clear()
+                waiter = asyncio.ensure_future(self._room.wait())
+                stopper = asyncio.ensure_future(self._stopping.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            msgs = await self._loop.run_in_executor(
+                kafka, consume_available, self._consumer, room, 0.1
+            )
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise KafkaException(err)
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume: %s", err)
+                    continue
+                self._start(msg)
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        log.info("draining %d in-flight request(s)", len(self._tasks))
+        done, pending = await asyncio.wait(self._tasks, timeout=self.config.drain_timeout_s)
+        for task in pending:  # not committed: the next owner answers them
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    def _serve_deliveries(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.producer.poll(0.05)
+
+    # -- rebalance and commits ---------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=10)
+        with self._lock:
+            for tp in committed:
+                self._book.assign(tp.topic, tp.partition, tp.offset, tp.metadata)
+                self.assigned.add((tp.topic, tp.partition))
+        log.info("assigned %s", [f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed])
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._commit(sync=True, consumer=consumer)
+        with self._lock:
+            for tp in partitions:
+                self._book.revoke(tp.topic, tp.partition)
+                self.assigned.discard((tp.topic, tp.partition))
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("offset commit failed (will retry): %s", err)
+            return
+        with self._lock:
+            for tp in partitions:
+                if tp.error is None:
+                    self._book.committed(tp.topic, tp.partition, tp.offset, tp.metadata or "")
+
+    def _commit(self, *, sync: bool = False, consumer: Any = None) -> None:
+        self._commit_scheduled = False
+        consumer = consumer or self._consumer
+        with self._lock:
+            todo = self._book.to_commit()
+        if not todo or consumer is None:
+            return
+        offsets = [TopicPartition(t, p, o, metadata=m) for t, p, o, m in todo]
+        try:
+            if sync:
+                result = consumer.commit(offsets=offsets, asynchronous=False)
+                self._on_commit(None, result or [])
+            else:
+                consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.warning("offset commit failed: %s", exc)
+
+    def _commit_soon(self) -> None:
+        if not self._commit_scheduled and self._loop is not None:
+            self._commit_scheduled = True
+            self._loop.call_later(0.005, self._commit)
+
+    # -- one request -------------------------------------------------------------------------
+
+    def _start(self, msg: Message) -> None:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        with self._lock:
+            fresh = self._book.begin(topic, partition, offset)
+        if not fresh:  # answered before a crash; the commit metadata says so
+            self.skipped += 1
+            self.metrics.redeliveries.inc()
+            return
+        task = asyncio.ensure_future(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._room.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request handler failed", exc_info=task.exception())
+
+    async def _handle(self, msg: Message) -> None:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        acked = await self._answer(msg)
+        if acked:
+            with self._lock:
+                self._book.finish(topic, partition, offset)
+            self._commit_soon()
+
+    async def _answer(self, msg: Message) -> bool:
+        """Answer one record; True once everything it produced is acknowledged."""
+        try:
+            decoded = self.deserializer.decode(
+                msg.value() or b"", "InferenceRequest", validate=False
+            )
+            request = decoded.record
+        except DecodeError as exc:
+            return await self._dead_letter(msg, exc.reason)
+        request_id = str(request.get("request_id") or "")
+        model = request.get("model")
+        if model not in (None, self.engine.model_version) or (
+            model is None and not self.config.answer_unrouted
+        ):
+            return True  # another model's worker (its own consumer group) answers it
+        if request_id in self._answered:
+            self.skipped += 1
+            self.metrics.redeliveries.inc()
+            return True
+        running = self._running.get(request_id)
+        if running is not None:  # same id already being answered: answer once
+            self.skipped += 1
+            self.metrics.redeliveries.inc()
+            await asyncio.shield(running)
+            return True
+        assert self._loop is not None
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._running[request_id] = done
+        try:
+            return await self._generate_and_reply(msg, request)
+        finally:
+            self._running.pop(request_id, None)
+            self._remember(request_id)
+            done.set_result(None)
+
+    async def _generate_and_reply(self, msg: Message, request: dict[str, Any]) -> bool:
+        version = self.engine.model_version
+        try:
+            validate_event(default_catalog().current("InferenceRequest"), request)
+            gen = generation_request(request)
+        except (EventValidationError, InvalidRequest) as exc:
+            reply = response_event(
+                request,
+                model_version=version,
+                worker_id=self.worker_id,
+                error=(ERR_INVALID, str(exc)),
+            )
+            sent = await self._reply(request, reply)
+            return await self._dead_letter(msg, f"invalid InferenceRequest: {exc}") and sent
+        if gen.deadline_ms is not None and now_ms() > gen.deadline_ms:
+            late = now_ms() - gen.deadline_ms
+            reply = response_event(
+                request,
+                model_version=version,
+                worker_id=self.worker_id,
+                error=(ERR_TIMEOUT, f"deadline passed {late} ms before generation started"),
+            )
+            return await self._reply(request, reply)
+        self.metrics.active.inc()
+        try:
+            result = await self.engine.generate(gen)
+        except InvalidRequest as exc:
+            reply = response_event(
+                request,
+                model_version=version,
+                worker_id=self.worker_id,
+                error=(ERR_INVALID, str(exc)),
+            )
+        except (EngineError, RuntimeError, ValueError) as exc:
+            log.exception("engine failed on %s", gen.request_id)
+            reply = response_event(
+                request,
+                model_version=version,
+                worker_id=self.worker_id,
+                error=(ERR_ENGINE, f"{type(exc).__name__}: {exc}"),
+            )
+        else:
+            if result.finish_reason == "timeout":
+                reply = response_event(
+                    request,
+                    model_version=version,
+                    worker_id=self.worker_id,
+                    error=(ERR_TIMEOUT, "deadline passed during generation"),
+                    now=result.finished_ms,
+                )
+            else:
+                reply = response_event(
+                    request, model_version=version, worker_id=self.worker_id, result=result
+                )
+        finally:
+            self.metrics.active.dec()
+        return await self._reply(request, reply)
+
+    async def _reply(self, request: dict[str, Any], reply: dict[str, Any]) -> bool:
+        futures = [self._send("InferenceResponse", reply, topic=request["reply_topic"] or None)]
+        if self.config.emit_turns:
+            futures.append(self._send("ChatTurn", turn_event(request, reply)))
+        ok = all(await asyncio.gather(*futures))
+        error = reply.get("error")
+        self.metrics.observe(
+            total_ms=reply["total_ms"],
+            error_type=error["type"] if error else None,
+            prompt_tokens=reply.get("prompt_tokens") or 0,
+            completion_tokens=reply.get("completion_tokens") or 0,
+            queue_wait_ms=reply.get("queue_wait_ms") if not error else None,
+            ttft_ms=reply.get("time_to_first_token_ms"),
+        )
+        if ok:
+            self.answered += 1
+        return ok
+
+    def _send(
+        self, schema: str, event: dict[str, Any], topic: str | None = None
+    ) -> asyncio.Future[bool]:
+        assert self._loop is not None
+        loop = self._loop
+        fut: asyncio.Future[bool] = loop.create_future()
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                log.error("%s for %s not delivered: %s", schema, event.get("request_id"), err)
+            loop.call_soon_threadsafe(_settle, fut, err is None)
+
+        key = event.get("session_id") or event.get("request_id")
+        self.producer.send(
+            schema, event, topic=topic, key=key, prepare=False, on_delivery=delivered
+        )
+        return fut
+
+    async def _dead_letter(self, msg: Message, reason: str) -> bool:
+        assert self._loop is not None
+        loop = self._loop
+        fut: asyncio.Future[bool] = loop.create_future()
+        self.metrics.dead_letters.inc()
+
+        def sink(
+            topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+        ) -> None:
+            def delivered(err: KafkaError | None, _msg: Message) -> None:
+                loop.call_soon_threadsafe(_settle, fut, err is None)
+
+            self.producer.produce_raw(topic, value, key, headers, on_delivery=delivered)
+
+        DeadLetterQueue(sink).send(
+            msg.topic(),
+            msg.key(),
+            msg.value(),
+            reason,
+            partition=msg.partition(),
+            offset=msg.offset(),
+            schema="InferenceRequest",
+        )
+        return await fut
+
+    def _remember(self, request_id: str) -> None:
+        self._answered[request_id] = None
+        while len(self._answered) > self.config.remember_ids:
+            self._answered.popitem(last=False)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "engine": self.engine.info(),
+            "model_loaded": getattr(self.engine, "loaded", True),
+            "inflight": len(self._tasks),
+            "max_inflight": self.max_inflight,
+            "answered": self.answered,
+            "redeliveries_skipped": self.skipped,
+            "assigned": sorted(f"{t}[{p}]" for t, p in self.assigned),
+            "time": time.time(),
+        }
+
+
+def _settle(fut: asyncio.Future[bool], ok: bool) -> None:
+    if not fut.done():
+        fut.set_result(ok)

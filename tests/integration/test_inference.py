@@ -1,0 +1,231 @@
+"""Inference over Kafka with the real SmolLM2 model (llama.cpp engine) on the real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from continuum.topics import topic_spec
+from producers.deadletter import DeadLetter
+from producers.producer import EventProducer
+from schemas.serde import AvroDeserializer
+from tests.integration.conftest import wait_for
+from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc, metric
+
+pytest.importorskip("llama_cpp")
+pytestmark = pytest.mark.integration
+
+
+def read_topic(bootstrap: str, topic: str) -> list[tuple[Any, list[tuple[str, bytes]]]]:
+    """Every record of a topic from the beginning to its current end: (value, headers)."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"read-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        md = c.list_topics(topic, timeout=10).topics[topic]
+        ends = {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in md.partitions
+        }
+        c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+        out: list[tuple[Any, list[tuple[str, bytes]]]] = []
+        pos = {p: 0 for p in ends}
+        deadline = time.monotonic() + 30
+        while any(pos[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            for m in c.consume(500, 0.5):
+                if m.error():
+                    continue
+                pos[m.partition()] = m.offset() + 1
+                out.append((m.value(), m.headers() or []))
+        return out
+    finally:
+        c.close()
+
+
+def responses(bootstrap: str, prefix: str) -> list[dict[str, Any]]:
+    d = AvroDeserializer()
+    topic = topic_spec("inference.responses").full_name(prefix)
+    return [d.decode(v).record for v, _ in read_topic(bootstrap, topic)]
+
+
+def chat_body(text: str, max_tokens: int = 12, **extra: Any) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        **extra,
+    }
+
+
+@pytest.fixture()
+def stack(broker, prefix):
+    procs: list[Any] = []
+
+    def start(kind, *extra):
+        proc = kind(broker.bootstrap, prefix, *extra)
+        procs.append(proc)
+        wait_for(proc.up, 120, 0.3, what=lambda: f"{proc.what} up:\n{proc.tail()}")
+        return proc
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+def test_round_trip_through_the_gateway_with_measurement_and_metrics(broker, prefix, stack):
+    worker = stack(InferenceWorkerProc)
+    gateway = stack(GatewayProc)
+    status, body = gateway.chat(
+        chat_body("Hola, busco un Toyota Corolla 2018", metadata={"intent": "buscar_vehiculo"}),
+        headers={"X-Request-Id": "req-1", "X-Session-Id": "sess-1"},
+    )
+    assert status == 200, body
+    assert body["object"] == "chat.completion" and body["id"] == "chatcmpl-req-1"
+    answer = body["choices"][0]["message"]["content"]
+    assert answer.strip()
+    assert body["usage"]["prompt_tokens"] > 10 and 0 < body["usage"]["completion_tokens"] <= 12
+    assert body["model"] == "SmolLM2-135M-Instruct.Q4_1"
+    assert body["continuum"]["time_to_first_token_ms"] > 0
+    _, models = gateway.get("/v1/models")
+    assert [m["id"] for m in models["data"]] == ["SmolLM2-135M-Instruct.Q4_1"]
+
+    # The worker's ChatTurn measurement for the streams agents.
+    d = AvroDeserializer()
+    turns_topic = topic_spec("chat.turns").full_name(prefix)
+    turns = [d.decode(v).record for v, _ in read_topic(broker.bootstrap, turns_topic)]
+    turn = next(t for t in turns if t["request_id"] == "req-1")
+    assert turn["session_id"] == "sess-1" and turn["intent"] == "buscar_vehiculo"
+    assert turn["bot_response"] == answer
+    assert turn["completion_tokens"] == body["usage"]["completion_tokens"]
+    assert turn["latency_ms"] >= turn["queue_wait_ms"] + turn["time_to_first_token_ms"]
+
+    _, metrics = worker.get("/metrics")
+    assert metric(metrics, "okla_llm_requests_total") == 1
+    assert metric(metrics, "okla_llm_requests_success_total") == 1
+    assert metric(metrics, "okla_llm_completion_tokens_total") == body["usage"]["completion_tokens"]
+    assert metric(metrics, "okla_llm_prompt_tokens_total") == body["usage"]["prompt_tokens"]
+    assert metric(metrics, "okla_llm_tokens_total") == body["usage"]["total_tokens"]
+    assert metric(metrics, "okla_llm_response_duration_ms_count") == 1
+    assert metric(metrics, "okla_llm_model_loaded") == 1
+    assert metric(metrics, "okla_llm_active_requests") == 0
+    assert metric(metrics, "okla_llm_avg_response_time_ms") > 0
+    assert "okla_llm_model_info{" in metrics and "okla_llm_uptime_seconds" in metrics
+
+    status, err = gateway.chat({"messages": [], "max_tokens": 5})
+    assert status == 400 and "messages: got []" in err["error"]["message"]
+
+
+def test_fifty_concurrent_calls_are_each_answered_once(broker, prefix, stack):
+    worker = stack(InferenceWorkerProc)
+    gateway = stack(GatewayProc)
+    ids = [f"c-{i}" for i in range(50)]
+
+    def call(rid: str):
+        return gateway.chat(
+            chat_body(f"¿Tienen carros del año 20{rid[-2:]}?", 6), headers={"X-Request-Id": rid}
+        )
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(call, ids))
+    assert [s for s, _ in results] == [200] * 50, [b for s, b in results if s != 200][:3]
+    assert sorted(b["id"] for _, b in results) == sorted(f"chatcmpl-{i}" for i in ids)
+    per_id = Counter(r["request_id"] for r in responses(broker.bootstrap, prefix))
+    assert per_id == Counter(ids)  # one response each on the reply topic
+    _, metrics = worker.get("/metrics")
+    assert metric(metrics, "okla_llm_requests_total") == 50
+    assert metric(metrics, "okla_llm_requests_success_total") == 50
+    assert metric(metrics, "okla_llm_response_duration_ms_count") == 50
+    assert metric(metrics, "okla_llm_completion_tokens_total") == sum(
+        b["usage"]["completion_tokens"] for _, b in results
+    )
+
+
+def test_expired_and_malformed_requests_get_errors_and_dead_letters(broker, prefix, stack):
+    worker = stack(InferenceWorkerProc)
+    producer = EventProducer(broker.bootstrap, topic_prefix=prefix)
+    now = int(time.time() * 1000)
+    base = {
+        "messages": [{"role": "user", "content": "Hola"}],
+        "reply_topic": topic_spec("inference.responses").full_name(prefix),
+        "sampling": {"max_tokens": 8, "temperature": 0.0},
+    }
+    producer.send("InferenceRequest", {**base, "request_id": "expired", "deadline": now - 1000})
+    producer.send(
+        "InferenceRequest",
+        {**base, "request_id": "hot", "sampling": {"max_tokens": 8, "temperature": 5.0}},
+    )
+    requests_topic = topic_spec("inference.requests").full_name(prefix)
+    producer.produce_raw(requests_topic, b"\xc3\x01garbage", key=b"k")
+    producer.send("InferenceRequest", {**base, "request_id": "fine"})
+    producer.close()
+
+    def answered() -> dict[str, dict[str, Any]]:
+        return {r["request_id"]: r for r in responses(broker.bootstrap, prefix)}
+
+    wait_for(
+        lambda: {"expired", "hot", "fine"} <= set(answered()),
+        60,
+        what=lambda: f"answers, worker:\n{worker.tail()}",
+    )
+    got = answered()
+    assert got["expired"]["error"]["type"] == "timeout"
+    assert got["expired"]["completion_tokens"] == 0 and got["expired"]["finish_reason"] == "timeout"
+    assert got["hot"]["error"]["type"] == "invalid_request"
+    assert "sampling.temperature: got 5.0" in got["hot"]["error"]["message"]
+    assert got["fine"]["error"] is None and got["fine"]["text"]
+    dlq = [
+        DeadLetter.from_headers(None, v, h)
+        for v, h in read_topic(broker.bootstrap, requests_topic + ".dlq")
+    ]
+    reasons = sorted(d.error for d in dlq)
+    assert len(reasons) == 2, reasons
+    assert any("sampling.temperature" in r for r in reasons)
+    assert any("truncated single-object header" in r for r in reasons)
+    _, metrics = worker.get("/metrics")
+    assert metric(metrics, 'okla_llm_requests_error_total{error_type="timeout"}') == 1
+    assert metric(metrics, 'okla_llm_requests_error_total{error_type="invalid_request"}') == 1
+    assert metric(metrics, "okla_llm_requests_success_total") == 1
+    assert metric(metrics, "okla_llm_dead_letters_total") == 2
+
+
+def test_worker_killed_mid_batch_answers_every_call_once(broker, prefix, stack):
+    worker = stack(InferenceWorkerProc)
+    gateway = stack(GatewayProc, "--request-timeout-s", "120")
+    ids = [f"k-{i}" for i in range(24)]
+
+    def call(rid: str):
+        return gateway.chat(
+            chat_body(f"Describe el carro número {rid}", 24),
+            headers={"X-Request-Id": rid},
+            timeout=180,
+        )
+
+    pool = ThreadPoolExecutor(len(ids))
+    futures = [pool.submit(call, rid) for rid in ids]
+    wait_for(lambda: metric(worker.get("/metrics")[1], "okla_llm_requests_total") >= 5, 60)
+    worker.kill()
+    killed_after = len(responses(broker.bootstrap, prefix))
+    assert killed_after < len(ids)  # the kill happened mid-batch
+    stack(InferenceWorkerProc)
+    results = [f.result() for f in futures]
+    pool.shutdown()
+    assert [s for s, _ in results] == [200] * len(ids), [b for s, b in results if s != 200][:3]
+    assert sorted(b["id"] for _, b in results) == sorted(f"chatcmpl-{i}" for i in ids)
+    per_id = Counter(r["request_id"] for r in responses(broker.bootstrap, prefix))
+    assert set(per_id) == set(ids)
+    # Kafka-level repeats (answered, not yet committed at the kill) never reach a client twice:
+    # the gateway drops them and counts them.
+    repeats = sum(per_id.values()) - len(ids)
+    _, gw_metrics = gateway.get("/metrics")
+    assert metric(gw_metrics, "continuum_gateway_duplicate_responses_total") == repeats
+    print(f"killed after {killed_after} answers; Kafka-level repeats after restart: {repeats}")

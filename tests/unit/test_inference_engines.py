@@ -1,0 +1,261 @@
+"""Engines without their native libraries: llama.cpp behind a fake ``Llama``, vLLM behind a fake
+async engine with vLLM's output shapes. What is tested is Continuum's mapping, concurrency and
+deadline handling; the real engines run in the integration tests and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from inference.engines.llamacpp import LlamaCppEngine
+from inference.engines.vllm import VllmEngine, result_from_output, sampling_kwargs
+from inference.gateway import VariantRouter
+from inference.protocol import GenerationRequest, InvalidRequest, Sampling
+
+
+class FakeLlama:
+    instances: list[FakeLlama] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.calls: list[dict] = []
+        self.busy = False
+        FakeLlama.instances.append(self)
+
+    def create_chat_completion(self, **kw):
+        assert not self.busy, "one context used by two threads at once"
+        self.busy = True
+        try:
+            self.calls.append(kw)
+            text = ""
+            for tok in ("Hola", ",", " claro"):
+                kw["logits_processor"][0]([], [0.0])
+                text += tok
+                time.sleep(0.01)
+            if kw["messages"][-1]["content"] == "too long":
+                raise ValueError("Requested tokens (5000) exceed context window of 2048")
+            return {
+                "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 3},
+            }
+        finally:
+            self.busy = False
+
+
+def gen_request(rid="r", content="hola", deadline=None, **sampling):
+    return GenerationRequest(
+        rid, ({"role": "user", "content": content},), Sampling(**sampling), deadline
+    )
+
+
+@pytest.fixture()
+def model_file(tmp_path):
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF")
+    return path
+
+
+def test_llamacpp_maps_sampling_and_measures_first_token(model_file):
+    FakeLlama.instances.clear()
+    engine = LlamaCppEngine(model_file, slots=2, threads=4, llama_factory=FakeLlama)
+
+    async def run():
+        await engine.start()
+        try:
+            return await engine.generate(
+                gen_request(max_tokens=9, temperature=0.0, stop=("\n",), seed=3)
+            )
+        finally:
+            await engine.stop()
+
+    res = asyncio.run(run())
+    assert res.text == "Hola, claro" and res.finish_reason == "stop"
+    assert (res.prompt_tokens, res.completion_tokens) == (12, 3)
+    assert (
+        res.first_token_ms is not None and res.started_ms <= res.first_token_ms <= res.finished_ms
+    )
+    assert engine.model_version == "tiny"
+    assert len(FakeLlama.instances) == 2
+    assert FakeLlama.instances[0].kwargs["n_threads"] == 2  # 4 threads split over 2 slots
+    call = next(i for i in FakeLlama.instances if i.calls).calls[0]
+    assert call["max_tokens"] == 9 and call["temperature"] == 0.0
+    assert call["stop"] == ["\n"] and call["seed"] == 3
+
+
+def test_llamacpp_slots_bound_concurrency_and_never_share_a_context(model_file):
+    FakeLlama.instances.clear()
+    engine = LlamaCppEngine(model_file, slots=2, llama_factory=FakeLlama)
+
+    async def run():
+        await engine.start()
+        try:
+            return await asyncio.gather(*(engine.generate(gen_request(f"r{i}")) for i in range(8)))
+        finally:
+            await engine.stop()
+
+    results = asyncio.run(run())
+    assert len(results) == 8
+    assert sum(len(i.calls) for i in FakeLlama.instances) == 8  # FakeLlama asserts exclusivity
+
+
+def test_llamacpp_deadline_and_context_overflow(model_file):
+    engine = LlamaCppEngine(model_file, llama_factory=FakeLlama)
+
+    async def run():
+        await engine.start()
+        try:
+            expired = await engine.generate(gen_request(deadline=1))
+            mid = await engine.generate(gen_request(deadline=int(time.time() * 1000) + 5))
+            with pytest.raises(InvalidRequest, match="exceed context window"):
+                await engine.generate(gen_request(content="too long"))
+            return expired, mid
+        finally:
+            await engine.stop()
+
+    expired, mid = asyncio.run(run())
+    assert expired.finish_reason == "timeout" and expired.completion_tokens == 0
+    assert mid.finish_reason == "timeout"  # stopped between tokens once the deadline passed
+
+
+def test_llamacpp_refuses_a_missing_model(tmp_path):
+    from inference.engines.base import EngineError
+
+    with pytest.raises(EngineError, match="GGUF model file not found"):
+        LlamaCppEngine(tmp_path / "nope.gguf")
+
+
+# -- vLLM ------------------------------------------------------------------------------------
+
+
+def output(text, tokens, finished, reason=None, prompt=(1, 2, 3)):
+    return SimpleNamespace(
+        prompt_token_ids=list(prompt),
+        finished=finished,
+        outputs=[SimpleNamespace(text=text, token_ids=list(tokens), finish_reason=reason)],
+    )
+
+
+class FakeTokenizer:
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert tokenize is False and add_generation_prompt is True
+        return "".join(f"<|{m['role']}|>{m['content']}" for m in messages) + "<|assistant|>"
+
+
+class FakeAsyncLLM:
+    def __init__(self, delay=0.0):
+        self.prompts, self.aborted, self.delay = [], [], delay
+
+    def get_tokenizer(self):
+        return FakeTokenizer()
+
+    async def generate(self, prompt, params, request_id):
+        self.prompts.append((prompt, params, request_id))
+        yield output("", [], False)
+        yield output("Hola", [7], False)
+        await asyncio.sleep(self.delay)
+        yield output("Hola, claro", [7, 8, 9], True, "length")
+
+    async def abort(self, request_id):
+        self.aborted.append(request_id)
+
+    def shutdown(self):
+        pass
+
+
+def test_vllm_sampling_params_use_openai_names():
+    req = gen_request(
+        max_tokens=5,
+        temperature=0.2,
+        top_p=0.9,
+        stop=("x",),
+        seed=11,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+    )
+    assert sampling_kwargs(req) == {
+        "max_tokens": 5,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.5,
+        "stop": ["x"],
+        "seed": 11,
+    }
+    assert "stop" not in sampling_kwargs(gen_request()) and "seed" not in sampling_kwargs(
+        gen_request()
+    )
+
+
+def test_vllm_result_mapping():
+    res = result_from_output(
+        output("abc", [1, 2], True, "abort"), started_ms=1, first_token_ms=2, finished_ms=3
+    )
+    assert (res.text, res.finish_reason, res.prompt_tokens, res.completion_tokens) == (
+        "abc",
+        "timeout",
+        3,
+        2,
+    )
+
+
+def test_vllm_engine_streams_to_a_result_and_aborts_late_requests():
+    fake = FakeAsyncLLM()
+    engine = VllmEngine(
+        model_version="smol", engine_factory=lambda: fake, sampling_factory=lambda **kw: kw
+    )
+
+    async def run():
+        await engine.start()
+        ok = await engine.generate(gen_request("a", max_tokens=3))
+        fake.delay = 0.05
+        late = await engine.generate(gen_request("b", deadline=int(time.time() * 1000) + 10))
+        await engine.stop()
+        return ok, late
+
+    ok, late = asyncio.run(run())
+    assert ok.text == "Hola, claro" and ok.finish_reason == "length"
+    assert (ok.prompt_tokens, ok.completion_tokens) == (3, 3)
+    assert ok.first_token_ms is not None
+    prompt, params, rid = fake.prompts[0]
+    assert prompt == "<|user|>hola<|assistant|>" and params["max_tokens"] == 3 and rid == "a"
+    assert late.finish_reason == "timeout" and fake.aborted == ["b"]
+
+
+def test_vllm_engine_needs_a_model_folder():
+    from inference.engines.base import EngineError
+
+    with pytest.raises(EngineError, match="needs --model-path"):
+        VllmEngine()
+
+
+# -- routing ---------------------------------------------------------------------------------
+
+
+def test_router_sends_sessions_to_experiment_arms_stickily():
+    router = VariantRouter()
+    assert router.route(None, "s1", 0).model is None
+    router.update(
+        {
+            "experiment_id": "e1",
+            "control_version": "v1",
+            "treatment_version": "v2",
+            "traffic_split": 50.0,
+            "strategy": "STICKY",
+            "status": "RUNNING",
+            "event_time": 1,
+        }
+    )
+    routes = [router.route(None, f"s{i}", 0) for i in range(400)]
+    arms = {r.variant for r in routes}
+    assert arms == {"control", "treatment"}
+    assert all(r.model == ("v1" if r.variant == "control" else "v2") for r in routes)
+    assert all(r.experiment_id == "e1" for r in routes)
+    share = sum(r.variant == "treatment" for r in routes) / len(routes)
+    assert 0.4 < share < 0.6
+    assert router.route(None, "s7", 0) == router.route(None, "s7", 99)  # sticky
+    assert router.route("other-model", "s7", 0).experiment_id is None
+    router.update({**router.experiments["e1"], "status": "STOPPED"})
+    assert router.route(None, "s7", 0).experiment_id is None
