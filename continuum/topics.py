@@ -36,7 +36,7 @@ class TopicSpec:
         cfg = {"cleanup.policy": self.cleanup_policy}
         if self.retention_ms is not None:
             cfg["retention.ms"] = str(self.retention_ms)
-        if self.cleanup_policy == "compact":
+        if "compact" in self.cleanup_policy:
             # Small segments and a low dirty ratio so superseded records are compacted promptly.
             cfg.setdefault("min.cleanable.dirty.ratio", "0.1")
             cfg.setdefault("segment.ms", str(3600 * 1000))
@@ -90,6 +90,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         partitions=3,
         retention_ms=DAY_MS,
         doc="Answers from the inference workers.",
+    ),
+    TopicSpec(
+        "inference.heartbeats",
+        "WorkerHeartbeat",
+        "worker_id",
+        partitions=1,
+        retention_ms=7 * DAY_MS,
+        cleanup_policy="compact,delete",
+        doc="Latest heartbeat per inference worker (compacted; old workers age out).",
     ),
     TopicSpec(
         "drift-signals",

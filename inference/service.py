@@ -41,10 +41,12 @@ def worker_from_settings(s: InferenceSettings, engine: Engine | None = None) -> 
         engine or engine_from_settings(s),
         WorkerConfig(
             group_id=s.group_id,
+            worker_id=s.worker_id,
             max_inflight=s.max_inflight,
             emit_turns=s.emit_turns,
             answer_unrouted=s.answer_unrouted,
             drain_timeout_s=s.drain_timeout_s,
+            heartbeat_s=s.heartbeat_s,
         ),
         metrics=LlmMetrics(s.metrics_prefix),
     )

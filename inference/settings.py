@@ -31,6 +31,13 @@ class InferenceSettings(Settings):
     gpu_memory_utilization: float = field(
         default=0.85, metadata={"help": "vllm: share of GPU memory for weights and KV cache"}
     )
+    worker_id: str = field(
+        default="",
+        metadata={
+            "help": "Worker id in heartbeats and answers (default: the host name, stable across "
+            "restarts of one container; give each worker on a shared host its own)"
+        },
+    )
     group_id: str = field(
         default="continuum-inference",
         metadata={"help": "Consumer group of the workers (one group per model version)"},
@@ -43,6 +50,9 @@ class InferenceSettings(Settings):
     )
     drain_timeout_s: float = field(
         default=60.0, metadata={"help": "On shutdown, wait this long for in-flight requests"}
+    )
+    heartbeat_s: float = field(
+        default=5.0, metadata={"help": "Seconds between the worker's heartbeats"}
     )
     metrics_prefix: str = field(
         default="okla_llm", metadata={"help": "Prefix of the LLM metrics (the seed's names)"}

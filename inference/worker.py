@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import threading
 import time
@@ -65,6 +64,7 @@ class WorkerConfig:
     drain_timeout_s: float = 60.0
     session_timeout_ms: int = 10_000
     remember_ids: int = 50_000
+    heartbeat_s: float = 5.0
 
 
 class InferenceWorker:
@@ -81,7 +81,9 @@ class InferenceWorker:
         self.settings = settings
         self.engine = engine
         self.config = config or WorkerConfig()
-        self.worker_id = self.config.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        # The host name by default: a restarted container keeps its id, so the streams health
+        # check sees the same worker come back rather than one dead and one new.
+        self.worker_id = self.config.worker_id or socket.gethostname()
         self.metrics = metrics or LlmMetrics()
         self.max_inflight = self.config.max_inflight or 2 * engine.max_concurrency
         self.producer = producer or EventProducer.from_settings(
@@ -136,13 +138,17 @@ class InferenceWorker:
         )
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("inference worker %s: %s on %s", self.worker_id, self.engine.info(), self.topic)
+        beating = asyncio.ensure_future(self._heartbeats())
         try:
             await self._consume(kafka)
         finally:
+            beating.cancel()
             await self._drain()
             self._commit(sync=True)
             await self._loop.run_in_executor(kafka, self._consumer.close)
             kafka.shutdown()
+            self._heartbeat("STOPPED")
+            self.producer.flush(10)
             polling.set()
             poller.join()
             self.producer.close(raise_on_failure=False)
@@ -185,6 +191,29 @@ class InferenceWorker:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            self._heartbeat("RUNNING")
+            await asyncio.sleep(self.config.heartbeat_s)
+
+    def _heartbeat(self, status: str) -> None:
+        """Tell the streams health check this worker is alive (or stopped on purpose)."""
+        try:
+            self.producer.send(
+                "WorkerHeartbeat",
+                {
+                    "worker_id": self.worker_id,
+                    "model_version": self.engine.model_version,
+                    "engine": self.engine.name,
+                    "status": status,
+                    "inflight": len(self._tasks),
+                    "answered": self.answered,
+                    "interval_ms": int(self.config.heartbeat_s * 1000),
+                },
+            )
+        except Exception:  # a missed heartbeat must never stop the worker
+            log.exception("heartbeat not sent")
 
     def _serve_deliveries(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import faust
 from confluent_kafka import Consumer, TopicPartition
@@ -47,6 +48,14 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
     @app.task
     async def _start_mirror() -> None:
         pipe.start_mirror()
+
+    @app.timer(interval=5.0, on_leader=True)
+    async def _inference_workers() -> None:
+        # One streams worker (the leader) watches the inference workers' heartbeats.
+        with pipe.live.lock:
+            heartbeats = dict(pipe.live.heartbeats)
+        for alert in pipe.service_alerts.on_workers(heartbeats, int(time.time() * 1000)):
+            await pipe.outputs.send("Alert", alert)
 
     @app.timer(interval=10.0)
     async def _lag() -> None:

@@ -21,7 +21,14 @@ from streams.logic.alerts import brief as alert_brief
 
 log = logging.getLogger(__name__)
 
-MIRRORED = ("drift-signals", "alerts", "retrain-triggers", "baselines", "experiments")
+MIRRORED = (
+    "drift-signals",
+    "alerts",
+    "retrain-triggers",
+    "baselines",
+    "experiments",
+    "inference.heartbeats",
+)
 
 
 class LiveState:
@@ -37,6 +44,8 @@ class LiveState:
         self.alert_history: deque[dict[str, Any]] = deque(maxlen=1000)
         self.alert_counts: Counter[str] = Counter()
         self.triggers: dict[str, dict[str, Any]] = {}
+        self.heartbeats: dict[str, int] = {}  # inference worker id -> last heartbeat (epoch ms)
+        self.workers: dict[str, dict[str, Any]] = {}
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     def apply(self, schema: str, ev: dict[str, Any]) -> None:
@@ -80,6 +89,13 @@ class LiveState:
                     self.alerts_open.pop(ev["dedup_key"], None)
             elif schema == "RetrainTrigger":
                 self.triggers[ev["trigger_id"]] = ev
+            elif schema == "WorkerHeartbeat":
+                if ev["status"] == "STOPPED":  # stopped on purpose: not a failure
+                    self.heartbeats.pop(ev["worker_id"], None)
+                    self.workers.pop(ev["worker_id"], None)
+                elif ev["event_time"] >= self.heartbeats.get(ev["worker_id"], 0):
+                    self.heartbeats[ev["worker_id"]] = int(ev["event_time"])
+                    self.workers[ev["worker_id"]] = ev
         for fn in self.listeners:
             fn(schema, ev)
 

@@ -82,13 +82,13 @@ class Pipeline:
         self.mirror: TopicMirror | None = None
         self.detectors: dict[tuple[int, str, str], ChangeDetector] = {}
         self.change_alerts = AlertManager(AlertThresholds())
+        self.service_alerts = AlertManager(
+            AlertThresholds(service_timeout_s=settings.service_timeout_s)
+        )
         self.pending_changes: list[tuple[ChangePoint, str, int]] = []
         self.ab_last_eval: dict[str, float] = {}
         self.ab_dirty: dict[str, int] = {}
         self.lag: dict[str, int] = {}
-        self.heartbeats: dict[
-            str, int
-        ] = {}  # inference worker id -> last seen (ms); fed by the inference issue
         self.started = time.time()
 
     # -- plumbing ----------------------------------------------------------------------------

@@ -27,6 +27,10 @@ class StreamsSettings(Settings):
     batch_within_s: float = field(
         default=0.5, metadata={"help": "Longest wait to fill a batch, seconds"}
     )
+    service_timeout_s: float = field(
+        default=30.0,
+        metadata={"help": "Inference worker silent this long = down (SERVICE_DOWN), seconds"},
+    )
     partials_partitions: int = field(
         default=6, metadata={"help": "Partitions of the internal partials topic"}
     )

@@ -16,7 +16,7 @@ from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from streams.logic.health import check_health
+from streams.logic.health import HealthThresholds, check_health
 from streams.pipeline import Pipeline
 
 
@@ -67,12 +67,14 @@ def _health(pipe: Pipeline) -> dict[str, Any]:
             if signal == "confidence_drop" and "low_confidence_rate" in ev.get("details", {}):
                 low_rates.append(float(ev["details"]["low_confidence_rate"]))
         lag = sum(pipe.lag.values()) if pipe.lag else None
+        heartbeats = dict(pipe.live.heartbeats)
     report = check_health(
         now_ms=now,
         fallback_rate=max(fb_rates) if fb_rates else None,
         low_confidence_rate=max(low_rates) if low_rates else None,
-        heartbeats=dict(pipe.heartbeats),
+        heartbeats=heartbeats,
         consumer_lag=lag,
+        thresholds=HealthThresholds(service_timeout_s=pipe.settings.service_timeout_s),
     )
     pipe.metrics.health.set({"HEALTHY": 0, "DEGRADED": 1, "UNHEALTHY": 2}[report["status"]])
     return report

@@ -158,6 +158,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "recommendation": "Check the inference workers' load.",
         "details": {},
     },
+    "WorkerHeartbeat": {
+        "event_id": _id(20),
+        "event_time": T0,
+        "worker_id": "gpu-node-1-4242",
+        "model_version": "okla-v2.0",
+        "engine": "vllm",
+        "status": "RUNNING",
+        "inflight": 12,
+        "answered": 3456,
+        "interval_ms": 5000,
+    },
     "RetrainTrigger": {
         "event_id": _id(9),
         "event_time": T0,

@@ -179,6 +179,47 @@ class AlertManager:
         self.history.append(brief(event))
         return event
 
+    # -- from inference-worker heartbeats ----------------------------------------------------
+
+    def on_workers(
+        self, heartbeats: Mapping[str, int], now_ms: int, forget_after_s: float = 3600.0
+    ) -> list[dict[str, Any]]:
+        """SERVICE_DOWN when workers stop sending heartbeats (the dispatch seed's service
+        timeout): CRITICAL when none is alive, HIGH when some are silent; resolved once all
+        are back. A worker silent for longer than ``forget_after_s`` is considered retired."""
+        key = "service_down:inference"
+        timeout_ms = self.thresholds.service_timeout_s * 1000
+        known = {w: t for w, t in heartbeats.items() if now_ms - t <= forget_after_s * 1000}
+        silent = sorted(w for w, t in known.items() if now_ms - t > timeout_ms)
+        if not silent:
+            ev = self.resolve(key, now_ms, "every inference worker is sending heartbeats")
+            return [ev] if ev else []
+        alive = len(known) - len(silent)
+        severity = "CRITICAL" if alive == 0 else "HIGH"
+        ages = {w: (now_ms - known[w]) / 1000 for w in silent}
+        ev = self.raise_alert(
+            "SERVICE_DOWN",
+            severity,
+            key,
+            "No inference worker is answering"
+            if alive == 0
+            else f"{len(silent)} inference worker(s) silent",
+            now_ms,
+            message=", ".join(f"{w} silent {a:.0f}s" for w, a in ages.items())
+            + f" (timeout {self.thresholds.service_timeout_s:.0f}s); {alive} alive",
+            signals=[
+                {
+                    "name": f"heartbeat_age_s:{w}",
+                    "current": a,
+                    "baseline": None,
+                    "threshold": self.thresholds.service_timeout_s,
+                }
+                for w, a in ages.items()
+            ],
+            recommendation=RECOMMENDATIONS["SERVICE_DOWN"],
+        )
+        return [ev] if ev else []
+
     # -- from drift signals -----------------------------------------------------------------
 
     def on_drift(

@@ -21,6 +21,7 @@ class HealthThresholds:
     service_timeout_s: float = 30.0
     lag_warning: int = 10_000
     lag_critical: int = 100_000
+    forget_worker_s: float = 3600.0  # a worker silent this long counts as retired, not down
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +70,7 @@ def check_health(
             low_confidence_rate,
         )
 
+    heartbeats = {w: ms for w, ms in heartbeats.items() if now_ms - ms <= t.forget_worker_s * 1000}
     stale = sorted(w for w, ms in heartbeats.items() if now_ms - ms > t.service_timeout_s * 1000)
     alive = len(heartbeats) - len(stale)
     if not heartbeats:

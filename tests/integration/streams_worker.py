@@ -25,6 +25,7 @@ class StreamsWorker(Child):
         hop_s: int = 5,
         freeze_after: int = 500,
         port: int | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
         super().__init__(
@@ -46,6 +47,7 @@ class StreamsWorker(Child):
                 str(freeze_after),
                 "--batch-within-s",
                 "0.2",
+                *extra,
             ],
             {
                 "CONTINUUM_BOOTSTRAP_SERVERS": bootstrap,

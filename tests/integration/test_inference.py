@@ -229,3 +229,48 @@ def test_worker_killed_mid_batch_answers_every_call_once(broker, prefix, stack):
     _, gw_metrics = gateway.get("/metrics")
     assert metric(gw_metrics, "continuum_gateway_duplicate_responses_total") == repeats
     print(f"killed after {killed_after} answers; Kafka-level repeats after restart: {repeats}")
+
+
+def test_heartbeats_feed_streams_health_and_service_down_alerts(broker, prefix, stack, tmp_path):
+    from tests.integration.streams_worker import StreamsWorker
+
+    streams = StreamsWorker(broker.bootstrap, prefix, tmp_path, extra=("--service-timeout-s", "4"))
+    try:
+        wait_for(streams.ready, 120, what=lambda: f"streams worker:\n{streams.tail()}")
+
+        def workers_check() -> dict[str, Any]:
+            return streams.get("/health/")[1]["checks"]["inference_workers"]
+
+        def service_down() -> list[dict[str, Any]]:
+            alerts = streams.get("/alerts/active/")[1]["alerts"]
+            return [a for a in alerts if a["alert_type"] == "SERVICE_DOWN"]
+
+        beat = ("--heartbeat-s", "1", "--worker-id", "gpu-a")
+        worker = stack(InferenceWorkerProc, *beat)
+        wait_for(
+            lambda: workers_check()["reason"] == "1 worker(s) alive",
+            60,
+            what=lambda: f"worker seen alive: {workers_check()}",
+        )
+        assert service_down() == []
+        worker.kill()  # no goodbye: the heartbeats just stop
+        wait_for(
+            lambda: workers_check()["status"] == "UNHEALTHY",
+            60,
+            what=lambda: f"worker seen silent: {workers_check()}",
+        )
+        assert "gpu-a" in workers_check()["reason"]
+        wait_for(lambda: len(service_down()) == 1, 60, what="a SERVICE_DOWN alert")
+        assert service_down()[0]["severity"] == "CRITICAL"
+        again = stack(InferenceWorkerProc, *beat)  # the same worker comes back
+        wait_for(lambda: service_down() == [], 60, what="SERVICE_DOWN resolved")
+        assert workers_check()["status"] == "HEALTHY"
+        again.stop()  # graceful: a STOPPED heartbeat, which is not a failure
+        wait_for(
+            lambda: workers_check()["reason"] == "no inference workers in use",
+            60,
+            what=lambda: f"worker stopped on purpose: {workers_check()}",
+        )
+        assert service_down() == []
+    finally:
+        streams.stop()

@@ -83,6 +83,32 @@ def test_health_levels_and_reasons() -> None:
         consumer_lag=None,
     )
     assert bad["status"] == UNHEALTHY
+    retired = check_health(
+        now_ms=T,
+        fallback_rate=0.02,
+        low_confidence_rate=0.1,
+        heartbeats={"w1": T - 1000, "old": T - 2 * 3600_000},
+        consumer_lag=None,
+    )
+    assert retired["status"] == HEALTHY  # silent for hours: retired, not down
+
+
+def test_service_down_alert_from_heartbeats() -> None:
+    m = AlertManager(AlertThresholds(service_timeout_s=30, cooldown_s=600))
+    assert m.on_workers({"w1": T - 5_000, "w2": T - 1_000}, T) == []
+    [some] = m.on_workers({"w1": T - 5_000, "w2": T - 45_000}, T)
+    assert (some["alert_type"], some["severity"], some["status"]) == (
+        "SERVICE_DOWN",
+        "HIGH",
+        "OPEN",
+    )
+    assert "w2 silent 45s" in some["message"] and some["signals"][0]["current"] == 45.0
+    assert m.on_workers({"w1": T - 5_000, "w2": T - 46_000}, T + 1_000) == []  # cooling down
+    [worse] = m.on_workers({"w1": T - 40_000, "w2": T - 46_000}, T + 2_000)
+    assert worse["severity"] == "CRITICAL" and worse["title"] == "No inference worker is answering"
+    [back] = m.on_workers({"w1": T + 3_000, "w2": T + 3_000}, T + 3_000)
+    assert back["status"] == "RESOLVED"
+    assert m.on_workers({"gone": T - 5 * 3600_000}, T) == []  # retired long ago: no alert
 
 
 def test_feedback_tally() -> None:

@@ -41,6 +41,7 @@ def test_every_contract_has_id_time_docs_and_defaults_on_optional_fields() -> No
             "Outcome",
             "Prediction",
             "RetrainTrigger",
+            "WorkerHeartbeat",
         }
     )
     for name in NAMES:
