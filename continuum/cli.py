@@ -320,6 +320,30 @@ def cmd_infer(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from jobs.alert_consumer import AlertDelivery, Target
+    from jobs.notify import RetryPolicy
+
+    url = settings.slack_webhook_url if args.target == "slack" else settings.webhook_url
+    delivery = AlertDelivery(
+        settings,
+        Target.of(args.target, url),
+        group_id=args.group_id,
+        policy=RetryPolicy(max_attempts=args.max_attempts),
+    )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: delivery.stop_event.set())
+    logging.getLogger("jobs").setLevel(logging.INFO)
+    delivery.run()
+    print(
+        f"posted {delivery.posted}, skipped {delivery.skipped} already delivered, "
+        f"dead-lettered {delivery.dead_lettered}"
+    )
+    return 0
+
+
 def build_parser(
     extra: Sequence[Callable[[argparse._SubParsersAction], None]] = (),
 ) -> argparse.ArgumentParser:
@@ -411,6 +435,23 @@ def build_parser(
     _add_service_flags(p, InferenceSettings)
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_infer)
+
+    p = sub.add_parser(
+        "alerts", help="deliver the alerts topic to Slack or a JSON webhook (never twice)"
+    )
+    p.add_argument(
+        "target",
+        choices=["slack", "webhook"],
+        help="slack: Block Kit to CONTINUUM_SLACK_WEBHOOK_URL; webhook: JSON to CONTINUUM_WEBHOOK_URL",
+    )
+    p.add_argument(
+        "--group-id", default=None, help="consumer group (default continuum-alerts-TARGET)"
+    )
+    p.add_argument(
+        "--max-attempts", type=int, default=8, help="tries before an alert is dead-lettered"
+    )
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_alerts)
 
     for register in extra:
         register(sub)

@@ -53,6 +53,9 @@ class Settings:
     slack_webhook_url: str = field(
         default="", metadata={"help": "Slack incoming webhook URL", "secret": True}
     )
+    webhook_url: str = field(
+        default="", metadata={"help": "Generic JSON webhook URL for alerts", "secret": True}
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -120,6 +120,7 @@ class TurnStats:
             "n": self.n,
             "fb": self.fallbacks,
             "lead": self.leads,
+            "low": self.low_confidence,
             "conf": self.confidence.to_dict(),
             "tok": self.tokens.to_dict(),
             "lat": self.latency.to_dict(),

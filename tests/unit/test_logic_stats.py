@@ -192,7 +192,10 @@ def test_null_rate_counts_missing_quality_fields() -> None:
 
 def test_turn_stats_round_trip_plain_data() -> None:
     s = TurnStats.of(_turns(turns=500))
-    assert TurnStats.from_dict(s.to_dict()).to_dict() == s.to_dict()
+    back = TurnStats.from_dict(s.to_dict())
+    assert back.to_dict() == s.to_dict()
+    assert back.summary() == s.summary()  # every derived statistic survives, low confidence too
+    assert s.low_confidence > 0
 
 
 def _latencies(seed: int, n: int, change_at: int | None, factor: float) -> list[float]:
