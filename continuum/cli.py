@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from continuum.settings import Settings
@@ -344,6 +345,117 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _time_ms(raw: str | None) -> int | None:
+    """ISO-8601 (UTC if no zone) or epoch milliseconds."""
+    if raw is None:
+        return None
+    if raw.isdigit():
+        return int(raw)
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(
+            f"time {raw!r}: expected ISO-8601 like 2026-01-01T00:00 or epoch ms"
+        ) from None
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from jobs.archive import ArchiveSink
+
+    sink = ArchiveSink(settings, args.topics.split(","), root=args.root and Path(args.root))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sink.stop_event.set())
+    print(f"archiving {args.topics} to {sink.root} (Ctrl-C to stop)")
+    sink.run()
+    print(f"archived {sink.archived} records")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import Progress
+
+    from jobs.replay import BaselineReplay, ReplaySpec
+
+    spec = ReplaySpec(args.model_version, _time_ms(args.start), _time_ms(args.end), args.variant)
+    checkpoint = (
+        Path(args.checkpoint)
+        if args.checkpoint
+        else (settings.home / f"replay-{args.model_version}.checkpoint.json")
+    )
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"replaying {args.model_version}", total=None)
+        replay = BaselineReplay(
+            spec,
+            checkpoint=checkpoint,
+            progress=lambda n, total: bar.update(task, completed=n, total=total),
+            max_lateness_s=args.max_lateness_s,
+        )
+        if args.from_archive:
+            baseline = replay.from_archive(Path(args.from_archive))
+        else:
+            baseline = replay.from_kafka(settings)
+    text = json.dumps(baseline, indent=2, sort_keys=True)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    if args.publish:
+        from producers.producer import EventProducer
+
+        with EventProducer.from_settings(settings) as p:
+            p.send("Baseline", baseline)
+        print(
+            f"published to {settings.topic_prefix}baselines: {baseline['sample_size']} turns",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _load_baseline(ref: str, settings: Settings) -> dict[str, Any]:
+    path = Path(ref)
+    if path.exists():
+        return json.loads(path.read_text())
+    from jobs.replay import latest_baselines
+
+    found = latest_baselines(settings).get(ref)
+    if found is None:
+        raise ValueError(
+            f"{ref!r} is neither a baseline JSON file nor a model version on the baselines topic"
+        )
+    return found
+
+
+def cmd_baseline(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from jobs.replay import compare_baselines
+
+    a, b = _load_baseline(args.a, settings), _load_baseline(args.b, settings)
+    rows = compare_baselines(a, b)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"baseline {args.a} → {args.b}")
+    for col in ("statistic", "A", "B", "change"):
+        table.add_column(col, justify="right" if col != "statistic" else "left")
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    for r in rows:
+        change = "" if r["change"] is None else f"{r['change']:+.1%}"
+        table.add_row(r["stat"], fmt(r["a"]), fmt(r["b"]), change)
+    Console().print(table)
+    return 0
+
+
 def build_parser(
     extra: Sequence[Callable[[argparse._SubParsersAction], None]] = (),
 ) -> argparse.ArgumentParser:
@@ -452,6 +564,43 @@ def build_parser(
     )
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_alerts)
+
+    p = sub.add_parser("archive", help="sink topics to daily Avro container files (history)")
+    p.add_argument("--topics", default="chat.turns,chat.feedback", help="comma-separated topics")
+    p.add_argument("--root", help="archive folder (default CONTINUUM_HOME/archive)")
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_archive)
+
+    p = sub.add_parser("replay", help="rebuild a baseline from history (Kafka or the archive)")
+    p.add_argument("what", choices=["baseline"])
+    p.add_argument("model_version", help="model version to rebuild the baseline of")
+    p.add_argument("--start", help="first event time (ISO-8601 or epoch ms)")
+    p.add_argument("--end", help="last event time, inclusive (ISO-8601 or epoch ms)")
+    p.add_argument("--variant", help="only this experiment arm")
+    p.add_argument("--from-archive", metavar="DIR", help="read archive files instead of Kafka")
+    p.add_argument(
+        "--max-lateness-s", type=float, help="Kafka: how late events may arrive (bounds the end)"
+    )
+    p.add_argument(
+        "--checkpoint", help="resume file (default CONTINUUM_HOME/replay-MODEL.checkpoint.json)"
+    )
+    p.add_argument("--out", help="write the baseline JSON here (default: print it)")
+    p.add_argument(
+        "--no-publish",
+        dest="publish",
+        action="store_false",
+        help="do not publish to the compacted baselines topic",
+    )
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_replay)
+
+    p = sub.add_parser("baseline", help="compare two baselines (JSON files or model versions)")
+    p.add_argument("action", choices=["compare"])
+    p.add_argument("a", help="baseline JSON file or model version on the baselines topic")
+    p.add_argument("b", help="baseline JSON file or model version on the baselines topic")
+    p.add_argument("--json", action="store_true", help="print rows as JSON")
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_baseline)
 
     for register in extra:
         register(sub)
