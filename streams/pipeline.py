@@ -70,6 +70,7 @@ class Pipeline:
             window_ms=settings.window_s * 1000,
             hop_ms=settings.hop_s * 1000,
             freeze_after=settings.freeze_after,
+            source_partitions=topic_spec("chat.turns").partitions,
         )
         self.folder = Stage1Folder(self.cfg.hop_ms)
         self.serializer = AvroSerializer()

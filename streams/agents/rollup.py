@@ -90,7 +90,16 @@ def register(pipe: Pipeline) -> None:
             if group.startswith("m:"):
                 if part["k"] == TURNS and part["s"].endswith(f"|{ALL_VARIANTS}"):
                     state = pipe.group_state.get(group) or {}
-                    if part["b"] > state.get("evaluated_end", -1) or "first_seen" not in state:
+                    # A new bucket closes a window; until a baseline exists, any late bucket
+                    # (a partition behind the others) may complete the turns to freeze.
+                    unfrozen = "frozen_baseline" not in state and not pipe.live.baselines.get(
+                        group[2:]
+                    )
+                    if (
+                        part["b"] > state.get("evaluated_end", -1)
+                        or "first_seen" not in state
+                        or unfrozen
+                    ):
                         await _evaluate_model(pipe, group, partition)
                 elif part["k"] != TURNS:
                     state = pipe.group_state.get(group) or {}

@@ -38,6 +38,7 @@ class EvalConfig:
     window_ms: int = 3_600_000  # 1 h windows ...
     hop_ms: int = 300_000  # ... every 5 min
     freeze_after: int = 1000  # turns of a new model version frozen into its baseline
+    source_partitions: int = 0  # chat.turns partitions; 0 = unknown (freeze does not wait)
     drift: DriftThresholds = field(default_factory=DriftThresholds)
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
@@ -47,11 +48,44 @@ def _buckets(partials: Iterable[Mapping[str, Any]], subject: str) -> list[int]:
     return sorted({p["b"] for p in partials if p["k"] == TURNS and p["s"] == subject})
 
 
-def freeze_baseline(model: str, partials: list[Mapping[str, Any]], n: int) -> dict[str, Any] | None:
-    """A Baseline from the earliest buckets of the model holding at least ``n`` turns."""
+def closed_before(
+    partials: Iterable[Mapping[str, Any]], subject: str, expected: int = 0
+) -> int | None:
+    """Buckets below this are complete in every source partition: each partition has already
+    moved on to a later bucket (events arrive in order within a partition). None while fewer than
+    ``expected`` partitions have been heard from (the silent ones may just be behind: in a
+    backlog one partition can be folded hours of event time ahead of another)."""
+    newest: dict[int, int] = {}
+    for p in partials:
+        if p["k"] == TURNS and p["s"] == subject:
+            newest[p["p"]] = max(newest.get(p["p"], p["b"]), p["b"])
+    if not newest or len(newest) < expected:
+        return None
+    return min(newest.values())
+
+
+# Waiting for complete buckets stops once this many times the needed turns have been seen (a
+# partition that never carries the model, or went silent, must not hold the baseline back).
+FREEZE_PATIENCE = 4
+
+
+def freeze_baseline(
+    model: str, partials: list[Mapping[str, Any]], n: int, expected_partitions: int = 0
+) -> dict[str, Any] | None:
+    """A Baseline from the earliest complete buckets of the model holding at least ``n`` turns
+    (complete, so a replay of the same time range over history gives the same numbers)."""
     subject = f"{model}|{ALL_VARIANTS}"
+    buckets = _buckets(partials, subject)
+    limit = closed_before(partials, subject, expected_partitions)
+    if limit is None:
+        seen = sum(p["st"]["n"] for p in partials if p["k"] == TURNS and p["s"] == subject)
+        if seen < FREEZE_PATIENCE * n or not buckets:
+            return None
+        limit = buckets[-1]
     acc = TurnStats()
-    for b in _buckets(partials, subject):
+    for b in buckets:
+        if b >= limit:
+            return None
         acc.merge(merge_slots(partials, TURNS, subject, b, b + 1))
         if acc.n >= n:
             return baseline_event(model, acc, "frozen", acc.last_ms or b)
@@ -98,7 +132,7 @@ def evaluate_model(
         return out
     new_state.setdefault("first_seen", buckets[0])
     if baseline is None:
-        frozen = freeze_baseline(model, partials, cfg.freeze_after)
+        frozen = freeze_baseline(model, partials, cfg.freeze_after, cfg.source_partitions)
         if frozen is not None:
             out["baseline"] = frozen
             baseline = frozen

@@ -110,3 +110,26 @@ def test_compare_baselines_rows():
     assert rows["null_rate"]["change"] == pytest.approx(1.0)
     assert rows["intent_kl_divergence"]["b"] > 0.3
     assert close_enough(a, b) and close_enough(a, a) == []
+
+
+def test_live_freeze_waits_for_complete_buckets_in_every_partition():
+    from streams.logic.evaluation import closed_before, freeze_baseline
+    from streams.logic.rollup import Stage1Folder
+
+    turns = day_of_turns(3000)
+    folder = Stage1Folder(600_000)
+    # Partition 0 is ahead (it has reached the last turns), partition 1 lags in the 3rd hour.
+    lagging = [t for t in turns if t["event_time"] < turns[0]["event_time"] + 3 * 3600_000]
+    items = [("turn", t, 0, i) for i, t in enumerate(turns[::2])]
+    items += [("turn", t, 1, i) for i, t in enumerate(lagging[1::2])]
+    partials = list(folder.fold(items, lambda k: None).values())
+    subject = "okla-v1.0|*"
+    limit = closed_before(partials, subject, expected=2)
+    assert limit == max(p["b"] for p in partials if p["p"] == 1 and p["s"] == subject)
+    frozen = freeze_baseline("okla-v1.0", partials, 100, expected_partitions=2)
+    assert frozen is not None and frozen["window_end"] < limit  # only complete buckets
+    # A partition not heard from yet holds the freeze back...
+    assert closed_before(partials, subject, expected=6) is None
+    assert freeze_baseline("okla-v1.0", partials, 300, expected_partitions=6) is None
+    # ... until four times the needed turns were seen without it.
+    assert freeze_baseline("okla-v1.0", partials, 40, expected_partitions=6) is not None
