@@ -322,8 +322,6 @@ def cmd_infer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
-    import signal
-
     from jobs.alert_consumer import AlertDelivery, Target
     from jobs.notify import RetryPolicy
 
@@ -334,8 +332,7 @@ def cmd_alerts(args: argparse.Namespace, settings: Settings) -> int:
         group_id=args.group_id,
         policy=RetryPolicy(max_attempts=args.max_attempts),
     )
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: delivery.stop_event.set())
+    _stop_on_signals(delivery.stop_event)
     logging.getLogger("jobs").setLevel(logging.INFO)
     delivery.run()
     print(
@@ -362,14 +359,19 @@ def _time_ms(raw: str | None) -> int | None:
     return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
-def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+def _stop_on_signals(event: Any) -> None:
+    """SIGINT/SIGTERM set ``event`` (a threading.Event): the loop finishes its batch and exits."""
     import signal
 
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: event.set())
+
+
+def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.archive import ArchiveSink
 
     sink = ArchiveSink(settings, args.topics.split(","), root=args.root and Path(args.root))
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: sink.stop_event.set())
+    _stop_on_signals(sink.stop_event)
     print(f"archiving {args.topics} to {sink.root} (Ctrl-C to stop)")
     sink.run()
     print(f"archived {sink.archived} records")

@@ -63,3 +63,21 @@ def test_every_cli_flag_names_its_environment_variable(capsys: pytest.CaptureFix
     ):
         assert var in out
     assert "SLACK" not in out  # secrets come from the environment only
+
+
+def test_service_flags_are_typed_like_their_settings() -> None:
+    from continuum.cli import _service_settings, _time_ms
+    from inference.settings import InferenceSettings
+
+    args = build_parser().parse_args(
+        ["infer", "worker", "--emit-turns", "false", "--slots", "2", "--request-timeout-s", "2.5"]
+    )
+    s = _service_settings(args, Settings(), InferenceSettings)
+    assert (s.emit_turns, s.slots, s.request_timeout_s) == (False, 2, 2.5)
+    bad = build_parser().parse_args(["infer", "worker", "--slots", "two"])
+    with pytest.raises(ValueError, match="expected an integer"):
+        _service_settings(bad, Settings(), InferenceSettings)
+    assert _time_ms("1767225600000") == 1767225600000
+    assert _time_ms("2026-01-01T00:00") == 1767225600000
+    with pytest.raises(ValueError, match="expected ISO-8601"):
+        _time_ms("yesterday")
