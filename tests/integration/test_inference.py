@@ -124,6 +124,24 @@ def test_round_trip_through_the_gateway_with_measurement_and_metrics(broker, pre
     status, err = gateway.chat({"messages": [], "max_tokens": 5})
     assert status == 400 and "messages: got []" in err["error"]["message"]
 
+    # `continuum infer bench` against the same gateway.
+    import asyncio
+
+    from inference.bench import run_bench
+    from inference.settings import InferenceSettings
+
+    report = asyncio.run(
+        run_bench(
+            InferenceSettings(),
+            url=f"http://127.0.0.1:{gateway.port}",
+            requests=4,
+            concurrency=2,
+            max_tokens=4,
+        )
+    )
+    assert report["answered"] == 4 and report["errors"] == {}
+    assert report["completion_tokens"] > 0 and report["latency_ms"]["p50"] > 0
+
 
 def test_fifty_concurrent_calls_are_each_answered_once(broker, prefix, stack):
     worker = stack(InferenceWorkerProc)
@@ -274,3 +292,29 @@ def test_heartbeats_feed_streams_health_and_service_down_alerts(broker, prefix, 
         assert service_down() == []
     finally:
         streams.stop()
+
+
+def test_two_workers_share_the_requests_and_answer_each_once(broker, prefix, stack):
+    a = stack(InferenceWorkerProc, "--worker-id", "wa", "--threads", "1")
+    b = stack(InferenceWorkerProc, "--worker-id", "wb", "--threads", "1")
+    gateway = stack(GatewayProc)
+    wait_for(
+        lambda: a.get("/health")[1]["assigned"] and b.get("/health")[1]["assigned"],
+        60,
+        what="both workers assigned partitions",
+    )
+    ids = [f"s-{i}" for i in range(30)]
+    with ThreadPoolExecutor(30) as pool:
+        results = list(
+            pool.map(
+                lambda rid: gateway.chat(
+                    chat_body("Hola", 4), headers={"X-Request-Id": rid, "X-Session-Id": rid}
+                ),
+                ids,
+            )
+        )
+    assert [s for s, _ in results] == [200] * 30
+    answers = responses(broker.bootstrap, prefix)
+    assert Counter(r["request_id"] for r in answers) == Counter(ids)
+    by_worker = Counter(r["worker_id"] for r in answers)
+    assert set(by_worker) == {"wa", "wb"}, by_worker  # the group split the work
