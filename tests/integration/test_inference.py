@@ -318,3 +318,27 @@ def test_two_workers_share_the_requests_and_answer_each_once(broker, prefix, sta
     assert Counter(r["request_id"] for r in answers) == Counter(ids)
     by_worker = Counter(r["worker_id"] for r in answers)
     assert set(by_worker) == {"wa", "wb"}, by_worker  # the group split the work
+
+
+def test_sigterm_drains_in_flight_requests_before_exiting(broker, prefix, stack):
+    worker = stack(InferenceWorkerProc, "--max-inflight", "8")
+    producer = EventProducer(broker.bootstrap, topic_prefix=prefix)
+    reply = topic_spec("inference.responses").full_name(prefix)
+    ids = [f"d-{i}" for i in range(6)]
+    for rid in ids:
+        producer.send(
+            "InferenceRequest",
+            {
+                "request_id": rid,
+                "reply_topic": reply,
+                "messages": [{"role": "user", "content": f"Cuéntame del carro {rid}"}],
+                "sampling": {"max_tokens": 24, "temperature": 0.0},
+            },
+        )
+    producer.close()
+    wait_for(lambda: metric(worker.get("/metrics")[1], "okla_llm_active_requests") >= 1, 60)
+    worker.stop(timeout=120)  # SIGTERM with requests in flight
+    assert worker.proc.returncode == 0, worker.tail()
+    answered = Counter(r["request_id"] for r in responses(broker.bootstrap, prefix))
+    assert answered == Counter(ids)  # every in-flight and queued request answered, once
+    assert "stopped: 6 answered" in worker.tail()
