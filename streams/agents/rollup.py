@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from streams.logic.evaluation import evaluate_experiment, evaluate_model
 from streams.logic.rollup import ALL_VARIANTS, TURNS, newer, slot_key
 from streams.pipeline import Pipeline, delete, put
 
 AB_EVERY_S = 2.0
+AB_SWEEP_S = 10.0
 
 
 def _group_partials(pipe: Pipeline, group: str) -> list[dict[str, Any]]:
@@ -63,8 +66,10 @@ async def _evaluate_experiment(pipe: Pipeline, group: str, partition: int) -> No
     }
     prev = pipe.ab_results.get(group) or {}
     seq = dict(prev.get("_sequential", {}))
-    result = evaluate_experiment(experiment, _group_partials(pipe, group), seq)
+    partials = _group_partials(pipe, group)
+    result = evaluate_experiment(experiment, partials, seq)
     result["_sequential"] = seq
+    result["_inputs"] = _inputs(partials)
     result["evaluated_at"] = int(time.time() * 1000)
     put(pipe.ab_results, group, result, partition)
     for arm in ("control", "treatment"):
@@ -72,11 +77,45 @@ async def _evaluate_experiment(pipe: Pipeline, group: str, partition: int) -> No
         pipe.metrics.ab_samples.labels(exp_id, arm, "feedback").set(result[arm]["feedback"])
 
 
+def _inputs(partials: list[dict[str, Any]]) -> list[int]:
+    """What an evaluation saw: how many partials and the sum of their offset watermarks."""
+    return [len(partials), sum(int(p["wm"]) for p in partials)]
+
+
+def _partition_of(pipe: Pipeline, table: Any, key: str) -> int:
+    """The partials/table partition of a group key (Kafka's default partitioner)."""
+    serialized = table.changelog_topic.prepare_key(key, None)[0]
+    return (murmur2(serialized) & 0x7FFFFFFF) % table.partitions
+
+
+async def _sweep_experiments(pipe: Pipeline) -> None:
+    """Re-evaluate every experiment this worker owns whose inputs changed since its last result.
+    The throttle's dirty marks live in memory: after a rebalance the new owner has the partials
+    (restored from the changelog) but not the marks, and no new partial may ever arrive."""
+    active = {
+        tp.partition
+        for tp in pipe.app.assignor.assigned_actives()
+        if tp.topic == pipe.partials_topic.get_topic_name()
+    }
+    groups = {v["g"] for v in list(pipe.group_slots.values()) if v["g"].startswith("x:")}
+    for group in sorted(groups):
+        partition = _partition_of(pipe, pipe.ab_results, group)
+        if partition not in active:
+            continue
+        prev = pipe.ab_results.get(group) or {}
+        if prev.get("_inputs") != _inputs(_group_partials(pipe, group)):
+            await _evaluate_experiment(pipe, group, partition)
+
+
 def register(pipe: Pipeline) -> None:
     @pipe.app.timer(interval=AB_EVERY_S)
     async def catch_up() -> None:
         for group, partition in list(pipe.ab_dirty.items()):
             await _evaluate_experiment(pipe, group, partition)
+
+    @pipe.app.timer(interval=AB_SWEEP_S)
+    async def sweep() -> None:
+        await _sweep_experiments(pipe)
 
     @pipe.app.agent(pipe.partials_topic, name="rollup")
     async def rollup(stream: Any) -> None:
