@@ -19,7 +19,6 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from producers.consumer import consume_available
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
 from schemas.serde import AvroDeserializer
+from streams.logic.alerts import AlertManager, AlertThresholds
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ class AlertDelivery:
         self.http = httpx.Client(timeout=timeout_s)
         self.before_commit = before_commit
         self.stop_event = threading.Event()
-        self.failing_since: float | None = None
+        self.alerts = AlertManager(AlertThresholds())
+        self.delivery_key = f"delivery:{target.name}"
         self.posted = 0
         self.skipped = 0
         self.dead_lettered = 0
@@ -229,9 +230,10 @@ class AlertDelivery:
             if outcome.ok:
                 self.store.add(self.target.name, batch)
                 self.posted += 1
-                if self.failing_since is not None:
+                resolved = self.alerts.resolve(self.delivery_key, int(time.time() * 1000))
+                if resolved is not None:
                     log.warning("alert delivery to %s recovered", self.target.name)
-                    self.failing_since = None
+                    self.producer.send("Alert", {**resolved, "source": SOURCE})
                 continue
             if outcome.reason == "stopping":
                 return 0  # nothing committed: the next run delivers these
@@ -264,36 +266,22 @@ class AlertDelivery:
     def _delivery_alert(self, batch: Batch, outcome: Outcome) -> None:
         if batch.latest.get("source") == SOURCE:
             return  # never alert about failing to deliver an alert about delivery
-        now = int(time.time() * 1000)
-        first = self.failing_since is None
-        self.failing_since = self.failing_since or time.time()
-        if not first:
-            return  # one alert per outage
-        self.producer.send(
-            "Alert",
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_time": now,
-                "alert_id": str(
-                    uuid.uuid5(uuid.NAMESPACE_URL, f"continuum-delivery:{self.target.name}:{now}")
-                ),
-                "alert_type": "SERVICE_DOWN",
-                "severity": "HIGH",
-                "status": "OPEN",
-                "dedup_key": f"delivery:{self.target.name}",
-                "title": f"Alert delivery to {self.target.name} is failing",
-                "message": f"{outcome.reason}; undelivered alerts are on {self.topic}.dlq",
-                "source": SOURCE,
-                "model_version": None,
-                "signals": [],
-                "recommendation": "Check the webhook (URL, token, the service's status) and replay "
-                "the dead-lettered alerts once it is back.",
-                "details": {
-                    "attempts": str(outcome.attempts),
-                    "dead_lettered": str(self.dead_lettered),
-                },
-            },
+        # The streams' AlertManager de-duplicates: one alert per outage (a reminder after the
+        # cool-down), resolved in poll_once when a delivery succeeds again.
+        alert = self.alerts.raise_alert(
+            "SERVICE_DOWN",
+            "HIGH",
+            self.delivery_key,
+            f"Alert delivery to {self.target.name} is failing",
+            int(time.time() * 1000),
+            message=f"{outcome.reason}; undelivered alerts are on {self.topic}.dlq",
+            recommendation="Check the webhook (URL, token, the service's status) and replay "
+            "the dead-lettered alerts once it is back.",
+            source=SOURCE,
+            details={"attempts": str(outcome.attempts), "dead_lettered": str(self.dead_lettered)},
         )
+        if alert is not None:
+            self.producer.send("Alert", alert)
 
     def run(self) -> None:
         log.info("delivering %s to %s", self.topic, self.target.name)

@@ -12,12 +12,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from streams.logic.health import HealthThresholds, check_health
-from streams.pipeline import Pipeline
+from streams.pipeline import Pipeline, key_partition
 
 
 def _authorized(pipe: Pipeline, request: Request) -> bool:
@@ -29,8 +28,7 @@ def _authorized(pipe: Pipeline, request: Request) -> bool:
 def owner_url(pipe: Pipeline, table: Any, key: str) -> str | None:
     """URL of the worker whose table partition holds ``key`` (Kafka's default partitioner on the
     serialized key, as the partials topic was keyed), or None when it is this worker or unknown."""
-    serialized = table.changelog_topic.prepare_key(key, None)[0]
-    partition = (murmur2(serialized) & 0x7FFFFFFF) % table.partitions
+    partition = key_partition(table, key)
     topic = table.changelog_topic.get_topic_name()
     me = str(pipe.app.conf.canonical_url).rstrip("/")
     for url, topics in pipe.app.router.table_metadata(table.name).items():

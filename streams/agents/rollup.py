@@ -6,11 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aiokafka.partitioner import murmur2
-
 from streams.logic.evaluation import evaluate_experiment, evaluate_model
 from streams.logic.rollup import ALL_VARIANTS, TURNS, newer, slot_key
-from streams.pipeline import Pipeline, delete, put
+from streams.pipeline import Pipeline, delete, key_partition, put
 
 AB_EVERY_S = 2.0
 AB_SWEEP_S = 10.0
@@ -82,12 +80,6 @@ def _inputs(partials: list[dict[str, Any]]) -> list[int]:
     return [len(partials), sum(int(p["wm"]) for p in partials)]
 
 
-def _partition_of(pipe: Pipeline, table: Any, key: str) -> int:
-    """The partials/table partition of a group key (Kafka's default partitioner)."""
-    serialized = table.changelog_topic.prepare_key(key, None)[0]
-    return (murmur2(serialized) & 0x7FFFFFFF) % table.partitions
-
-
 async def _sweep_experiments(pipe: Pipeline) -> None:
     """Re-evaluate every experiment this worker owns whose inputs changed since its last result.
     The throttle's dirty marks live in memory: after a rebalance the new owner has the partials
@@ -99,7 +91,7 @@ async def _sweep_experiments(pipe: Pipeline) -> None:
     }
     groups = {v["g"] for v in list(pipe.group_slots.values()) if v["g"].startswith("x:")}
     for group in sorted(groups):
-        partition = _partition_of(pipe, pipe.ab_results, group)
+        partition = key_partition(pipe.ab_results, group)
         if partition not in active:
             continue
         prev = pipe.ab_results.get(group) or {}

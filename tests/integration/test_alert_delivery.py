@@ -20,7 +20,7 @@ from producers.producer import EventProducer
 from schemas.serde import AvroDeserializer
 from tests.examples import EXAMPLES
 from tests.integration.conftest import wait_for
-from tests.integration.test_inference import read_topic
+from tests.integration.kafka_read import read_topic
 
 pytestmark = pytest.mark.integration
 SECRET = "T000/B000/s3cr3t-token"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetter
@@ -17,39 +15,10 @@ from producers.producer import EventProducer
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import wait_for
 from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc, metric
+from tests.integration.kafka_read import read_topic
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.integration
-
-
-def read_topic(bootstrap: str, topic: str) -> list[tuple[Any, list[tuple[str, bytes]]]]:
-    """Every record of a topic from the beginning to its current end: (value, headers)."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"read-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        ends = {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in md.partitions
-        }
-        c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-        out: list[tuple[Any, list[tuple[str, bytes]]]] = []
-        pos = {p: 0 for p in ends}
-        deadline = time.monotonic() + 30
-        while any(pos[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            for m in c.consume(500, 0.5):
-                if m.error():
-                    continue
-                pos[m.partition()] = m.offset() + 1
-                out.append((m.value(), m.headers() or []))
-        return out
-    finally:
-        c.close()
 
 
 def responses(bootstrap: str, prefix: str) -> list[dict[str, Any]]:

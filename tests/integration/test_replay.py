@@ -15,8 +15,8 @@ from producers.producer import EventProducer
 from producers.simulator import SimulatorConfig, TrafficSimulator
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import wait_for
+from tests.integration.kafka_read import read_topic
 from tests.integration.streams_worker import StreamsWorker
-from tests.integration.test_inference import read_topic
 
 pytestmark = pytest.mark.integration
 
