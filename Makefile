@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-integration test-vllm lint bench broker-jars clean
+.PHONY: setup demo test test-unit test-integration test-vllm lint bench broker-jars system-deps clean
 
 # llama-cpp-python has no binary wheel on PyPI: build it once (~10 min on 2 cores) for generic
 # x86-64 with AVX2 (not -march=native, so the cached wheel works on any machine of this kind)
@@ -37,13 +37,26 @@ broker-jars: $(STAMP)
 demo: setup
 	$(VENV)/bin/continuum demo --drift-at 40 $(DEMO_ARGS)
 
-test: setup lint
+# The browser test (dashboard page) and the real-Prometheus test need Debian's chromium,
+# chromium-driver and prometheus; installed here when missing (CI machines start without them).
+SYSTEM_BINS := chromium chromedriver prometheus promtool
+system-deps:
+	@missing=""; for b in $(SYSTEM_BINS); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing chromium chromium-driver prometheus (missing:$$missing)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver prometheus >/dev/null; \
+	fi
+
+test: setup lint system-deps
 	$(PY) -m pytest tests/unit tests/integration -q $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
-test-integration: setup
+test-integration: setup system-deps
 	$(PY) -m pytest tests/integration -q
 
 lint: $(STAMP)

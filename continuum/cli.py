@@ -497,6 +497,12 @@ def build_parser(
     _add_sim_flags(p, turns=0)
     p.add_argument("--seconds", type=float, default=90.0, help="run this long (0 = until Ctrl-C)")
     p.add_argument("--keep-broker", action="store_true", help="leave the broker running afterwards")
+    p.add_argument(
+        "--chat-every-s",
+        type=float,
+        default=4.0,
+        help="seconds between the real chats sent through the gateway to the LLM",
+    )
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_demo)
 

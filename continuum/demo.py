@@ -1,12 +1,18 @@
-"""The newcomer's demo: local Kafka up, topics created, simulated chat traffic flowing through the
-producer SDK, read back by a consumer and summarised live in the terminal."""
+"""The newcomer's demo, the whole loop on this machine: local Kafka up, topics created; the
+streams worker, the inference worker (llama.cpp + SmolLM2 on CPU) and its OpenAI-compatible
+gateway, and the alert consumer posting to a local webhook sink started as child processes;
+simulated chat traffic with an A/B test and drift injected part-way, plus real chats through the
+gateway; summarised live in the terminal, with the live dashboard page served by the streams
+worker. Ctrl-C (or --seconds) stops everything it started."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -14,15 +20,20 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
+import httpx
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from continuum.admin import TopicAdmin
-from continuum.localkafka import LocalKafka
+from continuum.localkafka import LocalKafka, free_port
 from continuum.settings import Settings
 from continuum.topics import topic_spec
+from schemas.serde import deserializer_for
 
 
 @dataclass
@@ -99,48 +110,235 @@ def _alerts_table(
     return t
 
 
-def _start_streams_worker(
-    settings: Settings, console: Console
-) -> tuple[subprocess.Popen[bytes], str]:
-    """The analytics worker with demo-sized windows (30 s every 5 s)."""
-    port = 6066
-    log = settings.home / "demo-streams.log"
+DEMO_MODEL = "okla-smollm2-demo"  # what the CPU inference worker reports serving
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` when free on loopback, else any free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def ready(self, path: str) -> bool:
+        if self.proc.poll() is not None:
+            return False
+        try:
+            return httpx.get(self.url + path, timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+
+def _spawn(
+    settings: Settings, name: str, argv: list[str], url: str, env: dict[str, str] | None = None
+) -> Service:
+    """One Continuum service as a child process in its own session (Ctrl-C reaches only the
+    demo, which stops the children in order), its output in ``$CONTINUUM_HOME/demo-NAME.log``."""
+    log = settings.home / f"demo-{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {
+    child_env = {
         **os.environ,
         "CONTINUUM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "CONTINUUM_TOPIC_PREFIX": settings.topic_prefix,
         "CONTINUUM_HOME": str(settings.home),
+        "CONTINUUM_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
+        **(env or {}),
     }
     out = open(log, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "continuum.cli",
-            "streams",
-            "worker",
-            "--app-id",
-            "continuum-demo",
-            "--web-port",
-            str(port),
-            "--window-s",
-            "30",
-            "--hop-s",
-            "5",
-            "--freeze-after",
-            "1000",
-        ],
+        [sys.executable, "-m", "continuum.cli", *argv],
         stdout=out,
         stderr=subprocess.STDOUT,
-        env=env,
+        env=child_env,
         start_new_session=True,
     )
     out.close()
-    console.print(
-        f"[green]streams worker[/] started (log {log}); views at http://127.0.0.1:{port}/"
+    return Service(name, proc, url, log)
+
+
+def _start_services(settings: Settings, sink_url: str) -> dict[str, Service]:
+    """Streams worker (demo-sized windows: 30 s every 5 s), inference worker on the CPU engine
+    (llama.cpp + the bundled SmolLM2), gateway, and the alert consumer posting to the sink."""
+    web, gw, wk = _port(6066), _port(8000), _port(8001)
+    return {
+        "streams": _spawn(
+            settings,
+            "streams",
+            [
+                "streams",
+                "worker",
+                "--app-id",
+                "continuum-demo",
+                "--web-port",
+                str(web),
+                "--window-s",
+                "30",
+                "--hop-s",
+                "5",
+                "--freeze-after",
+                "1000",
+            ],
+            f"http://127.0.0.1:{web}",
+        ),
+        "inference": _spawn(
+            settings,
+            "inference",
+            [
+                "infer",
+                "worker",
+                "--engine",
+                "llamacpp",
+                "--worker-host",
+                "127.0.0.1",
+                "--worker-port",
+                str(wk),
+                "--model-version",
+                DEMO_MODEL,
+                "--threads",
+                "1",
+            ],
+            f"http://127.0.0.1:{wk}",
+        ),
+        "gateway": _spawn(
+            settings,
+            "gateway",
+            ["infer", "gateway", "--gateway-host", "127.0.0.1", "--gateway-port", str(gw)],
+            f"http://127.0.0.1:{gw}",
+        ),
+        "alerts": _spawn(
+            settings,
+            "alerts",
+            ["alerts", "webhook", "--group-id", f"continuum-demo-alerts-{os.getpid()}"],
+            sink_url,
+            env={"CONTINUUM_WEBHOOK_URL": sink_url},
+        ),
+    }
+
+
+class WebhookSink:
+    """A local stand-in for Slack: an HTTP server on loopback that keeps what the alert consumer
+    posts (the generic JSON webhook body)."""
+
+    def __init__(self) -> None:
+        received = self.received = deque(maxlen=200)
+        self.count = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    received.append(json.loads(body))
+                    sink.count += 1
+                    self.send_response(200)
+                except json.JSONDecodeError:
+                    self.send_response(400)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookSink:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+QUESTIONS = (
+    "Klk, busco una yipeta Toyota RAV4 2019, ¿cuánto sale?",
+    "¿Tienen carros financiados con poco inicial?",
+    "Quiero vender mi Honda Civic 2017, ¿cómo hago?",
+    "¿Dónde queda el dealer y a qué hora abren el sábado?",
+    "Ta bien, mándame info del Hyundai Tucson por WhatsApp",
+)
+
+
+@dataclass
+class ChatStats:
+    ok: int = 0
+    errors: int = 0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    last: str = ""
+
+
+def chat_loop(
+    gateway_url: str, model: str, stats: ChatStats, stop: threading.Event, every_s: float
+) -> None:
+    """The chatbot service's side of the inference path: real questions through the gateway
+    (OpenAI API) -> inference.requests -> worker -> inference.responses, one every ``every_s``.
+    The calls name the demo model, so the simulated v1-vs-v2 experiment does not route them to
+    versions no worker here serves."""
+    i = 0
+    with httpx.Client(base_url=gateway_url, timeout=60) as http:
+        while not stop.is_set():
+            q = QUESTIONS[i % len(QUESTIONS)]
+            i += 1
+            t0 = time.monotonic()
+            try:
+                r = http.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": model,
+                        "messages": [{"role": "user", "content": q}],
+                        "max_tokens": 40,
+                    },
+                    headers={"X-Session-Id": f"demo-{i // 3}"},
+                )
+                if r.status_code == 200:
+                    stats.ok += 1
+                    stats.latencies.append((time.monotonic() - t0) * 1000)
+                    stats.last = r.json()["choices"][0]["message"]["content"].strip()
+                else:
+                    stats.errors += 1
+                    stats.last = f"HTTP {r.status_code}: {r.text[:120]}"
+            except httpx.HTTPError as exc:
+                stats.errors += 1
+                stats.last = f"{type(exc).__name__}: {exc}"
+            stop.wait(every_s)
+
+
+def _loop_table(
+    services: dict[str, Service], up: dict[str, bool], chat: ChatStats, sink: WebhookSink
+) -> Table:
+    t = Table(title="Inference path and alert delivery", show_header=True)
+    for col in ("what", "status", "detail"):
+        t.add_column(col)
+    for name, svc in services.items():
+        state = (
+            "running" if up.get(name) else ("exited" if svc.proc.poll() is not None else "starting")
+        )
+        t.add_row(name, state, f"{svc.url}   log: {svc.log}")
+    lat = sorted(chat.latencies)
+    p50 = f"{lat[len(lat) // 2]:,.0f} ms" if lat else "-"
+    t.add_row(
+        "chat via gateway",
+        f"{chat.ok} ok / {chat.errors} failed",
+        f"p50 {p50}; last answer: {chat.last[:90]}",
     )
-    return proc, f"http://127.0.0.1:{port}"
+    last = sink.received[-1]["alert"] if sink.received else None
+    t.add_row(
+        "webhook (Slack stand-in)",
+        f"{sink.count} posts",
+        f"last: [{last['severity']}] {last['title']}" if last else "no alert delivered yet",
+    )
+    return t
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -179,7 +377,19 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     config = _sim_config(args)
-    worker, web = _start_streams_worker(settings, console)
+    sink = WebhookSink().__enter__()
+    services = _start_services(settings, sink.url)
+    web = services["streams"].url
+    console.print(
+        f"[green]started[/] streams worker, inference worker, gateway, alert consumer\n"
+        f"  live dashboard  {web}/dashboard/\n"
+        f"  OpenAI API      {services['gateway'].url}/v1/chat/completions\n"
+        f"  LLM metrics     {services['inference'].url}/metrics\n"
+        f"  webhook sink    {sink.url}"
+    )
+    probes = {"streams": "/drift/", "inference": "/health", "gateway": "/health"}
+    up: dict[str, bool] = {}
+    chat = ChatStats()
     stop = threading.Event()
     stats: dict[tuple[str, str], ArmStats] = defaultdict(ArmStats)
     breaches: dict[tuple[str, str], dict] = {}
@@ -190,11 +400,12 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         bootstrap,
         f"continuum-demo-{os.getpid()}",
         ["chat.turns", "chat.feedback", "drift-signals", "alerts"],
+        deserializer=deserializer_for(settings.schema_registry_url),
         dlq_producer=producer,
         topic_prefix=settings.topic_prefix,
         config={"auto.offset.reset": "latest", **quiet},
     )
-    sim_thread: threading.Thread | None = None
+    threads: list[threading.Thread] = []
     began = time.monotonic()
     try:
         consumer.wait_assigned(30)
@@ -204,17 +415,45 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             b"{not avro}",
             key=b"demo-corrupt",
         )
-        sim_thread = threading.Thread(
-            target=run,
-            name="simulator",
-            daemon=True,
-            args=(lambda schema, ev: producer.send(schema, ev), config),
-            kwargs={"realtime": True, "live_time": True, "should_stop": stop.is_set},
+        threads.append(
+            threading.Thread(
+                target=run,
+                name="simulator",
+                daemon=True,
+                args=(lambda schema, ev: producer.send(schema, ev), config),
+                kwargs={"realtime": True, "live_time": True, "should_stop": stop.is_set},
+            )
         )
-        sim_thread.start()
+        threads[-1].start()
         drift_at = config.drift.at_s if config.drift else None
+        last_probe = 0.0
         with Live(console=console, refresh_per_second=2) as live:
             while args.seconds <= 0 or time.monotonic() - began < args.seconds:
+                if time.monotonic() - last_probe >= 1:
+                    last_probe = time.monotonic()
+                    for name, svc in services.items():
+                        if not up.get(name):
+                            up[name] = (
+                                svc.ready(probes[name])
+                                if name in probes
+                                else svc.proc.poll() is None
+                            )
+                    if up.get("gateway") and up.get("inference") and len(threads) == 1:
+                        threads.append(
+                            threading.Thread(
+                                target=chat_loop,
+                                name="chatbot",
+                                daemon=True,
+                                args=(
+                                    services["gateway"].url,
+                                    DEMO_MODEL,
+                                    chat,
+                                    stop,
+                                    args.chat_every_s,
+                                ),
+                            )
+                        )
+                        threads[-1].start()
                 for ev in consumer.poll(0.5):
                     e = ev.event
                     if ev.schema == "Alert":
@@ -247,17 +486,21 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                             drift_at,
                         ),
                         _alerts_table(breaches, alerts, web),
+                        _loop_table(services, up, chat, sink),
                     )
                 )
     except KeyboardInterrupt:
         console.print("stopping...")
     finally:
         stop.set()
-        if sim_thread is not None:
-            sim_thread.join(10)
+        for t in threads:
+            t.join(10)
         consumer.close()
         producer.close(raise_on_failure=False)
-        _stop_process(worker)
+        # Producers of events first, then the consumers of them.
+        for name in ("gateway", "inference", "streams", "alerts"):
+            _stop_process(services[name].proc)
+        sink.__exit__(None, None, None)
         if started_here and not args.keep_broker:
             with console.status("stopping Kafka..."):
                 kafka.stop()
@@ -267,6 +510,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     turns = sum(s.turns for s in stats.values())
     console.print(
         f"consumed {turns} chat turns, {sum(s.feedback for s in stats.values())} feedback events, "
-        f"{consumer.decoder.dead_lettered} dead-lettered"
+        f"{consumer.decoder.dead_lettered} dead-lettered; {chat.ok} chats answered through the "
+        f"gateway ({chat.errors} failed); {sink.count} alert posts delivered to the webhook; "
+        f"{len(breaches)} drift signals breached at the end"
     )
     return 0

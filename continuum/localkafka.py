@@ -221,10 +221,10 @@ class LocalKafka:
                 cp,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cid,
-                "-c",
-                str(props),
+                # One argument, '=': a urlsafe base64 id may start with '-', which argparse would
+                # read as a flag (seen: "--cluster-id: expected one argument", 1 start in 64).
+                f"--cluster-id={cid}",
+                f"--config={props}",
             ],
             capture_output=True,
             text=True,

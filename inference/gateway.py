@@ -30,6 +30,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -50,7 +51,7 @@ from producers.assignment import CONTROL, Assigner, make_assigner
 from producers.consumer import consume_available
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
 from schemas.errors import DecodeError
-from schemas.serde import AvroDeserializer
+from schemas.serde import deserializer_for
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class ReplyListener(threading.Thread):
             if gateway.config.follow_experiments
             else None
         )
-        self.decoder = AvroDeserializer()
+        self.decoder = deserializer_for(settings.schema_registry_url)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,
@@ -190,6 +191,8 @@ class ReplyListener(threading.Thread):
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        # process_* (RSS/VMS, CPU, open fds): the seed's system-resources panels read these.
+        ProcessCollector(registry=r)
         p = "continuum_gateway"
         self.requests = Counter(f"{p}_requests_total", "Calls received", ["status"], registry=r)
         self.duplicates = Counter(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 # 11 buckets (ms), from a fast cached answer to the seed's 30 s service timeout and beyond.
 DURATION_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 15000, 30000, 60000)
@@ -24,6 +24,8 @@ class LlmMetrics:
         self.prefix = prefix
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_* (RSS/VMS, CPU, open fds): the seed's system-resources panels read these.
+        ProcessCollector(registry=r)
         p = prefix
         self.started = time.time()
         self.requests = Counter(f"{p}_requests_total", "Total de requests", registry=r)

@@ -46,7 +46,7 @@ from producers.deadletter import DeadLetterQueue
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
 from schemas.catalog import default_catalog
 from schemas.errors import DecodeError, EventValidationError
-from schemas.serde import AvroDeserializer
+from schemas.serde import deserializer_for
 from schemas.validation import validate_event
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class InferenceWorker:
         self.producer = producer or EventProducer.from_settings(
             settings, config=LOW_LATENCY_PRODUCER
         )
-        self.deserializer = AvroDeserializer(default_catalog())
+        self.deserializer = deserializer_for(settings.schema_registry_url)
         self.topic = topic_spec(REQUESTS).full_name(settings.topic_prefix)
         self._consumer_factory = consumer_factory
         self._consumer: Any = None

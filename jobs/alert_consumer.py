@@ -41,7 +41,7 @@ from jobs.notify import (
 from producers.consumer import consume_available
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
-from schemas.serde import AvroDeserializer
+from schemas.serde import deserializer_for
 from streams.logic.alerts import AlertManager, AlertThresholds
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class AlertDelivery:
         self.topic = topic_spec("alerts").full_name(settings.topic_prefix)
         self.producer = producer or EventProducer.from_settings(settings)
         self.dlq = DeadLetterQueue(self.producer.dead_letter_sink)
-        self.decoder = SafeDecoder(AvroDeserializer(), self.dlq)
+        self.decoder = SafeDecoder(deserializer_for(settings.schema_registry_url), self.dlq)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,

@@ -33,7 +33,7 @@ from producers.consumer import consume_available
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
 from schemas.catalog import default_catalog
-from schemas.serde import AvroDeserializer
+from schemas.serde import deserializer_for
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ class ArchiveSink:
         self.catalog = default_catalog()
         self.producer = producer or EventProducer.from_settings(settings)
         self.decoder = SafeDecoder(
-            AvroDeserializer(), DeadLetterQueue(self.producer.dead_letter_sink)
+            deserializer_for(settings.schema_registry_url),
+            DeadLetterQueue(self.producer.dead_letter_sink),
         )
         self.consumer = Consumer(
             {

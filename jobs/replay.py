@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from jobs.archive import archive_files, read_archive
-from schemas.serde import AvroDeserializer
+from schemas.serde import deserializer_for
 from streams.logic.drift import kl_divergence
 from streams.logic.evaluation import baseline_event
 from streams.logic.window import TurnStats
@@ -157,7 +157,7 @@ class BaselineReplay:
                 "enable.partition.eof": False,
             }
         )
-        decoder = AvroDeserializer()
+        decoder = deserializer_for(settings.schema_registry_url)
         try:
             parts = sorted(c.list_topics(name, timeout=10).topics[name].partitions)
             starts, ends = self._bounds(c, name, parts)
@@ -285,7 +285,7 @@ def latest_baselines(settings: Settings, timeout_s: float = 10.0) -> dict[str, d
             "enable.auto.commit": False,
         }
     )
-    decoder = AvroDeserializer()
+    decoder = deserializer_for(settings.schema_registry_url)
     out: dict[str, dict[str, Any]] = {}
     try:
         parts = c.list_topics(name, timeout=timeout_s).topics[name].partitions

@@ -274,6 +274,29 @@ class TrafficSimulator:
 
     # -- generation --------------------------------------------------------------------------
 
+    def experiment_event(self) -> dict[str, Any] | None:
+        """The ``Experiment`` announcing the simulated A/B split (what ``continuum experiments
+        create`` sends), or None when the simulator runs a single model."""
+        cfg = self.config
+        if not (cfg.treatment_version and cfg.experiment_id):
+            return None
+        return {
+            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"continuum-sim/{cfg.experiment_id}")),
+            "event_time": cfg.start_ms,
+            "experiment_id": cfg.experiment_id,
+            "name": cfg.experiment_id,
+            "control_version": cfg.control_version,
+            "treatment_version": cfg.treatment_version,
+            "traffic_split": cfg.treatment_share * 100,
+            "strategy": "STICKY",
+            "min_samples": 100,
+            "alpha": 0.05,
+            "status": "RUNNING",
+            "winner": None,
+            "description": "simulated A/B split",
+            "metadata": {"source": "simulator"},
+        }
+
     def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(record type, event)`` pairs in event-time order."""
         cfg = self.config
@@ -440,6 +463,8 @@ def run(
         config = replace(config, start_ms=int(time.time() * 1000))
     sim = TrafficSimulator(config)
     started = time.monotonic()
+    if (experiment := sim.experiment_event()) is not None:
+        send("Experiment", experiment)
     for schema, event in sim.events():
         if should_stop():
             break

@@ -41,7 +41,13 @@ def make_registry(url: str) -> RegistryClient | None:
         return None
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient({"url": url})
+    return SchemaRegistryClient.new_client({"url": url})  # "mock://..." gives the in-process mock
+
+
+def deserializer_for(registry_url: str = "") -> AvroDeserializer:
+    """The deserializer a service uses: single-object records always, Confluent-framed ones too
+    when a Schema Registry is configured (the producers frame with it then)."""
+    return AvroDeserializer(registry=make_registry(registry_url))
 
 
 @dataclass(frozen=True)

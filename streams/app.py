@@ -9,7 +9,8 @@ import logging
 import time
 
 import faust
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.agents import fold, rollup
 from streams.pipeline import Pipeline
@@ -103,10 +104,52 @@ def consumer_lag(settings: StreamsSettings, topics: list[str]) -> dict[str, int]
         c.close()
 
 
+def internal_topics(app: faust.App, pipe: Pipeline) -> dict[str, tuple[int, dict[str, str]]]:
+    """The topics Faust would create for this app: the partials topic and every table's
+    changelog (compacted), with their partition counts."""
+    n = app.conf.topic_partitions
+    topics = {pipe.partials_topic.get_topic_name(): (pipe.partials_topic.partitions or n, {})}
+    for table in app.tables.values():
+        changelog = table.changelog_topic
+        topics[changelog.get_topic_name()] = (
+            changelog.partitions or n,
+            {"cleanup.policy": "compact"},
+        )
+    return topics
+
+
+def declare_internal_topics(
+    bootstrap: str, topics: dict[str, tuple[int, dict[str, str]]], timeout_s: float = 30.0
+) -> None:
+    """Create the app's internal topics before Faust subscribes, and wait until the broker lists
+    them. On a fresh cluster Faust's consumer otherwise fetches metadata before its own topic
+    creation has propagated, logs "Ignoring missing topic", and stage 2 stays unassigned until the
+    next metadata refresh (minutes): no drift signals, no A/B results (seen in the demo test)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [
+            NewTopic(name, num_partitions=parts, replication_factor=1, config=config)
+            for name, (parts, config) in topics.items()
+        ]
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"could not create internal topic {name}: {exc}") from exc
+    deadline = time.monotonic() + timeout_s
+    while missing := set(topics) - set(admin.list_topics(timeout=5).topics):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"internal topics not visible after {timeout_s} s: {missing}")
+        time.sleep(0.2)
+
+
 def run_worker(settings: StreamsSettings, loglevel: str = "warn") -> None:
     import sys
 
-    app, _ = create_app(settings)
+    app, pipe = create_app(settings)
+    declare_internal_topics(settings.bootstrap_servers, internal_topics(app, pipe))
     sys.argv = [
         "continuum-streams",
         "worker",

@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
-from schemas import AvroDeserializer
+from schemas.serde import deserializer_for
 from streams.logic.alerts import brief as alert_brief
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,14 @@ class LiveState:
 
 
 class TopicMirror(threading.Thread):
-    def __init__(self, bootstrap: str, prefix: str, state: LiveState, dlq_sink: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        state: LiveState,
+        dlq_sink: Any,
+        registry_url: str = "",
+    ) -> None:
         super().__init__(name="continuum-mirror", daemon=True)
         self.state = state
         self.prefix = prefix
@@ -115,7 +122,7 @@ class TopicMirror(threading.Thread):
             }
         )
         self._names = {topic_spec(n).full_name(prefix): topic_spec(n) for n in MIRRORED}
-        self.decoder = SafeDecoder(AvroDeserializer(), DeadLetterQueue(dlq_sink))
+        self.decoder = SafeDecoder(deserializer_for(registry_url), DeadLetterQueue(dlq_sink))
         self.ready = threading.Event()
 
     def _assign(self) -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from streams.logic.abtest import is_satisfied
 
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
+# The seed's 11 latency buckets (ms) and confidence in steps of 0.05 from 0.5.
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000, 30000, 60000)
+CONFIDENCE_BUCKETS = (0.3, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 
 
 class StreamsMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_* (RSS/VMS, CPU, open fds): the seed's system-resources panels read these.
+        ProcessCollector(registry=r)
         self.events = Counter(
             "continuum_events_processed_total",
             "Events decoded and folded, by record type",
@@ -81,11 +90,67 @@ class StreamsMetrics:
             ["model_version", "reason"],
             registry=r,
         )
+        # What the chat turns themselves say (the seed's "Intents y Calidad" section), for every
+        # turn this worker folds: summed over workers in Prometheus.
+        self.turns = Counter(
+            "continuum_turns_total",
+            "Chat turns folded, by model version and intent",
+            ["model_version", "intent"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "continuum_fallback_turns_total",
+            "Chat turns answered with the fallback",
+            ["model_version"],
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "continuum_turn_confidence",
+            "Intent confidence of chat turns",
+            ["model_version"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "continuum_turn_latency_ms",
+            "End-to-end latency of chat turns in ms, as the chatbot service measured it",
+            ["model_version"],
+            buckets=LATENCY_BUCKETS_MS,
+            registry=r,
+        )
+        self.feedback = Counter(
+            "continuum_feedback_total",
+            "Feedback events, by model version, category and whether the user was satisfied",
+            ["model_version", "category", "satisfied"],
+            registry=r,
+        )
         self.health = Gauge(
             "continuum_health_status", "0 healthy, 1 degraded, 2 unhealthy", registry=r
         )
         for s in SEVERITIES:
             self.alerts_open.labels(s).set(0)
+
+    def observe(self, schema: str, events: Iterable[Mapping[str, Any]]) -> None:
+        """Count one folded batch: label tallies first, one increment per label set."""
+        counts: Tally[tuple[str, ...]] = Tally()
+        fallbacks: Tally[str] = Tally()
+        for ev in events:
+            model = ev.get("model_version") or "unknown"
+            if schema == "ChatTurn":
+                counts[(model, ev.get("intent") or "unknown")] += 1
+                fallbacks[model] += bool(ev.get("is_fallback"))
+                if ev.get("confidence") is not None:
+                    self.confidence.labels(model).observe(ev["confidence"])
+                self.latency.labels(model).observe(ev["latency_ms"])
+            elif schema == "Feedback":
+                satisfied = str(is_satisfied(ev)).lower()
+                counts[(model, ev.get("category") or "none", satisfied)] += 1
+        target = self.turns if schema == "ChatTurn" else self.feedback
+        for labels, n in counts.items():
+            target.labels(*labels).inc(n)
+        for model, n in fallbacks.items():
+            if n:
+                self.fallbacks.labels(model).inc(n)
 
     def on_live(self, schema: str, ev: dict[str, Any], open_by_severity: dict[str, int]) -> None:
         if schema == "DriftSignal" and ev.get("detector", "window") == "window":

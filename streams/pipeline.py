@@ -18,7 +18,8 @@ from aiokafka.partitioner import murmur2
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
-from schemas import AvroDeserializer, AvroSerializer
+from schemas import AvroSerializer
+from schemas.serde import deserializer_for
 from streams.live import LiveState, TopicMirror
 from streams.logic.alerts import AlertManager, AlertThresholds
 from streams.logic.detectors import ChangeDetector, ChangePoint
@@ -85,7 +86,9 @@ class Pipeline:
         self.outputs = Outputs(app, p, self.serializer)
         self.metrics = StreamsMetrics()
         self._dlq_producer: EventProducer | None = None
-        self.decoder = SafeDecoder(AvroDeserializer(), DeadLetterQueue(self._dead_letter))
+        self.decoder = SafeDecoder(
+            deserializer_for(settings.schema_registry_url), DeadLetterQueue(self._dead_letter)
+        )
         self.live = LiveState()
         self.live.listeners.append(self._on_live)
         self.mirror: TopicMirror | None = None
@@ -135,6 +138,7 @@ class Pipeline:
             self.settings.topic_prefix,
             self.live,
             lambda *letter: self.dlq_producer.dead_letter_sink(*letter),
+            registry_url=self.settings.schema_registry_url,
         )
         self.mirror.start()
 

@@ -10,11 +10,13 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from streams.logic.drift import DIRECTIONS
 from streams.logic.health import HealthThresholds, check_health
 from streams.pipeline import Pipeline, key_partition
 
@@ -78,8 +80,18 @@ def _health(pipe: Pipeline) -> dict[str, Any]:
     return report
 
 
+DASHBOARD = resources.files("streams") / "static" / "dashboard.html"
+
+
 def register(pipe: Pipeline) -> None:
     app = pipe.app
+
+    @app.page("/dashboard/")
+    class Dashboard(View):
+        """The live page: static HTML/JS polling the JSON views below."""
+
+        async def get(self, request: Request) -> Response:
+            return self.html(DASHBOARD.read_text(encoding="utf-8"))
 
     @app.page("/drift/")
     class Drift(View):
@@ -94,6 +106,7 @@ def register(pipe: Pipeline) -> None:
                     "models": by_model,
                     "baselines": baselines,
                     "thresholds": pipe.cfg.drift.to_dict(),
+                    "directions": DIRECTIONS,
                     "window_s": pipe.settings.window_s,
                     "hop_s": pipe.settings.hop_s,
                 }

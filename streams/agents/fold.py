@@ -32,6 +32,7 @@ async def _fold(pipe: Pipeline, table: Any, source: str, schema: str, events: li
     partials = pipe.folder.fold(items, table.get)
     pipe.metrics.replays_skipped.inc(pipe.folder.skipped - skipped_before)
     pipe.metrics.events.labels(schema).inc(len(items))
+    pipe.metrics.observe(schema, (rec for _, rec, _, _ in items))
     for key, part in partials.items():
         put(table, key, part, part["p"])
         await pipe.partials_topic.send(key=part["g"], value=part)

@@ -28,6 +28,7 @@ class ArmTally:
 
     def __init__(self) -> None:
         self.n = 0
+        self.sessions = 0  # sessions started (first turns): the unit sticky assignment splits
         self.leads = 0
         self.latency = RunningStats()
         self.confidence = RunningStats()
@@ -36,6 +37,7 @@ class ArmTally:
 
     def update_turn(self, turn: Mapping[str, Any]) -> None:
         self.n += 1
+        self.sessions += turn.get("turn_index") == 0
         self.leads += bool(turn.get("lead_captured"))
         self.latency.update(turn["latency_ms"])
         if turn.get("confidence") is not None:
@@ -47,6 +49,7 @@ class ArmTally:
 
     def merge(self, other: ArmTally) -> ArmTally:
         self.n += other.n
+        self.sessions += other.sessions
         self.leads += other.leads
         self.latency.merge(other.latency)
         self.confidence.merge(other.confidence)
@@ -57,6 +60,7 @@ class ArmTally:
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
+            "ses": self.sessions,
             "leads": self.leads,
             "lat": self.latency.to_dict(),
             "conf": self.confidence.to_dict(),
@@ -73,6 +77,7 @@ class ArmTally:
             int(d["fb"]),
             int(d["sat"]),
         )
+        a.sessions = int(d.get("ses", 0))
         a.latency, a.confidence = (
             RunningStats.from_dict(d["lat"]),
             RunningStats.from_dict(d["conf"]),
@@ -82,6 +87,7 @@ class ArmTally:
     def summary(self) -> dict[str, Any]:
         return {
             "turns": self.n,
+            "sessions": self.sessions,
             "feedback": self.feedback,
             "satisfaction_rate": self.satisfied / self.feedback if self.feedback else None,
             "lead_capture_rate": self.leads / self.n if self.n else None,
@@ -111,24 +117,32 @@ class TestResult:
     significant: bool
     better: str | None  # control | treatment | None
     test: str
+    # treatment - control, with its (1 - alpha) confidence interval (None when not computable)
+    diff: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
 def chi_squared(metric: str, sa: int, na: int, sb: int, nb: int, alpha: float) -> TestResult:
-    """2x2 chi-squared test of two proportions (no continuity correction)."""
+    """2x2 chi-squared test of two proportions (no continuity correction), with the Wald interval
+    of the difference of the proportions."""
     ra = sa / na if na else None
     rb = sb / nb if nb else None
     table = [[sa, na - sa], [sb, nb - sb]]
     if na == 0 or nb == 0 or sa + sb == 0 or sa + sb == na + nb:
         return TestResult(metric, ra, rb, None, None, False, None, "chi2")
+    assert ra is not None and rb is not None
     chi2, p, _, _ = stats.chi2_contingency(table, correction=False)
     sig = bool(p < alpha)
-    better = (
-        (TREATMENT if rb > ra else CONTROL) if sig and ra is not None and rb is not None else None
+    better = (TREATMENT if rb > ra else CONTROL) if sig else None
+    diff = rb - ra
+    half = float(stats.norm.ppf(1 - alpha / 2)) * math.sqrt(ra * (1 - ra) / na + rb * (1 - rb) / nb)
+    return TestResult(
+        metric, ra, rb, float(chi2), float(p), sig, better, "chi2", diff, diff - half, diff + half
     )
-    return TestResult(metric, ra, rb, float(chi2), float(p), sig, better, "chi2")
 
 
 def welch(
@@ -152,7 +166,24 @@ def welch(
     if sig:
         treatment_higher = b.mean > a.mean
         better = TREATMENT if treatment_higher != lower_is_better else CONTROL
-    return TestResult(metric, a.mean, b.mean, float(t), float(p), sig, better, "welch")
+    # Interval of the difference with the Welch-Satterthwaite degrees of freedom.
+    va, vb = a.variance / a.n, b.variance / b.n
+    dof = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    half = float(stats.t.ppf(1 - alpha / 2, dof)) * math.sqrt(va + vb)
+    diff = b.mean - a.mean
+    return TestResult(
+        metric,
+        a.mean,
+        b.mean,
+        float(t),
+        float(p),
+        sig,
+        better,
+        "welch",
+        diff,
+        diff - half,
+        diff + half,
+    )
 
 
 def sample_ratio_mismatch(
@@ -276,7 +307,14 @@ def analyze(
         decision = CONTROL
     else:
         decision = "no_significant_difference"
-    srm = sample_ratio_mismatch(control.n, treatment.n, traffic_split / 100.0)
+    # Assignment is per session (sticky) in the chatbot: turns of one session are not independent
+    # draws, so the split is checked on sessions once there are enough of them, else on turns.
+    if control.sessions + treatment.sessions >= min_samples:
+        srm = sample_ratio_mismatch(control.sessions, treatment.sessions, traffic_split / 100.0)
+        srm["unit"] = "sessions"
+    else:
+        srm = sample_ratio_mismatch(control.n, treatment.n, traffic_split / 100.0)
+        srm["unit"] = "turns"
     if srm["mismatch"]:
         decision = "invalid_sample_ratio_mismatch"
     return {

@@ -35,6 +35,19 @@ SIGNALS = (
     OUTLIERS,
     PERFORMANCE_DEGRADATION,
 )
+# How each signal's ``change`` is compared with its ``threshold``: "down" breaches at or below a
+# negative threshold, "up" at or above it, "both" when |change| reaches it (charts draw +-).
+DIRECTIONS = {
+    CONFIDENCE_DROP: "down",
+    FALLBACK_RATE_INCREASE: "up",
+    LATENCY_INCREASE: "up",
+    INTENT_SHIFT: "up",
+    TOKEN_USAGE_CHANGE: "both",
+    CONFIDENCE_VARIANCE_CHANGE: "both",
+    NULL_RATE: "up",
+    OUTLIERS: "up",
+    PERFORMANCE_DEGRADATION: "down",
+}
 
 
 @dataclass(frozen=True)

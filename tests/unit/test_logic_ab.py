@@ -23,6 +23,9 @@ def test_chi_squared_equals_scipy() -> None:
     chi2, p, _, _ = stats.chi2_contingency([[420, 580], [470, 530]], correction=False)
     assert (r.statistic, r.p_value) == pytest.approx((chi2, p))
     assert r.significant and r.better == TREATMENT
+    # Wald interval of the difference, by hand: 0.05 +- 1.959964 * sqrt(.42*.58/1000 + .47*.53/1000)
+    half = 1.959964 * ((0.42 * 0.58 + 0.47 * 0.53) / 1000) ** 0.5
+    assert (r.diff, r.ci_low, r.ci_high) == pytest.approx((0.05, 0.05 - half, 0.05 + half))
 
 
 def test_welch_from_running_stats_equals_scipy_on_raw_data() -> None:
@@ -37,6 +40,10 @@ def test_welch_from_running_stats_equals_scipy_on_raw_data() -> None:
     ref = stats.ttest_ind(a, b, equal_var=False)
     assert r.statistic == pytest.approx(ref.statistic, rel=1e-9)
     assert r.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    # The interval of treatment - control equals scipy's Welch interval (b - a).
+    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert r.diff == pytest.approx(b.mean() - a.mean())
 
 
 def test_srm_flags_45_55_on_planned_50_50_at_10000() -> None:
@@ -93,6 +100,34 @@ def test_min_samples_and_srm_block_decisions() -> None:
     assert analyze(c, t, min_samples=100)["decision"] == "insufficient_data"
     c, t = _tally(4500, 0.7, 0.05, 1200, 0.8, 1), _tally(5500, 0.8, 0.05, 1200, 0.8, 2)
     assert analyze(c, t, traffic_split=50)["decision"] == "invalid_sample_ratio_mismatch"
+
+
+def _sessions(n_sessions: int, turns_per_session: int) -> ArmTally:
+    t = ArmTally()
+    for _ in range(n_sessions):
+        for i in range(turns_per_session):
+            t.update_turn({"turn_index": i, "latency_ms": 1000.0, "confidence": 0.8})
+    return t
+
+
+def test_srm_is_checked_on_sessions_the_unit_of_sticky_assignment() -> None:
+    # 1000 vs 1000 sessions, but treatment sessions run longer: 3000 vs 4000 turns is no
+    # assignment failure (a turn-level check would flag it at p < 1e-30).
+    c, t = _sessions(1000, 3), _sessions(1000, 4)
+    srm = analyze(c, t, traffic_split=50)["srm"]
+    assert srm["unit"] == "sessions" and not srm["mismatch"]
+    assert sample_ratio_mismatch(c.n, t.n, 0.5)["mismatch"]
+    # A real session imbalance is flagged, and sessions survive the table round trip.
+    c, t = _sessions(900, 3), _sessions(1100, 3)
+    assert analyze(c, t, traffic_split=50)["srm"]["mismatch"]
+    assert ArmTally.from_dict(t.to_dict()).sessions == 1100
+    # Without session starts (producers that send no turn_index) the split is checked on turns.
+    assert (
+        analyze(_tally(4500, 0.7, 0.05, 1200, 0.8, 1), _tally(5500, 0.8, 0.05, 1200, 0.8, 2))[
+            "srm"
+        ]["unit"]
+        == "turns"
+    )
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulato
 from streams.logic.detectors import ChangeDetector
 from streams.logic.drift import (
     CONFIDENCE_DROP,
+    DIRECTIONS,
     FALLBACK_RATE_INCREASE,
     INTENT_SHIFT,
     LATENCY_INCREASE,
@@ -123,8 +124,15 @@ def test_clean_traffic_breaches_nothing() -> None:
 )
 def test_each_injected_drift_breaches_its_signal(kind: str, signal: str) -> None:
     window = TurnStats.of(_turns(turns=3000, seed=13, drift=DriftInjection(at_s=0, kinds=(kind,))))
-    breached = {r.signal for r in evaluate(window, BASE) if r.breached}
-    assert signal in breached
+    results = evaluate(window, BASE, previous=BASE)
+    assert signal in {r.signal for r in results if r.breached}
+    # The direction table the dashboard draws thresholds with agrees with every verdict.
+    for r in results:
+        rule = DIRECTIONS[r.signal]
+        moved = {"down": -r.change, "up": r.change, "both": abs(r.change)}[rule]
+        assert r.breached == (moved >= abs(r.threshold) - 1e-12) or r.breached == (
+            moved > abs(r.threshold)
+        ), (r.signal, r.change, r.threshold, r.breached)
 
 
 def test_thresholds_are_the_seed_ones_and_compare_exactly() -> None:

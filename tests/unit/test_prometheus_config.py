@@ -3,50 +3,16 @@ compose service on the port its command serves."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml
-from prometheus_client import CollectorRegistry
 
-from inference.gateway import GatewayMetrics
-from inference.metrics import LlmMetrics
-from streams.metrics import StreamsMetrics
+from tests.promql import exported, metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
 RULES = yaml.safe_load((ROOT / "deploy/prometheus/rules.yml").read_text())
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-PROMQL_WORDS = {
-    "sum",
-    "rate",
-    "increase",
-    "by",
-    "le",
-    "histogram_quantile",
-    "clamp_min",
-    "up",
-    "job",
-    "avg",
-    "max",
-    "min",
-}
-
-
-def exported() -> set[str]:
-    names: set[str] = set()
-    for make in (LlmMetrics, GatewayMetrics, StreamsMetrics):
-        registry = CollectorRegistry()
-        make(registry=registry)
-        for metric in registry.collect():
-            # Labelled metrics have no samples until used: derive the exposed names.
-            names.add(metric.name)
-            names.update(sample.name for sample in metric.samples)
-            if metric.type == "counter":
-                names.add(metric.name + "_total")
-            if metric.type == "histogram":
-                names.update(metric.name + s for s in ("_bucket", "_count", "_sum"))
-    return names
 
 
 def test_every_rule_uses_exported_metrics() -> None:
@@ -54,9 +20,7 @@ def test_every_rule_uses_exported_metrics() -> None:
     rules = [r for g in RULES["groups"] for r in g["rules"]]
     assert len(rules) >= 8
     for rule in rules:
-        # Drop label selectors, ranges and numbers (1e-9 is not a metric).
-        expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\b\d+(\.\d+)?(e-?\d+)?\b", "", rule["expr"])
-        words = set(re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*", expr)) - PROMQL_WORDS
+        words = metric_names(rule["expr"])
         assert words <= names, f"{rule['alert']}: unknown metrics {sorted(words - names)}"
         assert rule["labels"]["severity"] in {"critical", "high", "medium", "low", "info"}
 
@@ -64,12 +28,18 @@ def test_every_rule_uses_exported_metrics() -> None:
 def test_scrape_targets_are_compose_services_on_their_ports() -> None:
     services = COMPOSE["services"]
     for job in PROM["scrape_configs"]:
-        for target in job["static_configs"][0]["targets"]:
+        targets = [t for sc in job.get("static_configs", []) for t in sc["targets"]]
+        targets += [
+            f"{n}:{sd['port']}" for sd in job.get("dns_sd_configs", []) for n in sd["names"]
+        ]
+        assert targets, f"{job['job_name']}: no targets"
+        for target in targets:
             host, port = target.split(":")
             assert host in services, f"{job['job_name']}: no compose service {host!r}"
-            assert f"{port}:{port}" in services[host].get("ports", []) or port in " ".join(
-                services[host]["command"]
-            ), f"{job['job_name']}: {host} does not serve port {port}"
+            ports = [str(p).rsplit(":", 1)[-1] for p in services[host].get("ports", [])]
+            assert port in ports or port in " ".join(services[host]["command"]), (
+                f"{job['job_name']}: {host} does not serve port {port}"
+            )
 
 
 def test_compose_mounts_the_config_and_rules_prometheus_reads() -> None:

@@ -18,6 +18,7 @@ from schemas import (
     default_catalog,
 )
 from schemas.catalog import make_version
+from schemas.serde import deserializer_for
 from tests.avro_strategies import events
 from tests.examples import EXAMPLES
 
@@ -348,3 +349,8 @@ def test_random_bytes_never_escape_as_other_exceptions(data: bytes) -> None:
         AvroDeserializer().decode(data)
     except DecodeError:
         pass
+
+
+def test_services_read_confluent_framing_when_a_registry_is_configured() -> None:
+    assert deserializer_for("").registry is None
+    assert deserializer_for("http://schema-registry:8081").registry is not None

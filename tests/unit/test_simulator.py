@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator
+from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator, run
 from schemas import AvroSerializer
 
 
@@ -86,3 +86,22 @@ def test_bad_config_is_refused() -> None:
         SimulatorConfig(rate=0)
     with pytest.raises(ValueError, match="unknown drift kind"):
         DriftInjection(at_s=1, kinds=("weather",))
+
+
+def test_run_announces_the_experiment_before_its_traffic() -> None:
+    sent: list[tuple[str, dict]] = []
+    run(
+        lambda schema, ev: sent.append((schema, ev)), SimulatorConfig(turns=50, treatment_share=0.3)
+    )
+    schema, exp = sent[0]
+    assert schema == "Experiment" and AvroSerializer().encode("Experiment", exp)
+    assert (exp["experiment_id"], exp["control_version"], exp["treatment_version"]) == (
+        "v1-vs-v2",
+        "okla-v1.0",
+        "okla-v2.0",
+    )
+    assert exp["traffic_split"] == pytest.approx(30.0)  # the planned split SRM is checked against
+    assert [s for s, _ in sent[1:]].count("Experiment") == 0
+    single: list[str] = []
+    run(lambda s, e: single.append(s), SimulatorConfig(turns=20, treatment_version=None))
+    assert "Experiment" not in single
