@@ -28,7 +28,7 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
         store="memory://",
         web_host=settings.web_host,
         web_port=settings.web_port,
-        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
+        canonical_url=settings.canonical_url(),
         topic_partitions=settings.partials_partitions,
         topic_replication_factor=1,
         broker_session_timeout=10,

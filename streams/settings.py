@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 
 from continuum.settings import Settings
@@ -16,6 +17,13 @@ class StreamsSettings(Settings):
         default="127.0.0.1", metadata={"help": "Address of the web views and /metrics"}
     )
     web_port: int = field(default=6066, metadata={"help": "Port of the web views and /metrics"})
+    advertised_host: str = field(
+        default="",
+        metadata={
+            "help": "Host other workers reach this one's views at (keyed views are forwarded to "
+            "the key's owner); default the web host, or this machine's name when that is 0.0.0.0"
+        },
+    )
     window_s: int = field(default=3600, metadata={"help": "Drift window length, seconds"})
     hop_s: int = field(
         default=300, metadata={"help": "Drift window hop (and bucket size), seconds"}
@@ -34,3 +42,9 @@ class StreamsSettings(Settings):
     partials_partitions: int = field(
         default=6, metadata={"help": "Partitions of the internal partials topic"}
     )
+
+    def canonical_url(self) -> str:
+        host = self.advertised_host or self.web_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{host}:{self.web_port}"

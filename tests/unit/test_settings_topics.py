@@ -81,3 +81,15 @@ def test_service_flags_are_typed_like_their_settings() -> None:
     assert _time_ms("2026-01-01T00:00") == 1767225600000
     with pytest.raises(ValueError, match="expected ISO-8601"):
         _time_ms("yesterday")
+
+
+def test_streams_workers_advertise_a_reachable_url() -> None:
+    import socket
+
+    from streams.settings import StreamsSettings
+
+    assert StreamsSettings(web_port=7000).canonical_url() == "http://127.0.0.1:7000"
+    wildcard = StreamsSettings(web_host="0.0.0.0", web_port=6066)
+    assert wildcard.canonical_url() == f"http://{socket.gethostname()}:6066"
+    pod = StreamsSettings(web_host="0.0.0.0", advertised_host="10.1.2.3")
+    assert pod.canonical_url() == "http://10.1.2.3:6066"
