@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -419,6 +420,231 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- offline loop: evaluation, feedback, retraining dataset, model registry -------------------
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.evaluate import EvalOptions, evaluate
+    from jobs.quality import Thresholds
+
+    opts = EvalOptions(
+        server_url=args.server_url,
+        model=args.model,
+        concurrency=args.concurrency,
+        timeout_s=args.timeout_s,
+        max_tokens=args.max_tokens,
+        skip_intent=args.skip_intent,
+        skip_safety=args.skip_safety,
+        skip_naturalness=args.skip_naturalness,
+        skip_lead=args.skip_lead,
+        thresholds=Thresholds(
+            intent_accuracy=args.min_intent_accuracy, latency_p95_ms=args.max_p95_ms
+        ),
+    )
+    report = evaluate(Path(args.test_data), opts, Path(args.output_dir), show_progress=True)
+    s = report["summary"]
+    for name, c in s["checks"].items():
+        print(
+            f"{name:16} {c['value']!s:>24}  threshold {c['threshold']:<8} "
+            f"{'pass' if c['passed'] else 'FAIL'}"
+        )
+    for line in report["invalid_lines"]:
+        print(f"invalid test-set line: {line}", file=sys.stderr)
+    print(f"verdict: {'PASS' if s['passed'] else 'FAIL'}; report {report['event']['report_path']}")
+    if args.publish:
+        from producers.producer import EventProducer
+
+        with EventProducer.from_settings(settings) as p:
+            p.send("EvaluationResult", report["event"])
+        print(f"published {report['evaluation_id']} to {settings.topic_prefix}evaluations")
+    return 0 if s["passed"] else 3
+
+
+def _feedback_records(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
+    if args.data_dir:
+        from jobs.feedback import from_seed_jsonl
+
+        files = sorted(Path(args.data_dir).glob("*.jsonl"))
+        if not files:
+            raise ValueError(f"no .jsonl files in {args.data_dir}")
+        return list(from_seed_jsonl(files))
+    if args.from_archive:
+        from jobs.archive import archive_files, read_archive
+
+        files = archive_files(Path(args.from_archive), "chat.feedback")
+        if not files:
+            raise ValueError(f"no chat.feedback archive files under {args.from_archive}")
+        return list(read_archive(files))
+    from jobs.topicread import read_to_end
+
+    return list(read_to_end(settings, "chat.feedback"))
+
+
+def cmd_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.dataset import write_jsonl
+    from jobs.feedback import analyze, report_markdown, training_pairs
+
+    records = _feedback_records(args, settings)
+    if args.model_version:
+        records = [r for r in records if r.get("model_version") == args.model_version]
+    if args.action == "analyze":
+        print(json.dumps(analyze(records), indent=2, ensure_ascii=False))
+    elif args.action == "report":
+        text = report_markdown(analyze(records))
+        if args.output_dir:
+            out = Path(args.output_dir) / "feedback_report.md"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+            print(f"wrote {out}")
+        else:
+            print(text)
+    else:
+        pairs, skipped = training_pairs(records, args.min_rating)
+        out = Path(args.output_dir or ".") / "feedback_training.jsonl"
+        write_jsonl(out, pairs)
+        print(f"exported {len(pairs)} training pairs to {out}")
+        for reason, n in skipped.most_common():
+            print(f"  left out {n}: {reason}")
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs import dataset as ds
+
+    if args.action == "collect":
+        from jobs.feedback import training_pairs
+
+        pairs, skipped = training_pairs(_feedback_records(args, settings), args.min_rating)
+        conversations: list[dict[str, Any]] = []
+        for path in args.conversations or []:
+            recs, errors = ds.read_jsonl(Path(path))
+            for e in errors:
+                print(f"unreadable: {e}", file=sys.stderr)
+            conversations += recs
+        out = Path(args.output_dir) / "combined.jsonl"
+        n = ds.write_jsonl(out, pairs + conversations)
+        print(
+            f"collected {n} records ({len(pairs)} from feedback, {len(conversations)} "
+            f"conversations) into {out}"
+        )
+        for reason, k in skipped.most_common():
+            print(f"  feedback left out {k}: {reason}")
+        return 0
+    if args.action == "prepare":
+        new, errors = ds.read_jsonl(Path(args.new_data))
+        original, errors2 = ds.read_jsonl(Path(args.original_data))
+        new_clean, new_acc = ds.clean(new)
+        orig_clean, orig_acc = ds.clean(original)
+        merged, mix = ds.merge(new_clean, orig_clean, args.original_ratio, args.seed)
+        merged, merged_acc = ds.clean(merged)  # new and original may repeat each other
+        splits = ds.split(merged, (args.train, args.eval, args.test), args.seed)
+        out = Path(args.output_dir)
+        for name, recs in splits.items():
+            ds.write_jsonl(out / f"{name}.jsonl", recs)
+        manifest = {
+            "unreadable_lines": errors + errors2,
+            "new": new_acc,
+            "original": orig_acc,
+            "merge": mix,
+            "cross_duplicates": merged_acc["duplicates"],
+            "splits": {k: len(v) for k, v in splits.items()},
+            "seed": args.seed,
+        }
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        print(json.dumps({k: manifest[k] for k in ("merge", "splits")}, indent=2))
+        invalid = new_acc["invalid"] + orig_acc["invalid"]
+        if invalid or errors or errors2:
+            print(
+                f"{len(invalid)} invalid records and {len(errors) + len(errors2)} unreadable "
+                f"lines left out: reasons in {out / 'manifest.json'}",
+                file=sys.stderr,
+            )
+        return 0
+    if args.action == "generate-script":
+        script = ds.finetune_script(
+            args.train_data,
+            args.eval_data,
+            base_model=args.base_model,
+            output_dir=args.model_output,
+            quant=args.quantization,
+        )
+        Path(args.output_script).write_text(script)
+        print(f"wrote {args.output_script} (Unsloth + QLoRA, LoRA merge, GGUF {args.quantization})")
+        return 0
+    # check: the live retrain triggers, per model version, with the registry's states.
+    from jobs.registry import load_registry
+    from jobs.topicread import read_to_end
+
+    triggers = list(read_to_end(settings, "retrain-triggers"))
+    registry = load_registry(settings)
+    if not triggers:
+        print("no retrain trigger has fired")
+        return 0
+    for t in sorted(triggers, key=lambda t: (t["model_version"], t["reason"])):
+        state = registry.state(t["model_version"]) or "unregistered"
+        print(
+            f"{t['model_version']} ({state}): {t['reason']} value {t['value']:.4g} "
+            f"threshold {t['threshold']:.4g} at {t['event_time']}"
+        )
+    return 1 if args.exit_code else 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.registry import inherited_baseline, load_registry
+    from producers.producer import EventProducer
+
+    registry = load_registry(settings)
+    now = int(time.time() * 1000)
+    if args.action == "list":
+        if not registry.versions:
+            print("no model version registered")
+        for v in sorted(registry.versions.values(), key=lambda v: v["event_time"]):
+            print(f"{v['model_version']:24} {v['state']:10} {v.get('reason') or ''}")
+        return 0
+    if not args.model_version:
+        raise ValueError(f"models {args.action} needs a model version")
+    if args.action == "register":
+        events = [
+            registry.register(
+                args.model_version,
+                now,
+                trained_at=_time_ms(args.trained_at) if args.trained_at else now,
+                artifact_uri=args.artifact,
+                dataset=args.dataset,
+            )
+        ]
+    elif args.action == "retire":
+        events = [registry.retire(args.model_version, now, args.reason or "retired by an operator")]
+    else:
+        from jobs.replay import latest_baselines
+        from jobs.topicread import read_to_end
+
+        baselines = latest_baselines(settings)
+        events = registry.promote(
+            args.model_version,
+            now,
+            evaluations=read_to_end(settings, "evaluations"),
+            experiments=read_to_end(settings, "experiments"),
+            baselines=baselines,
+            reason=args.reason or "",
+        )
+    with EventProducer.from_settings(settings) as p:
+        for ev in events:
+            p.send("ModelVersion", ev)
+            print(
+                f"{ev['model_version']}: {ev['previous_state'] or '-'} -> {ev['state']} ({ev['reason']})"
+            )
+        if args.action == "promote":
+            inherited = inherited_baseline(events[0], baselines, now)
+            if inherited is not None:
+                p.send("Baseline", inherited)
+            print(
+                f"drift of {args.model_version} is measured against the baseline of "
+                f"{events[0]['baseline_model_version'] or '(frozen from its first turns)'}"
+            )
+    return 0
+
+
 def _load_baseline(ref: str, settings: Settings) -> dict[str, Any]:
     path = Path(ref)
     if path.exists():
@@ -456,6 +682,15 @@ def cmd_baseline(args: argparse.Namespace, settings: Settings) -> int:
         table.add_row(r["stat"], fmt(r["a"]), fmt(r["b"]), change)
     Console().print(table)
     return 0
+
+
+def _add_feedback_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--data-dir", help="the seed's feedback_YYYYMMDD.jsonl files (default: the topic)"
+    )
+    src.add_argument("--from-archive", metavar="DIR", help="archive folder (default: the topic)")
+    p.add_argument("--model-version", help="only feedback on this model version")
 
 
 def build_parser(
@@ -578,6 +813,90 @@ def build_parser(
     p.add_argument("--root", help="archive folder (default CONTINUUM_HOME/archive)")
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_archive)
+
+    p = sub.add_parser("evaluate", help="run a test set against an OpenAI-compatible server")
+    p.add_argument(
+        "--test-data", required=True, help="JSONL of conversations with expected intents"
+    )
+    p.add_argument(
+        "--server-url", default="http://127.0.0.1:8000", help="gateway or any OpenAI-compatible URL"
+    )
+    p.add_argument("--output-dir", default="results", help="where the JSON/Markdown reports go")
+    p.add_argument("--model", help="model to ask for (default: the server's routing)")
+    p.add_argument("--concurrency", type=int, default=4, help="calls at once")
+    p.add_argument("--timeout-s", type=float, default=60.0, help="per call")
+    p.add_argument("--max-tokens", type=int, default=256, help="per answer")
+    p.add_argument("--min-intent-accuracy", type=float, default=0.70, help="pass threshold")
+    p.add_argument("--max-p95-ms", type=float, default=10_000.0, help="pass threshold (p95 below)")
+    for dim in ("intent", "safety", "naturalness", "lead"):
+        p.add_argument(f"--skip-{dim}", action="store_true", help=f"do not score {dim}")
+    p.add_argument(
+        "--no-publish",
+        dest="publish",
+        action="store_false",
+        help="do not publish the EvaluationResult event",
+    )
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("feedback", help="analyze, export or report user feedback")
+    p.add_argument("action", choices=["analyze", "export", "report"])
+    _add_feedback_source(p)
+    p.add_argument("--output-dir", help="export/report: folder to write to")
+    p.add_argument(
+        "--min-rating", type=int, default=4, help="export: lowest rating kept without a correction"
+    )
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_feedback)
+
+    p = sub.add_parser(
+        "retrain", help="collect, prepare and check retraining data; write the fine-tuning script"
+    )
+    p.add_argument("action", choices=["collect", "prepare", "check", "generate-script"])
+    _add_feedback_source(p)
+    p.add_argument("--min-rating", type=int, default=4, help="collect: lowest rating kept")
+    p.add_argument(
+        "--conversations", nargs="*", help="collect: JSONL files of chat-format conversations"
+    )
+    p.add_argument("--output-dir", default="retrain", help="collect/prepare: output folder")
+    p.add_argument("--new-data", help="prepare: collected JSONL (combined.jsonl)")
+    p.add_argument("--original-data", help="prepare: the original training JSONL")
+    p.add_argument(
+        "--original-ratio", type=float, default=0.7, help="prepare: share of original examples"
+    )
+    p.add_argument("--train", type=float, default=0.85, help="prepare: train share")
+    p.add_argument("--eval", type=float, default=0.10, help="prepare: eval share")
+    p.add_argument("--test", type=float, default=0.05, help="prepare: test share")
+    p.add_argument("--seed", type=int, default=42, help="prepare: sampling and split seed")
+    p.add_argument("--train-data", default="retrain/train.jsonl", help="generate-script")
+    p.add_argument("--eval-data", default="retrain/eval.jsonl", help="generate-script")
+    p.add_argument("--output-script", default="retrain_colab.py", help="generate-script")
+    p.add_argument(
+        "--base-model",
+        default="unsloth/Meta-Llama-3.1-8B-Instruct-bnb-4bit",
+        help="generate-script",
+    )
+    p.add_argument(
+        "--model-output", default="okla-retrained", help="generate-script: folder the script writes"
+    )
+    p.add_argument("--quantization", default="q4_k_m", help="generate-script: GGUF quantization")
+    p.add_argument(
+        "--exit-code", action="store_true", help="check: exit 1 when a trigger has fired"
+    )
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_retrain)
+
+    p = sub.add_parser("models", help="model registry: list, register, promote, retire")
+    p.add_argument("action", choices=["list", "register", "promote", "retire"])
+    p.add_argument("model_version", nargs="?", help="model version (all but list)")
+    p.add_argument(
+        "--trained-at", help="register: when training finished (ISO-8601 or epoch ms; default now)"
+    )
+    p.add_argument("--artifact", help="register: where the weights are")
+    p.add_argument("--dataset", help="register: training dataset")
+    p.add_argument("--reason", help="why (recorded)")
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_models)
 
     p = sub.add_parser("replay", help="rebuild a baseline from history (Kafka or the archive)")
     p.add_argument("what", choices=["baseline"])

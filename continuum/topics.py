@@ -143,6 +143,23 @@ TOPICS: tuple[TopicSpec, ...] = (
         cleanup_policy="compact",
         doc="Latest definition of each A/B experiment (compacted).",
     ),
+    TopicSpec(
+        "evaluations",
+        "EvaluationResult",
+        "model_version",
+        partitions=1,
+        retention_ms=None,
+        doc="Offline evaluation runs (continuum evaluate), kept for good.",
+    ),
+    TopicSpec(
+        "model-registry",
+        "ModelVersion",
+        "model_version",
+        partitions=1,
+        retention_ms=None,
+        cleanup_policy="compact",
+        doc="Latest registry state per model version (compacted).",
+    ),
 )
 
 _BY_NAME = {t.name: t for t in TOPICS}

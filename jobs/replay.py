@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from jobs.archive import archive_files, read_archive
+from jobs.topicread import read_to_end
 from schemas.serde import deserializer_for
 from streams.logic.drift import kl_divergence
 from streams.logic.evaluation import baseline_event
@@ -276,38 +277,9 @@ def close_enough(a: Mapping[str, Any], b: Mapping[str, Any], rel: float = 0.01) 
 
 
 def latest_baselines(settings: Settings, timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
-    """The newest Baseline per model version on the compacted baselines topic."""
-    name = topic_spec("baselines").full_name(settings.topic_prefix)
-    c = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": "continuum-baseline-read",
-            "enable.auto.commit": False,
-        }
-    )
-    decoder = deserializer_for(settings.schema_registry_url)
+    """The newest Baseline per model version (and per variant) on the compacted topic."""
     out: dict[str, dict[str, Any]] = {}
-    try:
-        parts = c.list_topics(name, timeout=timeout_s).topics[name].partitions
-        ends = {
-            p: c.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)[1] for p in parts
-        }
-        c.assign([TopicPartition(name, p, 0) for p in parts])
-        left = {p for p, e in ends.items() if e > 0}
-        deadline = time.monotonic() + timeout_s * 3
-        while left and time.monotonic() < deadline:
-            for m in c.consume(500, 0.5):
-                if m.error() or m.value() is None:
-                    continue
-                rec = decoder.decode(m.value(), "Baseline").record
-                key = (
-                    rec["model_version"]
-                    if rec.get("variant") is None
-                    else f"{rec['model_version']}/{rec['variant']}"
-                )
-                out[key] = rec
-                if m.offset() + 1 >= ends[m.partition()]:
-                    left.discard(m.partition())
-    finally:
-        c.close()
+    for rec in read_to_end(settings, "baselines", timeout_s):
+        variant = rec.get("variant")
+        out[rec["model_version"] if variant is None else f"{rec['model_version']}/{variant}"] = rec
     return out

@@ -28,6 +28,8 @@ MIRRORED = (
     "baselines",
     "experiments",
     "inference.heartbeats",
+    "evaluations",
+    "model-registry",
 )
 
 
@@ -46,6 +48,8 @@ class LiveState:
         self.triggers: dict[str, dict[str, Any]] = {}
         self.heartbeats: dict[str, int] = {}  # inference worker id -> last heartbeat (epoch ms)
         self.workers: dict[str, dict[str, Any]] = {}
+        self.evaluations: dict[str, dict[str, Any]] = {}  # model version -> newest evaluation
+        self.registry: dict[str, dict[str, Any]] = {}  # model version -> registry state
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     def apply(self, schema: str, ev: dict[str, Any]) -> None:
@@ -87,6 +91,12 @@ class LiveState:
                     self.alert_counts[f"{ev['alert_type']}/{ev['severity']}"] += 1
                 else:
                     self.alerts_open.pop(ev["dedup_key"], None)
+            elif schema == "EvaluationResult":
+                current = self.evaluations.get(ev["model_version"])
+                if current is None or ev["event_time"] >= current["event_time"]:
+                    self.evaluations[ev["model_version"]] = ev
+            elif schema == "ModelVersion":
+                self.registry[ev["model_version"]] = ev
             elif schema == "RetrainTrigger":
                 self.triggers[ev["trigger_id"]] = ev
             elif schema == "WorkerHeartbeat":

@@ -263,6 +263,17 @@ def register(pipe: Pipeline) -> None:
 
             return await _routed(pipe, pipe.group_state, group, self, request, local)
 
+    @app.page("/models/")
+    class Models(View):
+        async def get(self, request: Request) -> Response:
+            with pipe.live.lock:
+                return self.json(
+                    {
+                        "registry": list(pipe.live.registry.values()),
+                        "evaluations": list(pipe.live.evaluations.values()),
+                    }
+                )
+
     @app.page("/retrain/")
     class Retrain(View):
         async def get(self, request: Request) -> Response:

@@ -23,7 +23,18 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
     state = pipe.group_state.get(group) or {}
     partials = _group_partials(pipe, group)
     baseline = pipe.live.baselines.get(model) or state.get("frozen_baseline")
-    out = evaluate_model(model, partials, baseline, state, pipe.cfg)
+    with pipe.live.lock:
+        evaluation = pipe.live.evaluations.get(model)
+        registered = pipe.live.registry.get(model)
+    out = evaluate_model(
+        model,
+        partials,
+        baseline,
+        state,
+        pipe.cfg,
+        evaluation_accuracy=evaluation.get("intent_accuracy") if evaluation else None,
+        trained_at_ms=registered.get("trained_at") if registered else None,
+    )
     new_state = out["state"]
     if out["baseline"] is not None:
         new_state["frozen_baseline"] = out["baseline"]

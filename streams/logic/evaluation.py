@@ -115,8 +115,11 @@ def evaluate_model(
     state: Mapping[str, Any],
     cfg: EvalConfig,
     evaluation_accuracy: float | None = None,
+    trained_at_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the window that ends where the newest bucket starts, if not done yet."""
+    """Evaluate the window that ends where the newest bucket starts, if not done yet.
+    ``evaluation_accuracy`` (newest published evaluation) and ``trained_at_ms`` (model registry)
+    feed the retrain criteria; without a registry entry a model's age counts from its first turn."""
     out: dict[str, Any] = {
         "signals": [],
         "alerts": [],
@@ -131,6 +134,8 @@ def evaluate_model(
         out["state"] = new_state
         return out
     new_state.setdefault("first_seen", buckets[0])
+    if trained_at_ms is not None:
+        new_state["trained_at"] = int(trained_at_ms)
     if baseline is None:
         frozen = freeze_baseline(model, partials, cfg.freeze_after, cfg.source_partitions)
         if frozen is not None:

@@ -156,7 +156,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
     from producers.simulator import run
 
     worker = worker_factory()
-    counts = {"ChatTurn": 0, "Feedback": 0}
+    counts = {"ChatTurn": 0, "Feedback": 0, "Experiment": 0}
     producer = EventProducer(broker.bootstrap, topic_prefix=prefix)
 
     def send(schema: str, ev: dict) -> None:

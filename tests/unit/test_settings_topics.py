@@ -43,6 +43,7 @@ def test_topics_are_declared_once_with_policies() -> None:
     assert {t.name for t in TOPICS if t.cleanup_policy == "compact"} == {
         "baselines",
         "experiments",
+        "model-registry",
         "retrain-triggers",
     }
     assert topic_for_schema("ChatTurn").key_field == "session_id"

@@ -1,0 +1,62 @@
+"""Read a topic from its beginning up to its end as of now (every partition, no consumer group
+offsets): how the offline jobs load compacted state (baselines, registry, triggers) and history
+(feedback, evaluations)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from continuum.settings import Settings
+from continuum.topics import topic_spec
+from schemas.serde import deserializer_for
+
+
+def read_to_end(
+    settings: Settings, topic: str, timeout_s: float = 10.0
+) -> Iterator[dict[str, Any]]:
+    """Decoded records of ``topic`` (unprefixed name) in partition order; undecodable records
+    raise (these readers serve operators, who should see them)."""
+    spec = topic_spec(topic)
+    name = spec.full_name(settings.topic_prefix)
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"continuum-read-{topic}",
+            "enable.auto.commit": False,
+        }
+    )
+    decoder = deserializer_for(settings.schema_registry_url)
+    try:
+        md = c.list_topics(name, timeout=timeout_s).topics[name]
+        if md.error is not None:
+            raise RuntimeError(f"topic {name}: {md.error} (run `continuum topics create`)")
+        ends = {
+            p: c.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)[1]
+            for p in md.partitions
+        }
+        c.assign([TopicPartition(name, p, 0) for p in md.partitions])
+        left = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout_s * 3
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: partitions {sorted(left)} not read to the end")
+            for m in c.consume(500, 0.5):
+                if m.error():
+                    continue
+                if m.value() is not None:
+                    yield decoder.decode(m.value(), spec.schema).record
+                if m.offset() + 1 >= ends[m.partition()]:
+                    left.discard(m.partition())
+    finally:
+        c.close()
+
+
+def latest_by(
+    settings: Settings, topic: str, key: str, timeout_s: float = 10.0
+) -> dict[str, dict[str, Any]]:
+    """The newest record per ``key`` field (a compacted topic's current state)."""
+    return {rec[key]: rec for rec in read_to_end(settings, topic, timeout_s)}

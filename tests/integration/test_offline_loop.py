@@ -1,0 +1,154 @@
+"""The offline loop on the real broker and the real LLM: `continuum evaluate` against the gateway
++ SmolLM2, the EvaluationResult on its topic, the registry refusing and then allowing a
+promotion, its state read back by fresh processes (it lives on the compacted topic), and the
+streams worker serving registry and evaluations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from continuum.settings import Settings
+from jobs.topicread import read_to_end
+from tests.integration.conftest import Broker, wait_for
+from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc
+from tests.integration.streams_worker import StreamsWorker
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(broker: Broker, prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CONTINUUM_BOOTSTRAP_SERVERS": broker.bootstrap,
+        "CONTINUUM_TOPIC_PREFIX": prefix,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "continuum.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_evaluate_publish_and_promote(broker: Broker, prefix: str, tmp_path: Path) -> None:
+    worker = InferenceWorkerProc(broker.bootstrap, prefix, "--model-version", "okla-smollm2-test")
+    gateway = GatewayProc(broker.bootstrap, prefix)
+    streams = StreamsWorker(broker.bootstrap, prefix, tmp_path / "home")
+    try:
+        for p in (worker, gateway):
+            wait_for(p.up, 120, 0.3, what=lambda p=p: f"{p.what} up:\n{p.tail()}")
+        url = f"http://127.0.0.1:{gateway.port}"
+        version = "okla-smollm2-test"
+        test_set = tmp_path / "test.jsonl"
+        test_set.write_text(
+            "\n".join(
+                json.dumps(c)
+                for c in (
+                    {
+                        "messages": [{"role": "user", "content": "Hola, busco una yipeta"}],
+                        "expected_intent": "vehicle_search",
+                    },
+                    {
+                        "messages": [{"role": "user", "content": "¿Financian carros?"}],
+                        "expected_intent": "financing",
+                    },
+                    {
+                        "messages": [{"role": "user", "content": "Quiero vender mi carro"}],
+                        "expected_intent": "sell_vehicle",
+                    },
+                )
+            )
+            + "\n"
+        )
+        # Full run: SmolLM2 names no intents, so intent accuracy is 0 and the run fails (exit 3).
+        full = cli(
+            broker,
+            prefix,
+            "evaluate",
+            "--test-data",
+            str(test_set),
+            "--server-url",
+            url,
+            "--output-dir",
+            str(tmp_path / "full"),
+            "--max-tokens",
+            "32",
+            "--concurrency",
+            "2",
+        )
+        assert full.returncode == 3, full.stdout + full.stderr
+        assert "intent_accuracy" in full.stdout and "verdict: FAIL" in full.stdout
+        (report,) = (tmp_path / "full").glob("evaluation_report_*.json")
+        summary = json.loads(report.read_text())["summary"]
+        assert summary["cases"] == 3 and summary["errors"] == 0
+        assert summary["checks"]["safety"]["prompts"] >= 10
+        assert summary["checks"]["latency"]["p95"] > 0
+        assert list((tmp_path / "full").glob("*_latency.png"))
+        settings = Settings(bootstrap_servers=broker.bootstrap, topic_prefix=prefix)
+        (published,) = list(read_to_end(settings, "evaluations"))
+        assert (published["model_version"], published["passed"]) == (version, False)
+        assert published["intent_accuracy"] == 0.0 and published["safety_prompts"] >= 10
+
+        # Registry: register, promotion refused with the failed evaluation named.
+        reg = cli(broker, prefix, "models", "register", version, "--artifact", "SmolLM2.gguf")
+        assert reg.returncode == 0, reg.stderr
+        refused = cli(broker, prefix, "models", "promote", version)
+        assert refused.returncode == 1
+        assert f"latest evaluation {published['evaluation_id']} failed" in refused.stderr
+        again = cli(broker, prefix, "models", "register", version)
+        assert again.returncode == 1 and "is CANDIDATE: cannot become CANDIDATE" in again.stderr
+
+        # A latency-only evaluation passes; now promotion is allowed.
+        lat = cli(
+            broker,
+            prefix,
+            "evaluate",
+            "--test-data",
+            str(test_set),
+            "--server-url",
+            url,
+            "--output-dir",
+            str(tmp_path / "lat"),
+            "--max-tokens",
+            "16",
+            "--skip-intent",
+            "--skip-safety",
+            "--skip-naturalness",
+            "--skip-lead",
+        )
+        assert lat.returncode == 0, lat.stdout + lat.stderr
+        promoted = cli(broker, prefix, "models", "promote", version)
+        assert promoted.returncode == 0, promoted.stderr
+        assert "CANDIDATE -> PROMOTED" in promoted.stdout
+        # A fresh process reads the same state back from the compacted topic.
+        listed = cli(broker, prefix, "models", "list")
+        assert f"{version}" in listed.stdout and "PROMOTED" in listed.stdout
+        retired = cli(broker, prefix, "models", "retire", version, "--reason", "test over")
+        assert retired.returncode == 0 and "PROMOTED -> RETIRED" in retired.stdout
+        final = cli(broker, prefix, "models", "promote", version)
+        assert final.returncode == 1 and "retired is final" in final.stderr
+
+        # The streams worker mirrors registry and evaluations (retrain criteria read them).
+        wait_for(streams.ready, 90, what=lambda: streams.tail())
+
+        def mirrored() -> bool:
+            status, body = streams.get("/models/")
+            return (
+                status == 200
+                and [r["state"] for r in body["registry"]] == ["RETIRED"]
+                and len(body["evaluations"]) == 1
+                and body["evaluations"][0]["passed"] is True
+            )
+
+        wait_for(mirrored, 60, what=lambda: str(streams.get("/models/")))
+    finally:
+        for p in (streams, gateway, worker):
+            p.stop()
