@@ -152,3 +152,95 @@ def test_evaluate_publish_and_promote(broker: Broker, prefix: str, tmp_path: Pat
     finally:
         for p in (streams, gateway, worker):
             p.stop()
+
+
+def test_feedback_and_retraining_dataset_from_the_topic(
+    broker: Broker, prefix: str, tmp_path: Path
+) -> None:
+    from producers.producer import EventProducer
+    from producers.simulator import SimulatorConfig, TrafficSimulator
+
+    feedback = []
+    with EventProducer(broker.bootstrap, topic_prefix=prefix) as p:
+        for schema, ev in TrafficSimulator(SimulatorConfig(turns=1500, seed=11)).events():
+            if schema == "Feedback":
+                p.send(schema, ev)
+                feedback.append(ev)
+    analyzed = cli(broker, prefix, "feedback", "analyze")
+    assert analyzed.returncode == 0, analyzed.stderr
+    summary = json.loads(analyzed.stdout)
+    assert summary["total"] == len(feedback) > 300
+    assert sum(summary["by_category"].values()) == len(feedback)
+
+    out = tmp_path / "export"
+    exported = cli(broker, prefix, "feedback", "export", "--output-dir", str(out))
+    assert exported.returncode == 0, exported.stderr
+    pairs = [json.loads(x) for x in (out / "feedback_training.jsonl").read_text().splitlines()]
+    expected = [
+        f
+        for f in feedback
+        if f.get("user_query")
+        and (f.get("correction") or ((f.get("rating") or 0) >= 4 and f.get("bot_response")))
+    ]
+    assert len(pairs) == len(expected) > 0
+    report = cli(broker, prefix, "feedback", "report", "--output-dir", str(out))
+    assert report.returncode == 0 and "## By category" in (out / "feedback_report.md").read_text()
+
+    collected = cli(broker, prefix, "retrain", "collect", "--output-dir", str(tmp_path / "c"))
+    assert collected.returncode == 0, collected.stderr
+    original = tmp_path / "original.jsonl"
+    original.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "session_id": f"orig-{i}",
+                    "messages": [
+                        {"role": "user", "content": f"¿Tienen el modelo número {i}?"},
+                        {"role": "assistant", "content": f"Sí, el modelo {i} está disponible."},
+                    ],
+                }
+            )
+            for i in range(3000)
+        )
+        + "\n{broken\n"
+    )
+    prepared = cli(
+        broker,
+        prefix,
+        "retrain",
+        "prepare",
+        "--new-data",
+        str(tmp_path / "c/combined.jsonl"),
+        "--original-data",
+        str(original),
+        "--output-dir",
+        str(tmp_path / "p"),
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    manifest = json.loads((tmp_path / "p/manifest.json").read_text())
+    assert manifest["unreadable_lines"] == [
+        "original.jsonl:3001: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    ]
+    assert manifest["merge"]["original_ratio"] == pytest.approx(0.7, abs=0.01)
+    sessions: dict[str, set[str]] = {}
+    for name in ("train", "eval", "test"):
+        for line in (tmp_path / "p" / f"{name}.jsonl").read_text().splitlines():
+            sessions.setdefault(json.loads(line)["session_id"], set()).add(name)
+    assert all(len(v) == 1 for v in sessions.values())
+    script = tmp_path / "retrain_colab.py"
+    generated = cli(
+        broker,
+        prefix,
+        "retrain",
+        "generate-script",
+        "--train-data",
+        str(tmp_path / "p/train.jsonl"),
+        "--eval-data",
+        str(tmp_path / "p/eval.jsonl"),
+        "--output-script",
+        str(script),
+    )
+    assert generated.returncode == 0 and "FastLanguageModel" in script.read_text()
+    compile(script.read_text(), str(script), "exec")
+    check = cli(broker, prefix, "retrain", "check")
+    assert check.returncode == 0 and "no retrain trigger has fired" in check.stdout
