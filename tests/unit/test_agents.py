@@ -80,13 +80,12 @@ def test_fold_agent_turns_events_into_partials_and_dead_letters_garbage(app_and_
     assert "unknown wire format" in dict(dead[0][3])["dlq.error"].decode()
 
 
-def test_rollup_agent_freezes_baseline_and_signals_injected_drift(
-    app_and_pipe: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator
+def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) -> list:
+    """Fold the simulator's turns into stage-1 partials and feed them to the rollup agent;
+    returns what it sent (record type, event)."""
+    from producers.simulator import TrafficSimulator
     from streams.logic.rollup import Stage1Folder
 
-    app, pipe, sent, changelog, dead = app_and_pipe
     outputs: list[tuple[str, dict]] = []
 
     async def capture(schema: str, event: dict) -> dict:
@@ -94,13 +93,6 @@ def test_rollup_agent_freezes_baseline_and_signals_injected_drift(
         return event
 
     monkeypatch.setattr(pipe.outputs, "send", capture)
-    cfg = SimulatorConfig(
-        turns=9000,
-        rate=100,
-        seed=3,
-        feedback_probability=0,
-        drift=DriftInjection(at_s=60, kinds=("latency",)),
-    )
     folder, stage1 = Stage1Folder(10_000), {}
     batches, batch = [], []
     for offset, (_, ev) in enumerate(TrafficSimulator(cfg).events()):
@@ -117,6 +109,23 @@ def test_rollup_agent_freezes_baseline_and_signals_injected_drift(
                     await ctx.put(part, key=part["g"])
 
     asyncio.run(run())
+    return outputs
+
+
+def test_rollup_agent_freezes_baseline_and_signals_injected_drift(
+    app_and_pipe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from producers.simulator import DriftInjection, SimulatorConfig
+
+    app, pipe, sent, changelog, dead = app_and_pipe
+    cfg = SimulatorConfig(
+        turns=9000,
+        rate=100,
+        seed=3,
+        feedback_probability=0,
+        drift=DriftInjection(at_s=60, kinds=("latency",)),
+    )
+    outputs = _run_rollup(app, pipe, monkeypatch, cfg)
     baselines = [e for s, e in outputs if s == "Baseline"]
     assert {b["model_version"] for b in baselines} == {"okla-v1.0", "okla-v2.0"}
     signals = [e for s, e in outputs if s == "DriftSignal"]
@@ -127,3 +136,25 @@ def test_rollup_agent_freezes_baseline_and_signals_injected_drift(
     assert any(s == "Alert" and e["alert_type"] == "DRIFT_DETECTED" for s, e in outputs)
     for schema, event in outputs:
         AvroSerializer().encode(schema, event)  # every output is a valid event
+
+
+def test_retrain_criteria_use_the_registry_and_published_evaluations(
+    app_and_pipe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """okla-v1.0 was trained 40 days before the traffic (registry): MODEL_AGE. okla-v2.0's
+    published evaluation has intent accuracy 0.5: LOW_ACCURACY from the evaluation, not the
+    online estimate (which is ~1.0 without wrong_intent feedback)."""
+    from producers.simulator import SimulatorConfig
+
+    app, pipe, *_ = app_and_pipe
+    cfg = SimulatorConfig(turns=3000, rate=100, seed=4, feedback_probability=0)
+    pipe.live.registry["okla-v1.0"] = {"trained_at": cfg.start_ms - 40 * 86_400_000}
+    pipe.live.evaluations["okla-v2.0"] = {"intent_accuracy": 0.5, "event_time": cfg.start_ms}
+    outputs = _run_rollup(app, pipe, monkeypatch, cfg)
+    triggers = {(e["model_version"], e["reason"]): e for s, e in outputs if s == "RetrainTrigger"}
+    age = triggers[("okla-v1.0", "MODEL_AGE")]
+    assert 40 <= age["value"] < 41 and age["threshold"] == 30
+    low = triggers[("okla-v2.0", "LOW_ACCURACY")]
+    assert low["value"] == 0.5 and low["details"] == {"source": "evaluation"}
+    assert ("okla-v2.0", "MODEL_AGE") not in triggers  # no registry entry: age from first turn
+    assert ("okla-v1.0", "LOW_ACCURACY") not in triggers
