@@ -12,20 +12,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from schemas.catalog import default_catalog
 from streams.logic.abtest import is_satisfied
 
-NEGATIVE = {
-    "wrong_intent",
-    "hallucination",
-    "incomplete",
-    "wrong_language",
-    "too_formal",
-    "too_informal",
-    "privacy_leak",
-    "wrong_price",
-    "wrong_vehicle_info",
-    "slow_response",
-}
+# The schema's twelve categories minus the two that are not complaints.
+NEGATIVE = frozenset(
+    next(f for f in default_catalog().current("Feedback").raw["fields"] if f["name"] == "category")[
+        "type"
+    ]["symbols"]
+) - {"good_response", "other"}
 SYSTEM_PROMPT = (
     "Eres el asistente de OKLA, un marketplace de vehículos en República Dominicana. Responde en "
     "español dominicano, cercano y claro; ayuda a buscar, financiar, vender y agendar citas."

@@ -71,3 +71,15 @@ def test_dependencies_name_real_services() -> None:
     for name, svc in COMPOSE["services"].items():
         for dep in svc.get("depends_on", {}):
             assert dep in COMPOSE["services"], f"{name} depends on unknown service {dep}"
+
+
+def test_third_party_images_are_pinned_to_a_release() -> None:
+    for name, svc in COMPOSE["services"].items():
+        image = svc.get("image")
+        if image is None:
+            continue
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest", f"{name}: image {image!r} has no pinned tag"
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image!r} is not a release tag"
+    base = re.findall(r"^FROM (\S+)", DOCKERFILE, flags=re.M)
+    assert all(":" in b and not b.endswith(":latest") for b in base), base

@@ -141,3 +141,12 @@ def test_prometheus_targets_are_services_and_generated_files_exist() -> None:
         (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     )
     assert grafana_ds["datasources"][0]["url"].split("//")[1].split(":")[0] in services
+
+
+def test_images_match_compose_and_are_pinned() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    pinned = {s["image"] for s in compose["services"].values() if "image" in s}
+    for w in WORKLOADS:
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            if not c["image"].startswith("continuum"):
+                assert c["image"] in pinned, f"{c['image']} differs from docker-compose.yml"
