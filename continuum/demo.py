@@ -379,34 +379,42 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     config = _sim_config(args)
     sink = WebhookSink().__enter__()
     services = _start_services(settings, sink.url)
-    web = services["streams"].url
-    console.print(
-        f"[green]started[/] streams worker, inference worker, gateway, alert consumer\n"
-        f"  live dashboard  {web}/dashboard/\n"
-        f"  OpenAI API      {services['gateway'].url}/v1/chat/completions\n"
-        f"  LLM metrics     {services['inference'].url}/metrics\n"
-        f"  webhook sink    {sink.url}"
-    )
-    probes = {"streams": "/drift/", "inference": "/health", "gateway": "/health"}
-    up: dict[str, bool] = {}
-    chat = ChatStats()
-    stop = threading.Event()
-    stats: dict[tuple[str, str], ArmStats] = defaultdict(ArmStats)
-    breaches: dict[tuple[str, str], dict] = {}
-    alerts: dict[str, dict] = {}
-    quiet = {"log_level": 3}  # librdkafka: errors only, the live table is the demo's output
-    producer = EventProducer.from_settings(settings, config=quiet)
-    consumer = EventConsumer(
-        bootstrap,
-        f"continuum-demo-{os.getpid()}",
-        ["chat.turns", "chat.feedback", "drift-signals", "alerts"],
-        deserializer=deserializer_for(settings.schema_registry_url),
-        dlq_producer=producer,
-        topic_prefix=settings.topic_prefix,
-        config={"auto.offset.reset": "latest", **quiet},
-    )
-    threads: list[threading.Thread] = []
-    began = time.monotonic()
+    try:  # until the main loop's own try: a failure or Ctrl-C here must not leave children
+        web = services["streams"].url
+        console.print(
+            f"[green]started[/] streams worker, inference worker, gateway, alert consumer\n"
+            f"  live dashboard  {web}/dashboard/\n"
+            f"  OpenAI API      {services['gateway'].url}/v1/chat/completions\n"
+            f"  LLM metrics     {services['inference'].url}/metrics\n"
+            f"  webhook sink    {sink.url}"
+        )
+        probes = {"streams": "/drift/", "inference": "/health", "gateway": "/health"}
+        up: dict[str, bool] = {}
+        chat = ChatStats()
+        stop = threading.Event()
+        stats: dict[tuple[str, str], ArmStats] = defaultdict(ArmStats)
+        breaches: dict[tuple[str, str], dict] = {}
+        alerts: dict[str, dict] = {}
+        quiet = {"log_level": 3}  # librdkafka: errors only, the live table is the demo's output
+        producer = EventProducer.from_settings(settings, config=quiet)
+        consumer = EventConsumer(
+            bootstrap,
+            f"continuum-demo-{os.getpid()}",
+            ["chat.turns", "chat.feedback", "drift-signals", "alerts"],
+            deserializer=deserializer_for(settings.schema_registry_url),
+            dlq_producer=producer,
+            topic_prefix=settings.topic_prefix,
+            config={"auto.offset.reset": "latest", **quiet},
+        )
+        threads: list[threading.Thread] = []
+        began = time.monotonic()
+    except BaseException:
+        for svc in services.values():
+            _stop_process(svc.proc)
+        sink.__exit__(None, None, None)
+        if started_here and not args.keep_broker:
+            kafka.stop()
+        raise
     try:
         consumer.wait_assigned(30)
         # One undecodable record, to show it landing in the dead-letter topic with its reason.
