@@ -536,7 +536,7 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
         new_clean, new_acc = ds.clean(new)
         orig_clean, orig_acc = ds.clean(original)
         merged, mix = ds.merge(new_clean, orig_clean, args.original_ratio, args.seed)
-        merged, merged_acc = ds.clean(merged)  # new and original may repeat each other
+        merged, cross_duplicates = ds.dedupe(merged)  # new and original may repeat each other
         splits = ds.split(merged, (args.train, args.eval, args.test), args.seed)
         out = Path(args.output_dir)
         for name, recs in splits.items():
@@ -546,7 +546,7 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
             "new": new_acc,
             "original": orig_acc,
             "merge": mix,
-            "cross_duplicates": merged_acc["duplicates"],
+            "cross_duplicates": cross_duplicates,
             "splits": {k: len(v) for k, v in splits.items()},
             "seed": args.seed,
         }

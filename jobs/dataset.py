@@ -100,35 +100,45 @@ def validate(
     return out, None, replaced
 
 
+def dedupe(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """First occurrence of each fingerprint, and how many repeats were dropped."""
+    seen: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    n = 0
+    for rec in records:
+        n += 1
+        fp = fingerprint(rec)
+        if fp not in seen:
+            seen.add(fp)
+            kept.append(rec)
+    return kept, n - len(kept)
+
+
 def clean(
     records: Iterable[Mapping[str, Any]], limits: Limits = Limits()
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Validated, scrubbed, deduplicated records (first occurrence kept) and the accounting:
-    duplicates, invalid records by reason (with their index), PII replaced."""
-    seen: set[str] = set()
-    kept: list[dict[str, Any]] = []
+    duplicates, invalid records by reason (with their index), PII replaced in what is kept."""
+    valid: list[dict[str, Any]] = []
+    replaced: dict[int, int] = {}
     invalid: list[dict[str, Any]] = []
-    duplicates = pii = total = 0
+    total = 0
     for i, rec in enumerate(records):
         total += 1
-        ok, reason, replaced = validate(rec, limits)
+        ok, reason, n = validate(rec, limits)
         if ok is None:
             invalid.append({"index": i, "reason": reason})
             continue
-        fp = fingerprint(ok)
-        if fp in seen:
-            duplicates += 1
-            continue
-        seen.add(fp)
-        pii += replaced
-        kept.append(ok)
+        valid.append(ok)
+        replaced[id(ok)] = n
+    kept, duplicates = dedupe(valid)
     return kept, {
         "input": total,
         "kept": len(kept),
         "duplicates": duplicates,
         "invalid": invalid,
         "invalid_by_reason": dict(Counter(x["reason"].split(":")[0] for x in invalid)),
-        "pii_replaced": pii,
+        "pii_replaced": sum(replaced[id(r)] for r in kept),
     }
 
 

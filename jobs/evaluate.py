@@ -273,11 +273,8 @@ def evaluate(
     cases, invalid = parse_test_set(raw.decode("utf-8").splitlines())
     if not cases:
         raise ValueError(f"{test_set}: no valid test case" + (f"; {invalid[0]}" if invalid else ""))
-    if show_progress:
-        with Progress() as progress:
-            results, safety = asyncio.run(run_calls(cases, opts, progress))
-    else:
-        results, safety = asyncio.run(run_calls(cases, opts))
+    with Progress(disable=not show_progress) as progress:
+        results, safety = asyncio.run(run_calls(cases, opts, progress))
     summary = score(
         results,
         safety,

@@ -8,28 +8,22 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from schemas.serde import deserializer_for
 
 
-def read_to_end(
-    settings: Settings, topic: str, timeout_s: float = 10.0
-) -> Iterator[dict[str, Any]]:
-    """Decoded records of ``topic`` (unprefixed name) in partition order; undecodable records
-    raise (these readers serve operators, who should see them)."""
-    spec = topic_spec(topic)
-    name = spec.full_name(settings.topic_prefix)
+def messages_to_end(
+    bootstrap: str, name: str, timeout_s: float = 10.0, group_id: str = "continuum-read"
+) -> Iterator[Message]:
+    """Every message of the (full-named) topic ``name``, each partition from its beginning up to
+    its end as of the call, assigned without committing. Raises when the topic is missing or the
+    end is not reached within 3 x ``timeout_s``."""
     c = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": f"continuum-read-{topic}",
-            "enable.auto.commit": False,
-        }
+        {"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
     )
-    decoder = deserializer_for(settings.schema_registry_url)
     try:
         md = c.list_topics(name, timeout=timeout_s).topics[name]
         if md.error is not None:
@@ -47,12 +41,26 @@ def read_to_end(
             for m in c.consume(500, 0.5):
                 if m.error():
                     continue
-                if m.value() is not None:
-                    yield decoder.decode(m.value(), spec.schema).record
+                yield m
                 if m.offset() + 1 >= ends[m.partition()]:
                     left.discard(m.partition())
     finally:
         c.close()
+
+
+def read_to_end(
+    settings: Settings, topic: str, timeout_s: float = 10.0
+) -> Iterator[dict[str, Any]]:
+    """Decoded records of ``topic`` (unprefixed name) in partition order; undecodable records
+    raise (these readers serve operators, who should see them)."""
+    spec = topic_spec(topic)
+    decoder = deserializer_for(settings.schema_registry_url)
+    name = spec.full_name(settings.topic_prefix)
+    for m in messages_to_end(
+        settings.bootstrap_servers, name, timeout_s, f"continuum-read-{topic}"
+    ):
+        if m.value() is not None:
+            yield decoder.decode(m.value(), spec.schema).record
 
 
 def latest_by(

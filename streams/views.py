@@ -86,12 +86,14 @@ DASHBOARD = resources.files("streams") / "static" / "dashboard.html"
 def register(pipe: Pipeline) -> None:
     app = pipe.app
 
+    page = DASHBOARD.read_text(encoding="utf-8")  # read once, not per request
+
     @app.page("/dashboard/")
     class Dashboard(View):
         """The live page: static HTML/JS polling the JSON views below."""
 
         async def get(self, request: Request) -> Response:
-            return self.html(DASHBOARD.read_text(encoding="utf-8"))
+            return self.html(page)
 
     @app.page("/drift/")
     class Drift(View):
