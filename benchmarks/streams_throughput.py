@@ -1,9 +1,10 @@
 """Throughput of the full streams analytics on one worker, and produce -> signal latency.
 
 1. Ceiling: a bare confluent-kafka consume loop that only decodes the same ChatTurns.
-2. Analytics: `continuum streams worker` folds the pre-loaded topic (decode, DLQ step, stage-1
-   partials, change detectors, stage-2 rollup, drift evaluation); events/s is measured from its
-   /metrics counter (first event -> last event).
+2. Analytics: `continuum streams worker` folds the pre-loaded topic (decode + validation, DLQ
+   step, change detectors, stage-1 partials written to the changelog and the partials topic
+   before each commit, Prometheus histograms, stage-2 rollup and drift evaluation); events/s is
+   measured from its /metrics counter (first event -> last event).
 3. Latency: live traffic at --rate turns/s with event time = wall time and 1 s hops; for every
    window the worker closes, latency = DriftSignal arrival - window end (the closing event's
    produce time). p50/p99 reported.

@@ -64,8 +64,9 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
         pipe.lag = await loop.run_in_executor(
             None,
             consumer_lag,
-            settings,
-            [pipe.turns_topic.get_topic_name(), pipe.feedback_topic.get_topic_name()],
+            settings.bootstrap_servers,
+            pipe.stage1_group,
+            [pipe.turns_topic_name, pipe.feedback_topic_name],
         )
         for topic, lag in pipe.lag.items():
             pipe.metrics.lag.labels(topic).set(lag)
@@ -73,12 +74,11 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
     return app, pipe
 
 
-def consumer_lag(settings: StreamsSettings, topics: list[str]) -> dict[str, int]:
+def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
     """Records between the group's committed offsets and the end of each input topic."""
-    group = f"{settings.topic_prefix}{settings.app_id}"
     c = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            "bootstrap.servers": bootstrap,
             "group.id": group,
             "enable.auto.commit": False,
         }
@@ -105,10 +105,12 @@ def consumer_lag(settings: StreamsSettings, topics: list[str]) -> dict[str, int]
 
 
 def internal_topics(app: faust.App, pipe: Pipeline) -> dict[str, tuple[int, dict[str, str]]]:
-    """The topics Faust would create for this app: the partials topic and every table's
+    """The app's own topics: the partials topic, stage 1's changelogs and every table's
     changelog (compacted), with their partition counts."""
     n = app.conf.topic_partitions
     topics = {pipe.partials_topic.get_topic_name(): (pipe.partials_topic.partitions or n, {})}
+    for source, name in pipe.stage1_changelogs.items():
+        topics[name] = (pipe.stage1_partitions[source], {"cleanup.policy": "compact"})
     for table in app.tables.values():
         changelog = table.changelog_topic
         topics[changelog.get_topic_name()] = (

@@ -39,6 +39,12 @@ class StreamsMetrics:
             "Events skipped because their partial already held them (replay after a crash)",
             registry=r,
         )
+        self.late = Counter(
+            "continuum_late_turns_total",
+            "Turns older than the drift retention (window + 2 hops) behind their partition's "
+            "newest turn: kept out of the drift windows (A/B and feedback still count them)",
+            registry=r,
+        )
         self.lag = Gauge(
             "continuum_consumer_lag",
             "Records behind the end of the input topics",
@@ -134,14 +140,22 @@ class StreamsMetrics:
         """Count one folded batch: label tallies first, one increment per label set."""
         counts: Tally[tuple[str, ...]] = Tally()
         fallbacks: Tally[str] = Tally()
+        children: dict[str, tuple[Any, Any]] = {}  # one labels() lookup per model and batch
         for ev in events:
             model = ev.get("model_version") or "unknown"
             if schema == "ChatTurn":
                 counts[(model, ev.get("intent") or "unknown")] += 1
                 fallbacks[model] += bool(ev.get("is_fallback"))
-                if ev.get("confidence") is not None:
-                    self.confidence.labels(model).observe(ev["confidence"])
-                self.latency.labels(model).observe(ev["latency_ms"])
+                pair = children.get(model)
+                if pair is None:
+                    pair = children[model] = (
+                        self.confidence.labels(model),
+                        self.latency.labels(model),
+                    )
+                conf = ev.get("confidence")
+                if conf is not None:
+                    pair[0].observe(conf)
+                pair[1].observe(ev["latency_ms"])
             elif schema == "Feedback":
                 satisfied = str(is_satisfied(ev)).lower()
                 counts[(model, ev.get("category") or "none", satisfied)] += 1

@@ -7,7 +7,6 @@ co-partitioned with its input and recovers on the worker that owns that partitio
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -55,21 +54,26 @@ class Pipeline:
         self.app = app
         self.settings = settings
         p = settings.topic_prefix
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
-        self.turns_topic = app.topic(topic_spec("chat.turns").full_name(p), **raw)
-        self.feedback_topic = app.topic(topic_spec("chat.feedback").full_name(p), **raw)
+        # Stage 1 reads these with its own consumer group (streams.agents.fold) and keeps its
+        # partials in compacted changelogs partitioned like its inputs.
+        self.turns_topic_name = topic_spec("chat.turns").full_name(p)
+        self.feedback_topic_name = topic_spec("chat.feedback").full_name(p)
+        self.stage1_group = f"{p}{settings.app_id}-fold"
+        self.stage1_changelogs = {
+            "turn": f"{p}{settings.app_id}-turn-partials-changelog",
+            "feedback": f"{p}{settings.app_id}-feedback-partials-changelog",
+        }
+        self.stage1_partitions = {
+            "turn": topic_spec("chat.turns").partitions,
+            "feedback": topic_spec("chat.feedback").partitions,
+        }
+        self.stage1_assigned: set[str] = set()  # "topic[partition]", kept by stage 1
         self.partials_topic = app.topic(
             f"{p}{settings.app_id}-partials",
             partitions=settings.partials_partitions,
             internal=True,
             key_serializer="json",
             value_serializer="json",
-        )
-        self.turn_partials = app.Table(
-            "turn-partials", partitions=topic_spec("chat.turns").partitions
-        )
-        self.feedback_partials = app.Table(
-            "feedback-partials", partitions=topic_spec("chat.feedback").partitions
         )
         self.group_slots = app.Table("group-slots", partitions=settings.partials_partitions)
         self.group_state = app.Table("group-state", partitions=settings.partials_partitions)
@@ -81,7 +85,11 @@ class Pipeline:
             freeze_after=settings.freeze_after,
             source_partitions=topic_spec("chat.turns").partitions,
         )
-        self.folder = Stage1Folder(self.cfg.hop_ms)
+        # Turn buckets older than any window or baseline reads are closed and their partials
+        # dropped; stage 2 forgets the same buckets after evaluating them.
+        self.folder = Stage1Folder(
+            self.cfg.hop_ms, retention_ms=self.cfg.window_ms + 2 * self.cfg.hop_ms
+        )
         self.serializer = AvroSerializer()
         self.outputs = Outputs(app, p, self.serializer)
         self.metrics = StreamsMetrics()
@@ -112,19 +120,14 @@ class Pipeline:
             self._dlq_producer = EventProducer(self.settings.bootstrap_servers)
         return self._dlq_producer
 
+    def dlq_producer_if_open(self) -> EventProducer | None:
+        return self._dlq_producer
+
     def _dead_letter(
         self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
         self.metrics.dlq.labels(topic.removesuffix(".dlq")).inc()
         self.dlq_producer.dead_letter_sink(topic, key, value, headers)
-
-    async def flush_dead_letters(self) -> None:
-        """Dead letters must be on the broker before the offsets of their batch are committed."""
-        if self._dlq_producer is not None and self._dlq_producer.pending:
-            loop = asyncio.get_running_loop()
-            remaining = await loop.run_in_executor(None, self.dlq_producer.flush, 30.0)
-            if remaining:
-                raise RuntimeError(f"{remaining} dead letter(s) not acknowledged")
 
     def _on_live(self, schema: str, ev: dict[str, Any]) -> None:
         opened: dict[str, int] = {}
@@ -160,7 +163,9 @@ class Pipeline:
             if point is not None:
                 self.pending_changes.append((point, model, turn["event_time"]))
 
-    async def emit_changes(self) -> None:
+    def change_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """The DriftSignals and alerts of the change points found since the last call."""
+        out: list[tuple[str, dict[str, Any]]] = []
         changes, self.pending_changes = self.pending_changes, []
         for point, model, at in changes:
             signal = {
@@ -182,7 +187,7 @@ class Pipeline:
                 "sample_size": point.at,
                 "details": {"metric": point.metric, "direction": point.direction},
             }
-            await self.outputs.send("DriftSignal", signal)
+            out.append(("DriftSignal", signal))
             alert = self.change_alerts.raise_alert(
                 "DRIFT_DETECTED",
                 "MEDIUM",
@@ -202,4 +207,5 @@ class Pipeline:
                 recommendation="An abrupt change was detected online; confirm it on the windowed signals.",
             )
             if alert is not None:
-                await self.outputs.send("Alert", alert)
+                out.append(("Alert", alert))
+        return out

@@ -33,7 +33,7 @@ class StreamsSettings(Settings):
     )
     batch_size: int = field(default=2000, metadata={"help": "Most events folded per batch"})
     batch_within_s: float = field(
-        default=0.5, metadata={"help": "Longest wait to fill a batch, seconds"}
+        default=0.1, metadata={"help": "Longest wait to fill a stage-1 batch, seconds"}
     )
     service_timeout_s: float = field(
         default=30.0,

@@ -77,6 +77,8 @@ def _health(pipe: Pipeline) -> dict[str, Any]:
         thresholds=HealthThresholds(service_timeout_s=pipe.settings.service_timeout_s),
     )
     pipe.metrics.health.set({"HEALTHY": 0, "DEGRADED": 1, "UNHEALTHY": 2}[report["status"]])
+    # The input partitions this worker's stage 1 folds (empty until its consumer joined).
+    report["partitions"] = sorted(pipe.stage1_assigned)
     return report
 
 

@@ -1,97 +1,432 @@
 """Stage 1: fold chat turns and feedback into per-partition partials, in batches, and forward
 each touched partial to stage 2 keyed by its group.
 
-Batching is done here rather than with ``Stream.take_events``: on this machine take_events'
-passive buffering cost ~4 asyncio tasks per event and capped the worker near 3 k events/s. The
-stream runs with acks disabled; events are acked only after their batch is folded and sent, so a
-crash replays (and the partial watermarks dedupe) rather than loses.
+This stage runs on a confluent-kafka consumer in its own thread (a Faust service starts and stops
+it with the worker), not on a Faust stream: measured here, Faust's per-event stream machinery
+(asyncio tasks, acks, per-event table writes) capped stage 1 near 3 k turns/s against a ~20 k/s
+decode ceiling, so a batch goes from librdkafka straight to the fold.
+
+Exactly once, per batch: (1) decode (bad records to the dead-letter topic) and fold into
+partials, skipping offsets a partial already holds; (2) write each touched partial to this
+stage's compacted changelog (partition = source partition) and to the partials topic (partition
+= its group's, as Faust's JSON key would be partitioned); (3) wait for every write and dead
+letter to be acknowledged; (4) commit the batch's offsets. A crash anywhere replays the batch
+and the restored watermarks drop what was already folded. On assignment the partition's partials
+are restored from the changelog before any record of it is folded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from streams.pipeline import Pipeline, put
+import mode
+from aiokafka.partitioner import murmur2
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from producers.consumer import consume_available
+from producers.producer import EventProducer
+from streams.logic.rollup import AB_TURNS, TURNS
+from streams.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+TURN, FEEDBACK = "turn", "feedback"
 
 
-async def _fold(pipe: Pipeline, table: Any, source: str, schema: str, events: list[Any]) -> None:
-    items = []
-    for ev in events:
-        msg = ev.message
-        rec = pipe.decoder.decode(
-            msg.topic, ev.key, ev.value, expected=schema, partition=msg.partition, offset=msg.offset
-        )
-        if rec is None:
-            continue
-        items.append((source, rec, msg.partition, msg.offset))
-        if source == "turn":
-            pipe.watch(rec, msg.partition)
-    skipped_before = pipe.folder.skipped
-    partials = pipe.folder.fold(items, table.get)
-    pipe.metrics.replays_skipped.inc(pipe.folder.skipped - skipped_before)
-    pipe.metrics.events.labels(schema).inc(len(items))
-    pipe.metrics.observe(schema, (rec for _, rec, _, _ in items))
-    for key, part in partials.items():
-        put(table, key, part, part["p"])
-        await pipe.partials_topic.send(key=part["g"], value=part)
-    await pipe.flush_dead_letters()
-    if pipe.pending_changes:
-        await pipe.emit_changes()
+def group_partition(group: str, partitions: int) -> int:
+    """The partials-topic partition of a group key: Kafka's default (murmur2) partitioner on the
+    key as Faust's JSON key serializer writes it, so stage 2's tables and views, which locate a
+    group with Faust's own partitioner, find it where stage 1 sent it."""
+    return (murmur2(json.dumps(group).encode()) & 0x7FFFFFFF) % partitions
 
 
-class Batcher:
-    """Collect events up to ``max_size`` or ``within`` seconds, fold them, then ack them."""
+def source_of(kind: str) -> str:
+    return TURN if kind in (TURNS, AB_TURNS) else FEEDBACK
+
+
+class Stage1:
+    """The fold loop over one consumer. ``consumer``/``producer``/``outputs`` are confluent-kafka
+    shaped (unit tests pass fakes); ``restore_reader(topic, partitions)`` yields the changelog's
+    (key, value) records of those partitions from the beginning to the end."""
 
     def __init__(
-        self, pipe: Pipeline, table: Any, source: str, schema: str, max_size: int, within: float
+        self,
+        pipe: Pipeline,
+        consumer: Any,
+        producer: Any,
+        outputs: EventProducer,
+        restore_reader: Callable[[str, list[int]], Iterable[tuple[bytes, bytes | None]]],
     ) -> None:
-        self.pipe, self.table, self.source, self.schema = pipe, table, source, schema
-        self.max_size, self.within = max_size, within
-        self.events: list[Any] = []
-        self.first = 0.0
-        self.lock = asyncio.Lock()
+        s = pipe.settings
+        self.pipe = pipe
+        self.consumer, self.producer, self.outputs = consumer, producer, outputs
+        self.restore_reader = restore_reader
+        self.sources = {pipe.turns_topic_name: TURN, pipe.feedback_topic_name: FEEDBACK}
+        self.schemas = {TURN: "ChatTurn", FEEDBACK: "Feedback"}
+        self.changelogs = pipe.stage1_changelogs
+        self.partials_topic = pipe.partials_topic.get_topic_name()
+        self.partials_partitions = s.partials_partitions
+        self.batch_size, self.within = s.batch_size, s.batch_within_s
+        self.slots: dict[str, dict[str, Any]] = {}
+        self.buffers: dict[tuple[str, int], deque[Any]] = {}
+        self.assigned: set[tuple[str, int]] = set()
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.max_hold_s = max(2.0, 4 * self.within)
+        self.max_buffered = 20 * self.batch_size
+        self.stop = threading.Event()
+        self.batches = 0
+        self._errors: list[str] = []
 
-    async def add(self, event: Any) -> None:
-        if not self.events:
-            self.first = time.monotonic()
-        self.events.append(event)
-        if len(self.events) >= self.max_size:
-            await self.flush()
+    # -- rebalance ---------------------------------------------------------------------------
 
-    async def flush_if_due(self) -> None:
-        if self.events and time.monotonic() - self.first >= self.within:
-            await self.flush()
+    def on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        by_source: dict[str, list[int]] = {}
+        for tp in partitions:
+            by_source.setdefault(self.sources[tp.topic], []).append(tp.partition)
+            self.assigned.add((tp.topic, tp.partition))
+            self.pipe.stage1_assigned.add(f"{tp.topic}[{tp.partition}]")
+        for tp in consumer.committed(partitions, timeout=10):
+            if tp.offset >= 0:
+                self.next_offset[(tp.topic, tp.partition)] = tp.offset
+        restored = 0
+        for source, parts in by_source.items():
+            for key, value in self.restore_reader(self.changelogs[source], parts):
+                k = key.decode()
+                if value is None:
+                    self.slots.pop(k, None)
+                else:
+                    part = json.loads(value)
+                    self.slots[k] = part
+                    restored += 1
+        for part in self.slots.values():
+            self.pipe.folder.observe(part)
+        log.info(
+            "stage 1 assigned %s; %d partial(s) restored",
+            [f"{tp.topic}[{tp.partition}]" for tp in partitions],
+            restored,
+        )
 
-    async def flush(self) -> None:
-        async with self.lock:
-            events, self.events = self.events, []
-            if not events:
+    def on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Records buffered but not folded are dropped with the partition: their offsets were
+        not committed, so the next owner reads them again. Folded batches were committed."""
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self.assigned.discard(key)
+            self.pipe.stage1_assigned.discard(f"{tp.topic}[{tp.partition}]")
+            self.buffers.pop(key, None)
+            self.next_offset.pop(key, None)
+        gone = {(self.sources[tp.topic], tp.partition) for tp in partitions}
+        for key in [k for k, p in self.slots.items() if (source_of(p["k"]), p["p"]) in gone]:
+            del self.slots[key]
+        for source, partition in gone:
+            if source == TURN:
+                self.pipe.folder.forget(partition)
+            for det in [d for d in self.pipe.detectors if d[0] == partition and source == TURN]:
+                del self.pipe.detectors[det]
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.consumer.subscribe(
+            list(self.sources), on_assign=self.on_assign, on_revoke=self.on_revoke
+        )
+        try:
+            while not self.stop.is_set():
+                batch = self.collect()
+                if batch:
+                    self.process(batch)
+        finally:
+            self.consumer.close()
+
+    def collect(self) -> list[Any]:
+        """The next batch: up to ``batch_size`` records, returned once full or ``within``
+        seconds after the first record was buffered, taken in step across the turn partitions
+        (see :meth:`take`)."""
+        first: float | None = None
+        blocked = False
+        while not self.stop.is_set():
+            buffered = sum(len(q) for q in self.buffers.values())
+            if first is None and buffered:
+                first = time.monotonic()
+            waited = 0.0 if first is None else time.monotonic() - first
+            if buffered >= self.batch_size or (first is not None and waited >= self.within):
+                batch = self.take(force=waited >= self.max_hold_s or buffered >= self.max_buffered)
+                if batch:
+                    return batch
+                blocked = True  # waiting for a partition that is behind
+            wait = 0.1 if first is None else max(0.0, min(0.1, self.within - waited))
+            if blocked:
+                wait = max(wait, 0.02)
+            room = max(1, self.batch_size - buffered) if not blocked else self.batch_size
+            for msg in consume_available(self.consumer, room, wait):
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise KafkaException(err)
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("stage 1 consume: %s", err)
+                    continue
+                tp = (msg.topic(), msg.partition())
+                self.buffers.setdefault(tp, deque()).append(msg)
+                self.next_offset[tp] = msg.offset() + 1
+        return []
+
+    def take(self, force: bool = False) -> list[Any]:
+        """Buffered records up to the event-time frontier of the turn partitions: the smallest
+        newest-buffered timestamp among turn partitions that still have records to give (a
+        partition that is caught up and has nothing buffered does not hold the others back).
+        A producer's batch can carry a partition's whole backlog, so without this stage 1 would
+        fold one partition hours ahead of the others and stage 2 would have to wait (or guess).
+        Feedback does not feed time windows and is always taken. ``force`` takes everything
+        (records held too long, or too many buffered)."""
+        frontier = float("inf")
+        if not force:
+            for tp in self.assigned:
+                if self.sources[tp[0]] != TURN:
+                    continue
+                q = self.buffers.get(tp)
+                if q:
+                    frontier = min(frontier, q[-1].timestamp()[1])
+                elif self._behind(tp):
+                    return []  # its next records are still on the way: wait for them
+        batch: list[Any] = []
+        for tp, q in self.buffers.items():
+            while q and len(batch) < self.batch_size:
+                if self.sources[tp[0]] == TURN and q[0].timestamp()[1] > frontier:
+                    break
+                batch.append(q.popleft())
+        return batch
+
+    def _behind(self, tp: tuple[str, int]) -> bool:
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        if high is None or high < 0:
+            return False  # not fetched yet: unknown, do not wait on it
+        # Nothing committed nor read yet: reading starts at the beginning (auto.offset.reset).
+        start = self.next_offset.get(tp, low if low is not None and low >= 0 else high)
+        return high > start
+
+    def process(self, batch: list[Any]) -> None:
+        pipe = self.pipe
+        items: list[tuple[str, dict[str, Any], int, int]] = []
+        offsets: dict[tuple[str, int], int] = {}
+        counts = {TURN: 0, FEEDBACK: 0}
+        decode = pipe.decoder.decode
+        watch = pipe.watch
+        for msg in batch:
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            source = self.sources[topic]
+            offsets[(topic, partition)] = offset + 1
+            rec = decode(
+                topic,
+                msg.key(),
+                msg.value(),
+                expected=self.schemas[source],
+                partition=partition,
+                offset=offset,
+            )
+            if rec is None:
+                continue
+            counts[source] += 1
+            items.append((source, rec, partition, offset))
+            if source == TURN:
+                watch(rec, partition)
+        folder = pipe.folder
+        skipped, late = folder.skipped, folder.late
+        partials = folder.fold(items, self.slots.get)
+        self.slots.update(partials)
+        produce = self.producer.produce
+        for key, part in partials.items():
+            value = json.dumps(part, separators=(",", ":")).encode()
+            produce(
+                self.changelogs[source_of(part["k"])],
+                value,
+                key.encode(),
+                partition=part["p"],
+                on_delivery=self._delivered,
+            )
+            produce(
+                self.partials_topic,
+                value,
+                json.dumps(part["g"]).encode(),
+                partition=group_partition(part["g"], self.partials_partitions),
+                on_delivery=self._delivered,
+            )
+        for key in folder.expired(self.slots.items()):
+            part = self.slots.pop(key)
+            produce(
+                self.changelogs[source_of(part["k"])],
+                None,
+                key.encode(),
+                partition=part["p"],
+                on_delivery=self._delivered,
+            )
+        for schema, event in pipe.change_events():
+            self.outputs.send(schema, event)
+        self._flush()
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+            asynchronous=False,
+        )
+        self.batches += 1
+        m = pipe.metrics
+        m.replays_skipped.inc(folder.skipped - skipped)
+        m.late.inc(folder.late - late)
+        for source, n in counts.items():
+            if n:
+                schema = self.schemas[source]
+                m.events.labels(schema).inc(n)
+                m.observe(schema, (rec for s, rec, _, _ in items if s == source))
+
+    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+
+    def _flush(self) -> None:
+        """Every write of the batch acknowledged, or raise before its offsets are committed."""
+        for name, producer in (
+            ("partials", self.producer),
+            ("outputs", self.outputs),
+            ("dead letters", self.pipe.dlq_producer_if_open()),
+        ):
+            if producer is None:
+                continue
+            remaining = producer.flush(30.0)
+            if remaining:
+                raise RuntimeError(f"stage 1: {remaining} {name} write(s) not acknowledged")
+        if self._errors or self.outputs.failed:
+            errors, self._errors = self._errors, []
+            raise RuntimeError(f"stage 1: writes refused by the broker: {errors[:5]}")
+
+
+def read_changelog(
+    bootstrap: str, group: str
+) -> Callable[[str, list[int]], Iterable[tuple[bytes, bytes | None]]]:
+    """A restore reader: the records of a changelog's partitions, beginning to end."""
+
+    def read(topic: str, partitions: list[int]) -> Iterable[tuple[bytes, bytes | None]]:
+        c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{group}-restore",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            todo = []
+            for p in partitions:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if hi > lo:
+                    todo.append(TopicPartition(topic, p, lo))
+            ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in todo}
+            if not todo:
                 return
-            await _fold(self.pipe, self.table, self.source, self.schema, events)
-            for ev in events:
-                ev.ack()
+            c.assign(todo)
+            done: set[int] = set()
+            while len(done) < len(todo):
+                for msg in c.consume(1000, 1.0):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            done.add(msg.partition())
+                            continue
+                        raise KafkaException(err)
+                    yield msg.key(), msg.value()
+                    if msg.offset() + 1 >= ends[msg.partition()]:
+                        done.add(msg.partition())
+        finally:
+            c.close()
+
+    return read
+
+
+class Stage1Service(mode.Service):
+    """Runs :class:`Stage1` in a thread for as long as the Faust worker runs; an error in the
+    loop crashes the worker (after its last batch was committed or not: either way nothing is
+    lost, the next start replays from the committed offsets)."""
+
+    def __init__(self, pipe: Pipeline, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pipe = pipe
+        self.stage1: Stage1 | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="stage1")
+        self._done: asyncio.Future[None] | None = None
+
+    def build(self) -> Stage1:
+        s = self.pipe.settings
+        group = self.pipe.stage1_group
+        consumer = Consumer(
+            {
+                "bootstrap.servers": s.bootstrap_servers,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "fetch.wait.max.ms": 50,
+                # Small per-partition fetches interleave the partitions in every batch, so event
+                # time advances evenly across them in a backlog (a whole partition per fetch made
+                # stage 2 wait, or evaluate windows that only one partition had filled).
+                "max.partition.fetch.bytes": 64 * 1024,
+                "socket.nagle.disable": True,
+            }
+        )
+        producer = Producer(
+            {
+                "bootstrap.servers": s.bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "socket.nagle.disable": True,
+            }
+        )
+        outputs = EventProducer.from_settings(s)
+        return Stage1(
+            pipe=self.pipe,
+            consumer=consumer,
+            producer=producer,
+            outputs=outputs,
+            restore_reader=read_changelog(s.bootstrap_servers, group),
+        )
+
+    async def on_start(self) -> None:
+        self.stage1 = self.build()
+        loop = asyncio.get_running_loop()
+        self._done = loop.run_in_executor(self._executor, self.stage1.run)
+
+    @mode.Service.task
+    async def _watch(self) -> None:
+        while self._done is None:
+            await asyncio.sleep(0.05)
+        await self._done  # raises what the loop raised: the service (and worker) crash
+
+    async def on_stop(self) -> None:
+        if self.stage1 is not None:
+            self.stage1.stop.set()
+        if self._done is not None and not self._done.done():
+            await asyncio.wait_for(asyncio.shield(self._done), 60)
+        if self.stage1 is not None:
+            self.stage1.outputs.close(raise_on_failure=False)
+        self._executor.shutdown(wait=False)
 
 
 def register(pipe: Pipeline) -> None:
-    app, s = pipe.app, pipe.settings
-    turns = Batcher(pipe, pipe.turn_partials, "turn", "ChatTurn", s.batch_size, s.batch_within_s)
-    feedback = Batcher(
-        pipe, pipe.feedback_partials, "feedback", "Feedback", s.batch_size, s.batch_within_s
-    )
+    pipe.app.service(_bind(pipe))
 
-    @app.agent(pipe.turns_topic, name="fold-turns")
-    async def fold_turns(stream: Any) -> None:
-        async for event in stream.noack().events():
-            await turns.add(event)
 
-    @app.agent(pipe.feedback_topic, name="fold-feedback")
-    async def fold_feedback(stream: Any) -> None:
-        async for event in stream.noack().events():
-            await feedback.add(event)
+def _bind(pipe: Pipeline) -> type[Stage1Service]:
+    """``app.service`` instantiates a class with the app's loop/beacon; bind the pipeline."""
 
-    @app.timer(interval=max(0.05, s.batch_within_s / 2))
-    async def flush_due() -> None:
-        await turns.flush_if_due()
-        await feedback.flush_if_due()
+    class BoundStage1(Stage1Service):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(pipe, **kwargs)
+
+    return BoundStage1

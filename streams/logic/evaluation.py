@@ -64,6 +64,27 @@ def closed_before(
     return min(newest.values())
 
 
+# A window is evaluated once every source partition has moved past its end; a partition that
+# is silent or far behind holds it back at most this many hops (stage 1 keeps a turn bucket open
+# for a window plus the same grace, so nothing it still accepts is past evaluation).
+GRACE_HOPS = 2
+
+
+def window_end(
+    partials: Iterable[Mapping[str, Any]], subject: str, hop_ms: int, expected: int = 0
+) -> int | None:
+    """The end of the newest window to evaluate: the newest bucket every source partition has
+    reached (event time advances in order within a partition, so every bucket before it is
+    complete), or, while fewer than ``expected`` partitions have been heard from or one lags, the
+    newest bucket minus the grace."""
+    buckets = _buckets(partials, subject)
+    if not buckets:
+        return None
+    fallback = buckets[-1] - GRACE_HOPS * hop_ms
+    closed = closed_before(partials, subject, expected)
+    return fallback if closed is None else max(closed, fallback)
+
+
 # Waiting for complete buckets stops once this many times the needed turns have been seen (a
 # partition that never carries the model, or went silent, must not hold the baseline back).
 FREEZE_PATIENCE = 4
@@ -117,7 +138,7 @@ def evaluate_model(
     evaluation_accuracy: float | None = None,
     trained_at_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the window that ends where the newest bucket starts, if not done yet.
+    """Evaluate the newest complete window (:func:`window_end`), if not done yet.
     ``evaluation_accuracy`` (newest published evaluation) and ``trained_at_ms`` (model registry)
     feed the retrain criteria; without a registry entry a model's age counts from its first turn."""
     out: dict[str, Any] = {
@@ -141,8 +162,9 @@ def evaluate_model(
         if frozen is not None:
             out["baseline"] = frozen
             baseline = frozen
-    end = buckets[-1]
-    if end > new_state.get("evaluated_end", -1):
+    end = window_end(partials, subject, cfg.hop_ms, cfg.source_partitions)
+    assert end is not None  # there are buckets
+    if end > new_state.get("evaluated_end", -1) and end > buckets[0]:
         window = merge_slots(partials, TURNS, subject, end - cfg.window_ms, end)
         summary = window.summary()
         out["summary"] = summary
@@ -183,7 +205,7 @@ def evaluate_model(
     assert isinstance(fb, FeedbackTally)
     triggers = due_triggers(
         model_version=model,
-        now_ms=end,
+        now_ms=buckets[-1],  # the newest data seen, not the (possibly older) window end
         trained_at_ms=new_state.get("trained_at", new_state["first_seen"]),
         new_feedback=fb.since_training,
         turns=total.n,
@@ -194,7 +216,7 @@ def evaluate_model(
     )
     for t in triggers:
         out["triggers"].append(
-            {"event_id": stable_id("trigger", t["trigger_id"]), "event_time": end, **t}
+            {"event_id": stable_id("trigger", t["trigger_id"]), "event_time": buckets[-1], **t}
         )
     new_state["fired"] = sorted(
         set(new_state.get("fired", [])) | {t["trigger_id"] for t in triggers}
@@ -234,5 +256,6 @@ __all__ = [
     "evaluate_model",
     "freeze_baseline",
     "stable_id",
+    "window_end",
     "state_of",
 ]

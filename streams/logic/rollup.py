@@ -78,14 +78,50 @@ class Stage1Folder:
     ``load(key)`` returns the stored partial (or None). The result maps every touched key to its
     new partial, including keys whose events were all skipped as replays: their snapshot is sent
     again so stage 2 hears of it even if the crash came between the table write and the send.
+
+    With ``retention_ms`` the turn buckets of a source partition older than its newest bucket
+    minus the retention are *closed*: their partials can be dropped (:meth:`expired`) and a late
+    turn for one is counted in ``late`` instead of folded, so a dropped partial is never restarted
+    from zero (stage 2 would take the restart's smaller snapshot for the newer one).
     """
 
-    def __init__(self, hop_ms: int) -> None:
+    def __init__(self, hop_ms: int, retention_ms: int | None = None) -> None:
         if hop_ms <= 0:
             raise ValueError(f"hop must be > 0 ms, got {hop_ms}")
+        if retention_ms is not None and retention_ms < hop_ms:
+            raise ValueError(f"retention ({retention_ms} ms) must be >= the hop ({hop_ms} ms)")
         self.hop_ms = hop_ms
+        self.retention_ms = retention_ms
+        self.newest: dict[int, int] = {}  # source partition -> newest turn bucket folded
         self.skipped = 0
         self.folded = 0
+        self.late = 0
+
+    def horizon(self, partition: int) -> int | None:
+        """Turn buckets of ``partition`` before this are closed (None: nothing closed yet)."""
+        newest = self.newest.get(partition)
+        if self.retention_ms is None or newest is None:
+            return None
+        return newest - self.retention_ms
+
+    def observe(self, partial: Mapping[str, Any]) -> None:
+        """Learn the newest bucket from a restored partial."""
+        if partial["k"] == TURNS and partial["b"] > self.newest.get(partial["p"], -1):
+            self.newest[partial["p"]] = partial["b"]
+
+    def forget(self, partition: int) -> None:
+        self.newest.pop(partition, None)
+
+    def expired(self, partials: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+        """Keys of the turn partials that lie wholly before their partition's horizon."""
+        out = []
+        for key, part in partials:
+            if part["k"] != TURNS:
+                continue
+            h = self.horizon(part["p"])
+            if h is not None and part["b"] < h:
+                out.append(key)
+        return out
 
     def fold(
         self,
@@ -98,7 +134,18 @@ class Stage1Folder:
             targets = (
                 targets_of_turn(rec, self.hop_ms) if source == "turn" else targets_of_feedback(rec)
             )
+            closed = False
+            if source == "turn" and self.retention_ms is not None:
+                newest = self.newest.get(partition, -1)
+                bucket = rec["event_time"] // self.hop_ms * self.hop_ms
+                if bucket > newest:
+                    self.newest[partition] = bucket
+                elif bucket < newest - self.retention_ms:
+                    closed = True
+                    self.late += 1
             for kind, subject, group, bucket in targets:
+                if closed and kind == TURNS:
+                    continue
                 key = slot_key(kind, subject, bucket, partition)
                 part = partials.get(key)
                 if part is None:

@@ -220,6 +220,13 @@ def test_two_workers_give_the_same_totals_as_one(
 ) -> None:
     a = worker_factory()
     b = worker_factory()
+    # Both stage-1 consumers hold input partitions before any traffic (else one worker could
+    # fold everything before the other joins, and the totals would prove nothing).
+    wait_for(
+        lambda: all(w.get("/health/")[1]["partitions"] for w in (a, b)),
+        60,
+        what=lambda: f"both workers assigned: {[w.get('/health/')[1] for w in (a, b)]}",
+    )
     expected = produce(broker, prefix, SimulatorConfig(turns=12_000, rate=200, seed=8))
     # Both workers answer for the experiment: one from its table, the other by routing to it.
     wait_for(

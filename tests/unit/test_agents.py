@@ -1,9 +1,11 @@
-"""Faust agents with ``agent.test_context()`` and the memory store: no broker. Table changelogs
-and the partials topic are captured instead of produced."""
+"""Stage 2's Faust agent with ``agent.test_context()`` and the memory store: no broker. Table
+changelogs and the partials topic are captured instead of produced. Stage 1 (a confluent-kafka
+loop) is tested with fake clients in test_stage1.py."""
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -13,7 +15,6 @@ import pytest
 from schemas import AvroSerializer
 from streams.app import create_app
 from streams.settings import StreamsSettings
-from tests.examples import EXAMPLES
 
 
 @pytest.fixture()
@@ -35,8 +36,6 @@ def app_and_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setattr(pipe.partials_topic, "send", fake_send)
     for table in (
-        pipe.turn_partials,
-        pipe.feedback_partials,
         pipe.group_slots,
         pipe.group_state,
         pipe.ab_results,
@@ -49,35 +48,7 @@ def app_and_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     dead: list[tuple] = []
     monkeypatch.setattr(pipe, "_dead_letter", lambda *a: dead.append(a))
     pipe.decoder.dlq._sink = lambda *a: dead.append(a)
-
-    async def no_flush() -> None:
-        return None
-
-    monkeypatch.setattr(pipe, "flush_dead_letters", no_flush)
     return app, pipe, sent, changelog, dead
-
-
-def test_fold_agent_turns_events_into_partials_and_dead_letters_garbage(app_and_pipe: Any) -> None:
-    app, pipe, sent, changelog, dead = app_and_pipe
-    turn = AvroSerializer().encode("ChatTurn", EXAMPLES["ChatTurn"])
-
-    async def run() -> None:
-        agent = app.agents["fold-turns"]
-        async with agent.test_context() as ctx:
-            await ctx.put(turn, key=b"s-1")
-            await ctx.put(b"garbage", key=b"s-2")
-            await ctx.put(turn, key=b"s-1")
-
-    asyncio.run(run())
-    groups = {k for k, _ in sent}
-    assert groups == {"m:okla-v1.0", "x:v1-vs-v2"}
-    model_all = [v for k, v in sent if v["s"] == "okla-v1.0|*"]
-    assert model_all[-1]["st"]["n"] == 2  # both copies folded (distinct offsets)
-    assert {k for _, k in changelog} == {
-        p["k"] + "|" + p["s"] + "|" + str(p["b"]) + "|" + str(p["p"]) for _, p in sent
-    }
-    assert len(dead) == 1 and dead[0][2] == b"garbage"
-    assert "unknown wire format" in dict(dead[0][3])["dlq.error"].decode()
 
 
 def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) -> list:
@@ -95,8 +66,11 @@ def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) 
     monkeypatch.setattr(pipe.outputs, "send", capture)
     folder, stage1 = Stage1Folder(10_000), {}
     batches, batch = [], []
-    for offset, (_, ev) in enumerate(TrafficSimulator(cfg).events()):
-        batch.append(("turn", ev, 0, offset))
+    offsets = [0] * 6  # spread over chat.turns' 6 partitions by session, as the producer keys
+    for _, ev in TrafficSimulator(cfg).events():
+        p = zlib.crc32(ev["session_id"].encode()) % 6
+        batch.append(("turn", ev, p, offsets[p]))
+        offsets[p] += 1
         if len(batch) == 500:
             batches.append(folder.fold(batch, stage1.get))
             stage1.update(batches[-1])

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from producers.simulator import SimulatorConfig, TrafficSimulator
 from streams.logic.rollup import AB_FEEDBACK, AB_TURNS, TURNS, Stage1Folder, merge_slots, newer
 from streams.logic.window import TurnStats
@@ -73,3 +75,37 @@ def test_window_selects_buckets() -> None:
 def test_stale_snapshot_never_replaces_newer() -> None:
     assert newer(None, {"wm": 0})
     assert newer({"wm": 5}, {"wm": 5}) and not newer({"wm": 6}, {"wm": 5})
+
+
+def test_window_end_is_the_bucket_every_partition_reached_or_the_grace() -> None:
+    from streams.logic.evaluation import GRACE_HOPS, window_end
+
+    def parts(newest: dict[int, int]) -> list[dict]:
+        return [
+            {"k": TURNS, "s": "m|*", "b": b, "p": p}
+            for p, top in newest.items()
+            for b in range(0, top + 1, HOP)
+        ]
+
+    # Three partitions at buckets 5, 3 and 4 (in hops): buckets before 3 are complete.
+    assert window_end(parts({0: 5 * HOP, 1: 3 * HOP, 2: 4 * HOP}), "m|*", HOP, 3) == 3 * HOP
+    # One partition far behind (or silent) holds the window back at most the grace.
+    lagging = parts({0: 9 * HOP, 1: 1 * HOP, 2: 9 * HOP})
+    assert window_end(lagging, "m|*", HOP, 3) == (9 - GRACE_HOPS) * HOP
+    # A partition not heard from yet counts as behind.
+    assert window_end(parts({0: 5 * HOP, 1: 5 * HOP}), "m|*", HOP, 3) == (5 - GRACE_HOPS) * HOP
+    assert window_end([], "m|*", HOP, 3) is None
+
+
+def test_closed_turn_buckets_are_not_folded_and_expire() -> None:
+    folder = Stage1Folder(HOP, retention_ms=3 * HOP)
+    turn = dict(_stream(5)[0][1])
+    store: dict[str, dict] = {}
+    for offset, t in enumerate((0, 5 * HOP, HOP)):  # the last is 4 hops late
+        store.update(folder.fold([("turn", dict(turn, event_time=t), 0, offset)], store.get))
+    assert folder.late == 1 and folder.horizon(0) == 2 * HOP
+    expired = folder.expired(store.items())
+    assert expired and all(store[k]["b"] == 0 for k in expired)
+    assert not [p for p in store.values() if p["k"] == TURNS and p["b"] == HOP]
+    with pytest.raises(ValueError, match="retention"):
+        Stage1Folder(HOP, retention_ms=HOP - 1)
