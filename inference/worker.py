@@ -41,7 +41,7 @@ from inference.protocol import (
     response_event,
     turn_event,
 )
-from producers.consumer import consume_available
+from producers.consumer import consume_available, is_record
 from producers.deadletter import DeadLetterQueue
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
 from schemas.catalog import default_catalog
@@ -173,14 +173,8 @@ class InferenceWorker:
                 kafka, consume_available, self._consumer, room, 0.1
             )
             for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise KafkaException(err)
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consume: %s", err)
-                    continue
-                self._start(msg)
+                if is_record(msg, log):
+                    self._start(msg)
 
     async def _drain(self) -> None:
         if not self._tasks:

@@ -6,6 +6,7 @@ replays rather than loses: at-least-once, with ``event_id`` for de-duplication d
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,19 @@ def consume_available(consumer: Any, max_records: int, timeout: float) -> list[M
     if max_records <= 1:
         return [first]
     return [first, *consumer.consume(max_records - 1, 0)]
+
+
+def is_record(msg: Message, log: logging.Logger) -> bool:
+    """True for a record. A fatal client error raises; others (partition EOF aside) are logged
+    and skipped, as librdkafka retries them itself."""
+    err = msg.error()
+    if err is None:
+        return True
+    if err.fatal():
+        raise KafkaException(err)
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("consume: %s", err)
+    return False
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import mode
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from producers.consumer import consume_available
+from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
 from streams.logic.rollup import AB_TURNS, TURNS
 from streams.pipeline import Pipeline
@@ -167,12 +167,7 @@ class Stage1:
                 wait = max(wait, 0.02)
             room = max(1, self.batch_size - buffered) if not blocked else self.batch_size
             for msg in consume_available(self.consumer, room, wait):
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise KafkaException(err)
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("stage 1 consume: %s", err)
+                if not is_record(msg, log):
                     continue
                 tp = (msg.topic(), msg.partition())
                 self.buffers.setdefault(tp, deque()).append(msg)

@@ -284,3 +284,30 @@ def test_old_turn_buckets_are_closed_and_tombstoned(pipe: Pipeline) -> None:
     stage1.process([turn_at(1_000_500, 2)])
     assert pipe.folder.late == 1
     assert all(p["b"] == 1_050_000 for p in stage1.slots.values())
+
+
+def test_consume_errors_fatal_raise_eof_is_quiet_others_are_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from producers.consumer import is_record
+
+    class Err:
+        def __init__(self, code: int, fatal: bool) -> None:
+            self._code, self._fatal = code, fatal
+
+        def error(self) -> KafkaError:
+            return KafkaError(self._code, "boom", fatal=self._fatal)
+
+    log = logging.getLogger("t")
+    with caplog.at_level(logging.WARNING, logger="t"):
+        assert not is_record(Err(KafkaError._PARTITION_EOF, False), log)  # type: ignore[arg-type]
+        assert not caplog.records
+        assert not is_record(Err(KafkaError._TRANSPORT, False), log)  # type: ignore[arg-type]
+        assert "boom" in caplog.text
+    with pytest.raises(KafkaException):
+        is_record(Err(KafkaError._FATAL, True), log)  # type: ignore[arg-type]
+    assert is_record(Msg("t", 0, 0, b"", 0), log)  # type: ignore[arg-type]
