@@ -4,6 +4,7 @@ help names its variable. Heavy packages are imported only by the subcommand that
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -206,6 +207,36 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             live_time=args.realtime,
         )
     print(f"sent {sim.turns} chat turns and {sim.feedback} feedback events")
+    return 0
+
+
+def cmd_simulate_predictions(args: argparse.Namespace, settings: Settings) -> int:
+    """Send a predictive model's predictions and outcomes (the dispatch seed's prediction log)."""
+    from producers.producer import EventProducer
+    from producers.simulator import PredictionSimConfig, PredictionSimulator
+
+    kinds = tuple(k.strip() for k in args.drift.split(",") if k.strip()) if args.drift else None
+    config = PredictionSimConfig(
+        seed=args.seed,
+        rate=args.rate,
+        predictions=args.predictions,
+        model_version=args.model_version,
+        accuracy=args.accuracy,
+        drift_at_s=args.drift_at,
+        **({"drift": kinds} if kinds else {}),
+    )
+    if args.realtime:
+        config = dataclasses.replace(config, start_ms=int(time.time() * 1000))
+    sim = PredictionSimulator(config)
+    started = time.monotonic()
+    with EventProducer.from_settings(settings) as producer:
+        for schema, event in sim.events():
+            if args.realtime and schema == "Prediction":
+                delay = started + sim.predictions / config.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            producer.send(schema, event, prepare=False)
+    print(f"sent {sim.predictions} predictions and {sim.outcomes} outcomes")
     return 0
 
 
@@ -725,6 +756,26 @@ def build_parser(
     p.add_argument("--realtime", action="store_true", help="pace at --rate per wall-clock second")
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_simulate)
+
+    p = sub.add_parser(
+        "simulate-predictions",
+        help="send a predictive model's predictions and outcomes (dispatch), with drift",
+    )
+    p.add_argument("--seed", type=int, default=11, help="random seed (same seed, same events)")
+    p.add_argument("--predictions", type=int, default=1000, help="predictions (0 = endless)")
+    p.add_argument("--rate", type=float, default=50.0, help="predictions per second")
+    p.add_argument("--model-version", default="xgb-v2", help="model version that predicts")
+    p.add_argument("--accuracy", type=float, default=0.9, help="share of successful outcomes")
+    p.add_argument("--drift-at", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--drift",
+        default=None,
+        metavar="KINDS",
+        help="comma list of confidence,latency,fallback,accuracy,nulls,labels (default all)",
+    )
+    p.add_argument("--realtime", action="store_true", help="pace at --rate per wall-clock second")
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_simulate_predictions)
 
     p = sub.add_parser(
         "demo", help="start the broker, create topics, simulate traffic and watch it"

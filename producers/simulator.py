@@ -477,3 +477,121 @@ def run(
         if on_progress is not None and sim.turns % 100 == 0 and schema == "ChatTurn":
             on_progress(sim)
     return sim
+
+
+# -- predictions of any ML model (the dispatch seed) ---------------------------------------------
+
+PREDICTION_DRIFT_KINDS = ("confidence", "latency", "fallback", "accuracy", "nulls", "labels")
+ZONES = ("norte", "sur", "este", "oeste", "centro")
+
+
+@dataclass(frozen=True)
+class PredictionSimConfig:
+    """A dispatch model assigning drivers: ``Prediction`` events with features, confidence,
+    fallback to rules and latency, and (for ``outcome_probability`` of them) an ``Outcome`` that
+    says whether the assigned driver did the job. From ``drift_at_s`` simulated seconds on, the
+    ``drift`` kinds change: confidence drops, latency rises, fallbacks and null features spike,
+    accuracy falls, and the predicted labels concentrate on a few drivers."""
+
+    seed: int = 11
+    rate: float = 50.0  # predictions per simulated second
+    predictions: int = 1000  # 0 = endless
+    start_ms: int = 1_767_225_600_000
+    model_name: str = "dispatch"
+    model_version: str = "xgb-v2"
+    phase: str | None = "ml-v2"
+    outcome_probability: float = 0.8
+    outcome_delay_ms: int = 60_000
+    accuracy: float = 0.9
+    drift_at_s: float | None = None
+    drift: tuple[str, ...] = PREDICTION_DRIFT_KINDS
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            raise ValueError(f"rate must be > 0 predictions per second, got {self.rate!r}")
+        for name in ("outcome_probability", "accuracy"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        bad = [k for k in self.drift if k not in PREDICTION_DRIFT_KINDS]
+        if bad:
+            raise ValueError(
+                f"unknown drift kind(s) {bad}; expected some of {', '.join(PREDICTION_DRIFT_KINDS)}"
+            )
+
+
+class PredictionSimulator:
+    def __init__(self, config: PredictionSimConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.predictions = 0
+        self.outcomes = 0
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _drifting(self, t_s: float, kind: str) -> bool:
+        c = self.config
+        return c.drift_at_s is not None and t_s >= c.drift_at_s and kind in c.drift
+
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Predictions in event-time order, each followed by its outcome when it has one (the
+        outcome's event time is ``outcome_delay_ms`` later)."""
+        c, rng = self.config, self.rng
+        i = 0
+        while c.predictions == 0 or i < c.predictions:
+            now_ms = c.start_ms + int(i * 1000 / c.rate)
+            t_s = i / c.rate
+            i += 1
+            conf = min(1.0, max(0.0, rng.betavariate(18, 2.5)))
+            if self._drifting(t_s, "confidence"):
+                conf = max(0.0, conf - 0.25)
+            fallback = conf < 0.6 or (self._drifting(t_s, "fallback") and rng.random() < 0.2)
+            latency = rng.lognormvariate(math.log(12.0), 0.3)
+            if self._drifting(t_s, "latency"):
+                latency *= 2.5
+            null_p = 0.3 if self._drifting(t_s, "nulls") else 0.005
+            drivers = 3 if self._drifting(t_s, "labels") else 20
+            pid = f"pred-{c.seed}-{i:08d}"
+            prediction = {
+                "event_id": self._uuid(),
+                "event_time": now_ms,
+                "prediction_id": pid,
+                "model_name": c.model_name,
+                "model_version": c.model_version,
+                "phase": "rules-v1" if fallback else c.phase,
+                "experiment_id": None,
+                "entity_id": f"dispatch-{i}",
+                "features": {
+                    "distance_km": round(rng.expovariate(1 / 4.0), 2),
+                    "hour": (now_ms // 3_600_000) % 24,
+                    "zone": rng.choice(ZONES),
+                    "rain": None if rng.random() < null_p else rng.random() < 0.2,
+                    "vip": rng.random() < 0.1,
+                },
+                "predicted_value": f"driver-{rng.randrange(drivers):02d}",
+                "confidence": round(conf, 4),
+                "fallback_used": fallback,
+                "fallback_reason": "low confidence: rules assigned the driver"
+                if fallback
+                else None,
+                "latency_ms": round(latency, 2),
+                "metadata": {},
+            }
+            self.predictions += 1
+            yield "Prediction", prediction
+            if rng.random() < c.outcome_probability:
+                accuracy = c.accuracy - (0.35 if self._drifting(t_s, "accuracy") else 0.0)
+                success = rng.random() < accuracy
+                self.outcomes += 1
+                yield (
+                    "Outcome",
+                    {
+                        "event_id": self._uuid(),
+                        "event_time": now_ms + c.outcome_delay_ms,
+                        "prediction_id": pid,
+                        "model_version": c.model_version,
+                        "actual_value": prediction["predicted_value"] if success else "other",
+                        "success": success,
+                        "metadata": {},
+                    },
+                )

@@ -66,7 +66,7 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
             consumer_lag,
             settings.bootstrap_servers,
             pipe.stage1_group,
-            [pipe.turns_topic_name, pipe.feedback_topic_name],
+            list(pipe.stage1_topics.values()),
         )
         for topic, lag in pipe.lag.items():
             pipe.metrics.lag.labels(topic).set(lag)

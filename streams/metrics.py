@@ -41,8 +41,14 @@ class StreamsMetrics:
         )
         self.late = Counter(
             "continuum_late_turns_total",
-            "Turns older than the drift retention (window + 2 hops) behind their partition's "
-            "newest turn: kept out of the drift windows (A/B and feedback still count them)",
+            "Turns (and predictions) older than the drift retention (window + 2 hops) behind "
+            "their partition's newest: kept out of the drift windows (A/B and feedback still "
+            "count them)",
+            registry=r,
+        )
+        self.unattributed = Counter(
+            "continuum_unattributed_outcomes_total",
+            "Outcomes without a model_version: not counted in any model's accuracy",
             registry=r,
         )
         self.lag = Gauge(

@@ -7,6 +7,7 @@ co-partitioned with its input and recovers on the worker that owns that partitio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -56,17 +57,21 @@ class Pipeline:
         p = settings.topic_prefix
         # Stage 1 reads these with its own consumer group (streams.agents.fold) and keeps its
         # partials in compacted changelogs partitioned like its inputs.
-        self.turns_topic_name = topic_spec("chat.turns").full_name(p)
-        self.feedback_topic_name = topic_spec("chat.feedback").full_name(p)
+        # source -> input topic (see streams.logic.rollup for the sources)
+        inputs = {
+            "turn": "chat.turns",
+            "feedback": "chat.feedback",
+            "prediction": "predictions",
+            "outcome": "outcomes",
+        }
+        self.stage1_topics = {src: topic_spec(t).full_name(p) for src, t in inputs.items()}
+        self.turns_topic_name = self.stage1_topics["turn"]
+        self.feedback_topic_name = self.stage1_topics["feedback"]
         self.stage1_group = f"{p}{settings.app_id}-fold"
         self.stage1_changelogs = {
-            "turn": f"{p}{settings.app_id}-turn-partials-changelog",
-            "feedback": f"{p}{settings.app_id}-feedback-partials-changelog",
+            src: f"{p}{settings.app_id}-{src}-partials-changelog" for src in inputs
         }
-        self.stage1_partitions = {
-            "turn": topic_spec("chat.turns").partitions,
-            "feedback": topic_spec("chat.feedback").partitions,
-        }
+        self.stage1_partitions = {src: topic_spec(t).partitions for src, t in inputs.items()}
         self.stage1_assigned: set[str] = set()  # "topic[partition]", kept by stage 1
         self.partials_topic = app.topic(
             f"{p}{settings.app_id}-partials",
@@ -85,6 +90,10 @@ class Pipeline:
             freeze_after=settings.freeze_after,
             source_partitions=topic_spec("chat.turns").partitions,
         )
+        # Predictive models: the same windows over the predictions topic's partitions.
+        self.prediction_cfg = dataclasses.replace(
+            self.cfg, source_partitions=topic_spec("predictions").partitions
+        )
         # Turn buckets older than any window or baseline reads are closed and their partials
         # dropped; stage 2 forgets the same buckets after evaluating them.
         self.folder = Stage1Folder(
@@ -100,7 +109,8 @@ class Pipeline:
         self.live = LiveState()
         self.live.listeners.append(self._on_live)
         self.mirror: TopicMirror | None = None
-        self.detectors: dict[tuple[int, str, str], ChangeDetector] = {}
+        # (source, partition, model version, metric) -> detector
+        self.detectors: dict[tuple[str, int, str, str], ChangeDetector] = {}
         self.change_alerts = AlertManager(AlertThresholds())
         self.service_alerts = AlertManager(
             AlertThresholds(service_timeout_s=settings.service_timeout_s)
@@ -147,7 +157,8 @@ class Pipeline:
 
     # -- change detection (stage 1, per partition) -------------------------------------------
 
-    def watch(self, turn: dict[str, Any], partition: int) -> None:
+    def watch(self, turn: dict[str, Any], partition: int, source: str = "turn") -> None:
+        """Feed a turn's (or a prediction's) latency and confidence to its partition's detectors."""
         model = turn["model_version"]
         for metric, value, log_scale in (
             ("latency_ms", turn["latency_ms"], True),
@@ -155,7 +166,7 @@ class Pipeline:
         ):
             if value is None:
                 continue
-            key = (partition, model, metric)
+            key = (source, partition, model, metric)
             det = self.detectors.get(key)
             if det is None:
                 det = self.detectors[key] = ChangeDetector(metric, log_scale=log_scale)

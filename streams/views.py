@@ -267,6 +267,32 @@ def register(pipe: Pipeline) -> None:
 
             return await _routed(pipe, pipe.group_state, group, self, request, local)
 
+    @app.page("/predictions/{model}/")
+    class Predictions(View):
+        """A predictive model (Prediction/Outcome events): its newest window's statistics,
+        baseline, outcomes and accuracy, and the retrain criteria already fired."""
+
+        async def get(self, request: Request, model: str) -> Response:
+            group = f"p:{model}"
+
+            async def local() -> Response:
+                state = pipe.group_state.get(group)
+                if not state:
+                    return self.json({"error": f"no predictions for model {model!r}"}, status=404)
+                return self.json(
+                    {
+                        "model_version": model,
+                        "last_window": state.get("last_window"),
+                        "evaluated_end": state.get("evaluated_end"),
+                        "baseline": pipe.live.baselines.get(model)
+                        or state.get("frozen_baseline"),
+                        "outcomes": state.get("outcomes"),
+                        "retrain_fired": state.get("fired", []),
+                    }
+                )
+
+            return await _routed(pipe, pipe.group_state, group, self, request, local)
+
     @app.page("/models/")
     class Models(View):
         async def get(self, request: Request) -> Response:

@@ -33,12 +33,24 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
-from streams.logic.rollup import AB_TURNS, TURNS
+from streams.logic.rollup import (
+    FEEDBACK_SOURCE,
+    OUTCOME,
+    PREDICTION,
+    TURN,
+    WINDOWED_KIND,
+    source_of,
+)
 from streams.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
-TURN, FEEDBACK = "turn", "feedback"
+SCHEMAS = {
+    TURN: "ChatTurn",
+    FEEDBACK_SOURCE: "Feedback",
+    PREDICTION: "Prediction",
+    OUTCOME: "Outcome",
+}
 
 
 def group_partition(group: str, partitions: int) -> int:
@@ -46,10 +58,6 @@ def group_partition(group: str, partitions: int) -> int:
     key as Faust's JSON key serializer writes it, so stage 2's tables and views, which locate a
     group with Faust's own partitioner, find it where stage 1 sent it."""
     return (murmur2(json.dumps(group).encode()) & 0x7FFFFFFF) % partitions
-
-
-def source_of(kind: str) -> str:
-    return TURN if kind in (TURNS, AB_TURNS) else FEEDBACK
 
 
 class Stage1:
@@ -69,8 +77,8 @@ class Stage1:
         self.pipe = pipe
         self.consumer, self.producer, self.outputs = consumer, producer, outputs
         self.restore_reader = restore_reader
-        self.sources = {pipe.turns_topic_name: TURN, pipe.feedback_topic_name: FEEDBACK}
-        self.schemas = {TURN: "ChatTurn", FEEDBACK: "Feedback"}
+        self.sources = {name: source for source, name in pipe.stage1_topics.items()}
+        self.schemas = SCHEMAS
         self.changelogs = pipe.stage1_changelogs
         self.partials_topic = pipe.partials_topic.get_topic_name()
         self.partials_partitions = s.partials_partitions
@@ -127,9 +135,8 @@ class Stage1:
         for key in [k for k, p in self.slots.items() if (source_of(p["k"]), p["p"]) in gone]:
             del self.slots[key]
         for source, partition in gone:
-            if source == TURN:
-                self.pipe.folder.forget(partition)
-            for det in [d for d in self.pipe.detectors if d[0] == partition and source == TURN]:
+            self.pipe.folder.forget(partition, source)
+            for det in [d for d in self.pipe.detectors if d[:2] == (source, partition)]:
                 del self.pipe.detectors[det]
 
     # -- the loop ----------------------------------------------------------------------------
@@ -175,17 +182,17 @@ class Stage1:
         return []
 
     def take(self, force: bool = False) -> list[Any]:
-        """Buffered records up to the event-time frontier of the turn partitions: the smallest
-        newest-buffered timestamp among turn partitions that still have records to give (a
-        partition that is caught up and has nothing buffered does not hold the others back).
-        A producer's batch can carry a partition's whole backlog, so without this stage 1 would
-        fold one partition hours ahead of the others and stage 2 would have to wait (or guess).
-        Feedback does not feed time windows and is always taken. ``force`` takes everything
-        (records held too long, or too many buffered)."""
+        """Buffered records up to the event-time frontier of the windowed partitions (turns,
+        predictions): the smallest newest-buffered timestamp among those that still have records
+        to give (a partition that is caught up and has nothing buffered does not hold the others
+        back). A producer's batch can carry a partition's whole backlog, so without this stage 1
+        would fold one partition hours ahead of the others and stage 2 would have to wait (or
+        guess). Feedback and outcomes do not feed time windows and are always taken. ``force``
+        takes everything (records held too long, or too many buffered)."""
         frontier = float("inf")
         if not force:
             for tp in self.assigned:
-                if self.sources[tp[0]] != TURN:
+                if self.sources[tp[0]] not in WINDOWED_KIND:
                     continue
                 q = self.buffers.get(tp)
                 if q:
@@ -195,7 +202,7 @@ class Stage1:
         batch: list[Any] = []
         for tp, q in self.buffers.items():
             while q and len(batch) < self.batch_size:
-                if self.sources[tp[0]] == TURN and q[0].timestamp()[1] > frontier:
+                if self.sources[tp[0]] in WINDOWED_KIND and q[0].timestamp()[1] > frontier:
                     break
                 batch.append(q.popleft())
         return batch
@@ -212,7 +219,7 @@ class Stage1:
         pipe = self.pipe
         items: list[tuple[str, dict[str, Any], int, int]] = []
         offsets: dict[tuple[str, int], int] = {}
-        counts = {TURN: 0, FEEDBACK: 0}
+        counts = dict.fromkeys(SCHEMAS, 0)
         decode = pipe.decoder.decode
         watch = pipe.watch
         for msg in batch:
@@ -231,10 +238,10 @@ class Stage1:
                 continue
             counts[source] += 1
             items.append((source, rec, partition, offset))
-            if source == TURN:
-                watch(rec, partition)
+            if source in WINDOWED_KIND:
+                watch(rec, partition, source)
         folder = pipe.folder
-        skipped, late = folder.skipped, folder.late
+        skipped, late, unattributed = folder.skipped, folder.late, folder.unattributed
         partials = folder.fold(items, self.slots.get)
         self.slots.update(partials)
         produce = self.producer.produce
@@ -274,6 +281,7 @@ class Stage1:
         m = pipe.metrics
         m.replays_skipped.inc(folder.skipped - skipped)
         m.late.inc(folder.late - late)
+        m.unattributed.inc(folder.unattributed - unattributed)
         for source, n in counts.items():
             if n:
                 schema = self.schemas[source]

@@ -1,5 +1,6 @@
 """Stage 2: keep the newest snapshot of every partial per group, and evaluate the group when its
-window closes (models) or at most every few seconds (experiments)."""
+window closes (chat models ``m:``, predictive models ``p:``) or at most every few seconds
+(experiments ``x:``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from typing import Any
 
 from streams.logic.evaluation import evaluate_experiment, evaluate_model
-from streams.logic.rollup import ALL_VARIANTS, TURNS, newer, slot_key
+from streams.logic.rollup import ALL_VARIANTS, group_kinds, newer, slot_key
 from streams.pipeline import Pipeline, delete, key_partition, put
 
 AB_EVERY_S = 2.0
@@ -19,21 +20,25 @@ def _group_partials(pipe: Pipeline, group: str) -> list[dict[str, Any]]:
 
 
 async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
+    """A chat model (group ``m:``) or a predictive model (``p:``)."""
     model = group[2:]
+    kind, _ = group_kinds(group)
+    chat = group.startswith("m:")
     state = pipe.group_state.get(group) or {}
     partials = _group_partials(pipe, group)
     baseline = pipe.live.baselines.get(model) or state.get("frozen_baseline")
     with pipe.live.lock:
-        evaluation = pipe.live.evaluations.get(model)
+        evaluation = pipe.live.evaluations.get(model) if chat else None
         registered = pipe.live.registry.get(model)
     out = evaluate_model(
         model,
         partials,
         baseline,
         state,
-        pipe.cfg,
+        pipe.cfg if chat else pipe.prediction_cfg,
         evaluation_accuracy=evaluation.get("intent_accuracy") if evaluation else None,
         trained_at_ms=registered.get("trained_at") if registered else None,
+        kind=kind,
     )
     new_state = out["state"]
     if out["baseline"] is not None:
@@ -47,13 +52,16 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
         await pipe.outputs.send("RetrainTrigger", trig)
     if out["summary"] is not None:
         new_state["last_window"] = out["summary"]
-    new_state["feedback"] = out.get("feedback")
+    if chat:
+        new_state["feedback"] = out.get("feedback")
+    else:
+        new_state["outcomes"] = out.get("outcomes")
     put(pipe.group_state, group, new_state, partition)
     # Forget buckets that no window or baseline will read again.
     horizon = new_state.get("evaluated_end", 0) - pipe.cfg.window_ms - 2 * pipe.cfg.hop_ms
     if new_state.get("frozen_baseline") or pipe.live.baselines.get(model):
         for p in partials:
-            if p["k"] == TURNS and p["b"] < horizon:
+            if p["k"] == kind and p["b"] < horizon:
                 delete(pipe.group_slots, slot_key(p["k"], p["s"], p["b"], p["p"]), partition)
 
 
@@ -129,8 +137,9 @@ def register(pipe: Pipeline) -> None:
             if newer(pipe.group_slots.get(key), part):
                 put(pipe.group_slots, key, part, partition)
             group = part["g"]
-            if group.startswith("m:"):
-                if part["k"] == TURNS and part["s"].endswith(f"|{ALL_VARIANTS}"):
+            if group.startswith(("m:", "p:")):
+                windowed, _ = group_kinds(group)
+                if part["k"] == windowed and part["s"].endswith(f"|{ALL_VARIANTS}"):
                     state = pipe.group_state.get(group) or {}
                     # A new bucket closes a window; until a baseline exists, any late bucket
                     # (a partition behind the others) may complete the turns to freeze.
@@ -143,7 +152,7 @@ def register(pipe: Pipeline) -> None:
                         or unfrozen
                     ):
                         await _evaluate_model(pipe, group, partition)
-                elif part["k"] != TURNS:
+                elif part["k"] != windowed:
                     state = pipe.group_state.get(group) or {}
                     if "first_seen" in state:
                         await _evaluate_model(pipe, group, partition)

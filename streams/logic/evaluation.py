@@ -13,12 +13,15 @@ from streams.logic.abtest import analyze
 from streams.logic.alerts import AlertManager, AlertThresholds
 from streams.logic.drift import DriftThresholds, evaluate
 from streams.logic.feedback import FeedbackTally
+from streams.logic.predictions import OutcomeTally
 from streams.logic.retrain import RetrainPolicy, due_triggers
 from streams.logic.rollup import (
     AB_FEEDBACK,
     AB_TURNS,
     ALL_VARIANTS,
     FEEDBACK,
+    OUTCOMES,
+    PREDICTIONS,
     TURNS,
     merge_slots,
     state_of,
@@ -44,12 +47,12 @@ class EvalConfig:
     retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
 
 
-def _buckets(partials: Iterable[Mapping[str, Any]], subject: str) -> list[int]:
-    return sorted({p["b"] for p in partials if p["k"] == TURNS and p["s"] == subject})
+def _buckets(partials: Iterable[Mapping[str, Any]], subject: str, kind: str = TURNS) -> list[int]:
+    return sorted({p["b"] for p in partials if p["k"] == kind and p["s"] == subject})
 
 
 def closed_before(
-    partials: Iterable[Mapping[str, Any]], subject: str, expected: int = 0
+    partials: Iterable[Mapping[str, Any]], subject: str, expected: int = 0, kind: str = TURNS
 ) -> int | None:
     """Buckets below this are complete in every source partition: each partition has already
     moved on to a later bucket (events arrive in order within a partition). None while fewer than
@@ -57,7 +60,7 @@ def closed_before(
     backlog one partition can be folded hours of event time ahead of another)."""
     newest: dict[int, int] = {}
     for p in partials:
-        if p["k"] == TURNS and p["s"] == subject:
+        if p["k"] == kind and p["s"] == subject:
             newest[p["p"]] = max(newest.get(p["p"], p["b"]), p["b"])
     if not newest or len(newest) < expected:
         return None
@@ -71,17 +74,21 @@ GRACE_HOPS = 2
 
 
 def window_end(
-    partials: Iterable[Mapping[str, Any]], subject: str, hop_ms: int, expected: int = 0
+    partials: Iterable[Mapping[str, Any]],
+    subject: str,
+    hop_ms: int,
+    expected: int = 0,
+    kind: str = TURNS,
 ) -> int | None:
     """The end of the newest window to evaluate: the newest bucket every source partition has
     reached (event time advances in order within a partition, so every bucket before it is
     complete), or, while fewer than ``expected`` partitions have been heard from or one lags, the
     newest bucket minus the grace."""
-    buckets = _buckets(partials, subject)
+    buckets = _buckets(partials, subject, kind)
     if not buckets:
         return None
     fallback = buckets[-1] - GRACE_HOPS * hop_ms
-    closed = closed_before(partials, subject, expected)
+    closed = closed_before(partials, subject, expected, kind)
     return fallback if closed is None else max(closed, fallback)
 
 
@@ -91,15 +98,20 @@ FREEZE_PATIENCE = 4
 
 
 def freeze_baseline(
-    model: str, partials: list[Mapping[str, Any]], n: int, expected_partitions: int = 0
+    model: str,
+    partials: list[Mapping[str, Any]],
+    n: int,
+    expected_partitions: int = 0,
+    kind: str = TURNS,
 ) -> dict[str, Any] | None:
     """A Baseline from the earliest complete buckets of the model holding at least ``n`` turns
-    (complete, so a replay of the same time range over history gives the same numbers)."""
+    (or predictions, with ``kind``) (complete, so a replay of the same time range over history
+    gives the same numbers)."""
     subject = f"{model}|{ALL_VARIANTS}"
-    buckets = _buckets(partials, subject)
-    limit = closed_before(partials, subject, expected_partitions)
+    buckets = _buckets(partials, subject, kind)
+    limit = closed_before(partials, subject, expected_partitions, kind)
     if limit is None:
-        seen = sum(p["st"]["n"] for p in partials if p["k"] == TURNS and p["s"] == subject)
+        seen = sum(p["st"]["n"] for p in partials if p["k"] == kind and p["s"] == subject)
         if seen < FREEZE_PATIENCE * n or not buckets:
             return None
         limit = buckets[-1]
@@ -107,7 +119,7 @@ def freeze_baseline(
     for b in buckets:
         if b >= limit:
             return None
-        acc.merge(merge_slots(partials, TURNS, subject, b, b + 1))
+        acc.merge(merge_slots(partials, kind, subject, b, b + 1))
         if acc.n >= n:
             return baseline_event(model, acc, "frozen", acc.last_ms or b)
     return None
@@ -137,10 +149,15 @@ def evaluate_model(
     cfg: EvalConfig,
     evaluation_accuracy: float | None = None,
     trained_at_ms: int | None = None,
+    kind: str = TURNS,
 ) -> dict[str, Any]:
     """Evaluate the newest complete window (:func:`window_end`), if not done yet.
     ``evaluation_accuracy`` (newest published evaluation) and ``trained_at_ms`` (model registry)
-    feed the retrain criteria; without a registry entry a model's age counts from its first turn."""
+    feed the retrain criteria; without a registry entry a model's age counts from its first turn.
+
+    ``kind`` TURNS: a chat model (turn windows; feedback: new examples and online accuracy =
+    share of turns without ``wrong_intent`` feedback). PREDICTIONS: a predictive model
+    (prediction windows; outcomes: accuracy = share of successful outcomes, no feedback count)."""
     out: dict[str, Any] = {
         "signals": [],
         "alerts": [],
@@ -150,7 +167,7 @@ def evaluate_model(
     }
     new_state = dict(state)
     subject = f"{model}|{ALL_VARIANTS}"
-    buckets = _buckets(partials, subject)
+    buckets = _buckets(partials, subject, kind)
     if not buckets:
         out["state"] = new_state
         return out
@@ -158,14 +175,14 @@ def evaluate_model(
     if trained_at_ms is not None:
         new_state["trained_at"] = int(trained_at_ms)
     if baseline is None:
-        frozen = freeze_baseline(model, partials, cfg.freeze_after, cfg.source_partitions)
+        frozen = freeze_baseline(model, partials, cfg.freeze_after, cfg.source_partitions, kind)
         if frozen is not None:
             out["baseline"] = frozen
             baseline = frozen
-    end = window_end(partials, subject, cfg.hop_ms, cfg.source_partitions)
+    end = window_end(partials, subject, cfg.hop_ms, cfg.source_partitions, kind)
     assert end is not None  # there are buckets
     if end > new_state.get("evaluated_end", -1) and end > buckets[0]:
-        window = merge_slots(partials, TURNS, subject, end - cfg.window_ms, end)
+        window = merge_slots(partials, kind, subject, end - cfg.window_ms, end)
         summary = window.summary()
         out["summary"] = summary
         if baseline is not None and window.n:
@@ -200,16 +217,25 @@ def evaluate_model(
             new_state["prev"] = summary
         new_state["evaluated_end"] = end
 
-    fb = merge_slots(partials, FEEDBACK, model)
-    total = merge_slots(partials, TURNS, subject)
-    assert isinstance(fb, FeedbackTally)
+    if kind == PREDICTIONS:
+        outcomes = merge_slots(partials, OUTCOMES, model)
+        assert isinstance(outcomes, OutcomeTally)
+        # Accuracy from outcomes: judged outcomes play the turns, failed ones the wrong answers.
+        new_feedback, judged, wrong = 0, outcomes.judged, outcomes.failure
+        out["outcomes"] = outcomes.summary()
+    else:
+        fb = merge_slots(partials, FEEDBACK, model)
+        assert isinstance(fb, FeedbackTally)
+        new_feedback, judged = fb.since_training, merge_slots(partials, TURNS, subject).n
+        wrong = fb.categories.get("wrong_intent", 0)
+        out["feedback"] = fb.summary()
     triggers = due_triggers(
         model_version=model,
         now_ms=buckets[-1],  # the newest data seen, not the (possibly older) window end
         trained_at_ms=new_state.get("trained_at", new_state["first_seen"]),
-        new_feedback=fb.since_training,
-        turns=total.n,
-        wrong_intent_feedback=fb.categories.get("wrong_intent", 0),
+        new_feedback=new_feedback,
+        turns=judged,
+        wrong_intent_feedback=wrong,
         evaluation_accuracy=evaluation_accuracy,
         already_fired=set(new_state.get("fired", [])),
         policy=cfg.retrain,
@@ -221,7 +247,6 @@ def evaluate_model(
     new_state["fired"] = sorted(
         set(new_state.get("fired", [])) | {t["trigger_id"] for t in triggers}
     )
-    out["feedback"] = fb.summary()
     out["state"] = new_state
     return out
 

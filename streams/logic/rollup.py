@@ -18,21 +18,53 @@ from typing import Any
 
 from streams.logic.abtest import ArmTally
 from streams.logic.feedback import FeedbackTally
+from streams.logic.predictions import OutcomeTally, PredictionStats
 from streams.logic.window import TurnStats
 
 TURNS, AB_TURNS, AB_FEEDBACK, FEEDBACK = "turns", "abt", "abf", "fb"
+PREDICTIONS, OUTCOMES = "pred", "out"
 ALL_VARIANTS = "*"
+# Kinds whose partials are time buckets (windows, retention); the others are running totals.
+WINDOWED = (TURNS, PREDICTIONS)
 
 _STATE_CLASSES: dict[str, Any] = {
     TURNS: TurnStats,
     AB_TURNS: ArmTally,
     AB_FEEDBACK: ArmTally,
     FEEDBACK: FeedbackTally,
+    PREDICTIONS: PredictionStats,
+    OUTCOMES: OutcomeTally,
 }
+# Stage-1 sources (one per input topic) and their windowed kind.
+TURN, FEEDBACK_SOURCE, PREDICTION, OUTCOME = "turn", "feedback", "prediction", "outcome"
+WINDOWED_KIND = {TURN: TURNS, PREDICTION: PREDICTIONS}
 
 
 def model_group(model_version: str) -> str:
+    """The stage-2 group of a chat model version (its turns and feedback)."""
     return f"m:{model_version}"
+
+
+def prediction_group(model_version: str) -> str:
+    """The stage-2 group of a predictive model version (its predictions and outcomes)."""
+    return f"p:{model_version}"
+
+
+def group_kinds(group: str) -> tuple[str, str]:
+    """(windowed kind, label kind) of a model group: turns + feedback, or predictions +
+    outcomes."""
+    return (PREDICTIONS, OUTCOMES) if group.startswith("p:") else (TURNS, FEEDBACK)
+
+
+def source_of(kind: str) -> str:
+    """The stage-1 source whose partitions a partial of ``kind`` follows."""
+    if kind in (TURNS, AB_TURNS):
+        return TURN
+    if kind == PREDICTIONS:
+        return PREDICTION
+    if kind == OUTCOMES:
+        return OUTCOME
+    return FEEDBACK_SOURCE
 
 
 def experiment_group(experiment_id: str) -> str:
@@ -61,6 +93,25 @@ def targets_of_turn(turn: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str
     return out
 
 
+def targets_of_prediction(pred: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str, str, int]]:
+    """(kind, subject, group, bucket) that one prediction contributes to: its model version, and
+    its phase (the variant that served it) when it has one."""
+    model, phase = pred["model_version"], pred.get("phase")
+    bucket = pred["event_time"] // hop_ms * hop_ms
+    group = prediction_group(model)
+    out = [(PREDICTIONS, f"{model}|{ALL_VARIANTS}", group, bucket)]
+    if phase:
+        out.append((PREDICTIONS, f"{model}|{phase}", group, bucket))
+    return out
+
+
+def targets_of_outcome(outcome: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+    """An outcome counts for its model version when the producer copied it from the prediction
+    (the producer SDK does); one without is counted by stage 1 as unattributed."""
+    model = outcome.get("model_version")
+    return [(OUTCOMES, model, prediction_group(model), 0)] if model else []
+
+
 def targets_of_feedback(fb: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
     out = []
     model = fb.get("model_version")
@@ -73,16 +124,18 @@ def targets_of_feedback(fb: Mapping[str, Any]) -> list[tuple[str, str, str, int]
 
 
 class Stage1Folder:
-    """Fold one batch of (kind, record, partition, offset) into partials.
+    """Fold one batch of (source, record, partition, offset) into partials; ``source`` is
+    ``turn``, ``feedback``, ``prediction`` or ``outcome``.
 
     ``load(key)`` returns the stored partial (or None). The result maps every touched key to its
     new partial, including keys whose events were all skipped as replays: their snapshot is sent
     again so stage 2 hears of it even if the crash came between the table write and the send.
 
-    With ``retention_ms`` the turn buckets of a source partition older than its newest bucket
-    minus the retention are *closed*: their partials can be dropped (:meth:`expired`) and a late
-    turn for one is counted in ``late`` instead of folded, so a dropped partial is never restarted
-    from zero (stage 2 would take the restart's smaller snapshot for the newer one).
+    With ``retention_ms`` the time buckets (turns, predictions) of a source partition older than
+    its newest bucket minus the retention are *closed*: their partials can be dropped
+    (:meth:`expired`) and a late event for one is counted in ``late`` instead of folded, so a
+    dropped partial is never restarted from zero (stage 2 would take the restart's smaller
+    snapshot for the newer one).
     """
 
     def __init__(self, hop_ms: int, retention_ms: int | None = None) -> None:
@@ -92,36 +145,53 @@ class Stage1Folder:
             raise ValueError(f"retention ({retention_ms} ms) must be >= the hop ({hop_ms} ms)")
         self.hop_ms = hop_ms
         self.retention_ms = retention_ms
-        self.newest: dict[int, int] = {}  # source partition -> newest turn bucket folded
+        # (windowed kind, source partition) -> newest bucket folded
+        self.newest: dict[tuple[str, int], int] = {}
         self.skipped = 0
         self.folded = 0
         self.late = 0
+        self.unattributed = 0  # outcomes without a model version
 
-    def horizon(self, partition: int) -> int | None:
-        """Turn buckets of ``partition`` before this are closed (None: nothing closed yet)."""
-        newest = self.newest.get(partition)
+    def horizon(self, partition: int, kind: str = TURNS) -> int | None:
+        """Buckets of ``kind`` in ``partition`` before this are closed (None: none closed yet)."""
+        newest = self.newest.get((kind, partition))
         if self.retention_ms is None or newest is None:
             return None
         return newest - self.retention_ms
 
     def observe(self, partial: Mapping[str, Any]) -> None:
         """Learn the newest bucket from a restored partial."""
-        if partial["k"] == TURNS and partial["b"] > self.newest.get(partial["p"], -1):
-            self.newest[partial["p"]] = partial["b"]
+        if partial["k"] in WINDOWED:
+            at = (partial["k"], partial["p"])
+            if partial["b"] > self.newest.get(at, -1):
+                self.newest[at] = partial["b"]
 
-    def forget(self, partition: int) -> None:
-        self.newest.pop(partition, None)
+    def forget(self, partition: int, source: str = TURN) -> None:
+        kind = WINDOWED_KIND.get(source)
+        if kind is not None:
+            self.newest.pop((kind, partition), None)
 
     def expired(self, partials: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
-        """Keys of the turn partials that lie wholly before their partition's horizon."""
+        """Keys of the windowed partials that lie wholly before their partition's horizon."""
         out = []
         for key, part in partials:
-            if part["k"] != TURNS:
+            if part["k"] not in WINDOWED:
                 continue
-            h = self.horizon(part["p"])
+            h = self.horizon(part["p"], part["k"])
             if h is not None and part["b"] < h:
                 out.append(key)
         return out
+
+    def _targets(self, source: str, rec: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+        if source == TURN:
+            return targets_of_turn(rec, self.hop_ms)
+        if source == PREDICTION:
+            return targets_of_prediction(rec, self.hop_ms)
+        if source == OUTCOME:
+            targets = targets_of_outcome(rec)
+            self.unattributed += not targets
+            return targets
+        return targets_of_feedback(rec)
 
     def fold(
         self,
@@ -131,20 +201,20 @@ class Stage1Folder:
         partials: dict[str, dict[str, Any]] = {}
         states: dict[str, Any] = {}
         for source, rec, partition, offset in items:
-            targets = (
-                targets_of_turn(rec, self.hop_ms) if source == "turn" else targets_of_feedback(rec)
-            )
-            closed = False
-            if source == "turn" and self.retention_ms is not None:
-                newest = self.newest.get(partition, -1)
+            targets = self._targets(source, rec)
+            closed = None
+            windowed = WINDOWED_KIND.get(source)
+            if windowed is not None and self.retention_ms is not None:
+                at = (windowed, partition)
+                newest = self.newest.get(at, -1)
                 bucket = rec["event_time"] // self.hop_ms * self.hop_ms
                 if bucket > newest:
-                    self.newest[partition] = bucket
+                    self.newest[at] = bucket
                 elif bucket < newest - self.retention_ms:
-                    closed = True
+                    closed = windowed
                     self.late += 1
             for kind, subject, group, bucket in targets:
-                if closed and kind == TURNS:
+                if kind == closed:
                     continue
                 key = slot_key(kind, subject, bucket, partition)
                 part = partials.get(key)
@@ -170,9 +240,7 @@ class Stage1Folder:
                 st = states.get(key)
                 if st is None:
                     st = states[key] = state_of(part)
-                if kind == TURNS:
-                    st.update(rec)
-                elif kind == AB_TURNS:
+                if kind == AB_TURNS:
                     st.update_turn(rec)
                 elif kind == AB_FEEDBACK:
                     st.update_feedback(rec)

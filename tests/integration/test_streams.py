@@ -289,3 +289,73 @@ def test_experiments_cli_reaches_the_worker(broker: Broker, prefix: str, worker_
         capture_output=True,
     )
     wait_for(lambda: listed("STOPPED"), 30)
+
+
+def test_a_predictive_model_is_monitored_from_its_predictions_and_outcomes(
+    broker: Broker, prefix: str, worker_factory
+) -> None:
+    """`continuum simulate-predictions` sends a dispatch model's predictions and outcomes
+    (65 % successful, confidence dropping and a feature going missing after 60 s): the worker
+    freezes the model's baseline, signals the drift only after it, and fires LOW_ACCURACY from
+    the outcomes; /predictions/{model}/ shows the counts."""
+    import subprocess
+    import sys
+
+    worker = worker_factory()
+    sent = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "continuum.cli",
+            "simulate-predictions",
+            "--predictions",
+            "9000",
+            "--rate",
+            "100",
+            "--accuracy",
+            "0.65",
+            "--drift-at",
+            "60",
+            "--drift",
+            "confidence,nulls",
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic-prefix",
+            prefix,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    outcomes = int(sent.stdout.split(" and ")[1].split()[0])
+    assert sent.stdout.startswith("sent 9000 predictions") and outcomes > 6000
+    drift_ms = START + 60_000
+
+    def late_breach() -> bool:
+        status, body = worker.get("/drift/")
+        sigs = body["models"].get("xgb-v2", []) if status == 200 else []
+        return any(
+            s["signal"] == "confidence_drop" and s["breached"] and s["window_start"] >= drift_ms
+            for s in sigs
+        )
+
+    wait_for(late_breach, 120, what=lambda: "a breached confidence_drop:\n" + worker.tail())
+
+    def counted() -> bool:
+        status, body = worker.get("/predictions/xgb-v2/")
+        return status == 200 and (body["outcomes"] or {}).get("outcomes") == outcomes
+
+    wait_for(counted, 60, what=lambda: f"{outcomes} outcomes:\n" + worker.tail())
+    body = worker.get("/predictions/xgb-v2/")[1]
+    assert 0.6 < body["outcomes"]["accuracy"] < 0.7
+    assert body["retrain_fired"] == ["xgb-v2:LOW_ACCURACY"]
+    assert body["baseline"]["source"] == "frozen" and body["baseline"]["tokens_mean"] is None
+    signals = [e.event for e in read_all(broker, prefix, ["drift-signals"])]
+    window = [s for s in signals if s["detector"] == "window" and s["model_version"] == "xgb-v2"]
+    assert not [s["signal"] for s in window if s["breached"] and s["window_end"] <= drift_ms]
+    after = {s["signal"] for s in window if s["breached"] and s["window_start"] >= drift_ms}
+    assert {"confidence_drop", "data_quality_null_rate"} <= after
+    triggers = [e.event for e in read_all(broker, prefix, ["retrain-triggers"])]
+    assert [(t["model_version"], t["reason"]) for t in triggers] == [("xgb-v2", "LOW_ACCURACY")]
+    metrics = worker.get("/metrics")[1]
+    assert 'continuum_events_processed_total{type="Prediction"} 9000.0' in metrics

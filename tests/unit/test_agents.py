@@ -132,3 +132,68 @@ def test_retrain_criteria_use_the_registry_and_published_evaluations(
     assert low["value"] == 0.5 and low["details"] == {"source": "evaluation"}
     assert ("okla-v2.0", "MODEL_AGE") not in triggers  # no registry entry: age from first turn
     assert ("okla-v1.0", "LOW_ACCURACY") not in triggers
+
+
+def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_trigger(
+    app_and_pipe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prediction and Outcome partials (group ``p:``) through the same agent: a baseline frozen
+    from the clean predictions, the injected confidence drop and null features signalled only
+    after the drift, and LOW_ACCURACY once the outcomes' success rate (here 65 %) is known from
+    200 of them."""
+    from producers.simulator import PredictionSimConfig, PredictionSimulator
+    from streams.logic.rollup import Stage1Folder
+
+    app, pipe, *_ = app_and_pipe
+    outputs: list[tuple[str, dict]] = []
+
+    async def capture(schema: str, event: dict) -> dict:
+        outputs.append((schema, event))
+        return event
+
+    monkeypatch.setattr(pipe.outputs, "send", capture)
+    cfg = PredictionSimConfig(
+        predictions=9000, rate=100, accuracy=0.65, drift_at_s=60, drift=("confidence", "nulls")
+    )
+    folder, stage1, batches, batch = Stage1Folder(10_000), {}, [], []
+    offsets = {"prediction": [0] * 3, "outcome": [0] * 3}
+    for schema, ev in PredictionSimulator(cfg).events():
+        source = schema.lower()
+        p = zlib.crc32(ev["prediction_id"].encode()) % 3
+        batch.append((source, ev, p, offsets[source][p]))
+        offsets[source][p] += 1
+        if len(batch) == 500:
+            batches.append(folder.fold(batch, stage1.get))
+            stage1.update(batches[-1])
+            batch = []
+    batches.append(folder.fold(batch, stage1.get))
+
+    async def run() -> None:
+        async with app.agents["rollup"].test_context() as ctx:
+            for parts in batches:
+                for part in parts.values():
+                    await ctx.put(part, key=part["g"])
+
+    asyncio.run(run())
+    baselines = [e for s, e in outputs if s == "Baseline"]
+    assert [b["model_version"] for b in baselines] == ["xgb-v2"]
+    assert baselines[0]["tokens_mean"] is None and len(baselines[0]["intent_distribution"]) == 20
+    signals = [e for s, e in outputs if s == "DriftSignal" and e["detector"] == "window"]
+    drift_ms = cfg.start_ms + 60_000
+    assert {e["model_version"] for e in signals} == {"xgb-v2"}
+    assert not [e["signal"] for e in signals if e["breached"] and e["window_end"] <= drift_ms]
+    late = {e["signal"] for e in signals if e["breached"] and e["window_start"] >= drift_ms}
+    assert {"confidence_drop", "data_quality_null_rate"} <= late
+    assert "latency_increase" not in late and "token_usage_change" not in {
+        e["signal"] for e in signals
+    }
+    nulls = [e for e in signals if e["signal"] == "data_quality_null_rate" and e["breached"]]
+    assert nulls[-1]["details"]["features.rain"]  # names the feature that went missing
+    triggers = [e for s, e in outputs if s == "RetrainTrigger"]
+    assert [(t["model_version"], t["reason"]) for t in triggers] == [("xgb-v2", "LOW_ACCURACY")]
+    assert 0.55 < triggers[0]["value"] < 0.7
+    state = pipe.group_state.get("p:xgb-v2")
+    assert state["outcomes"]["outcomes"] == sum(offsets["outcome"]) > 7000
+    assert 0.6 < state["outcomes"]["accuracy"] < 0.7
+    for schema, event in outputs:
+        AvroSerializer().encode(schema, event)

@@ -311,3 +311,54 @@ def test_consume_errors_fatal_raise_eof_is_quiet_others_are_logged(
     with pytest.raises(KafkaException):
         is_record(Err(KafkaError._FATAL, True), log)  # type: ignore[arg-type]
     assert is_record(Msg("t", 0, 0, b"", 0), log)  # type: ignore[arg-type]
+
+
+def test_predictions_and_outcomes_have_their_own_changelogs_and_model_groups(
+    pipe: Pipeline,
+) -> None:
+    """Predictions and outcomes fold into ``p:`` groups, each partial written to its source's
+    changelog on the source partition; turns on the same partition number stay apart; a
+    revoked predictions partition takes its partials and detectors with it."""
+    stage1, consumer, producer, log = make_stage1(pipe)
+    topics = pipe.stage1_topics
+    stage1.on_assign(
+        consumer,
+        [TopicPartition(topics[s], 1) for s in ("turn", "prediction", "outcome")],
+    )
+    pred = ENC.encode("Prediction", EXAMPLES["Prediction"])
+    outcome = ENC.encode("Outcome", EXAMPLES["Outcome"])
+    turn = ENC.encode("ChatTurn", EXAMPLES["ChatTurn"])
+    t0 = EXAMPLES["Prediction"]["event_time"]
+    stage1.process(
+        [
+            Msg(topics["prediction"], 1, 4, pred, t0),
+            Msg(topics["prediction"], 1, 5, b"\x00bad", t0),
+            Msg(topics["outcome"], 1, 9, outcome, t0),
+            Msg(topics["turn"], 1, 4, turn, t0),
+        ]
+    )
+    by_topic: dict[str, set[tuple[str, int]]] = {}
+    for topic, _value, key, partition in producer.records:
+        by_topic.setdefault(topic, set()).add((key.decode().split("|")[0], partition))
+    assert by_topic[pipe.stage1_changelogs["prediction"]] == {("pred", 1)}
+    assert by_topic[pipe.stage1_changelogs["outcome"]] == {("out", 1)}
+    assert by_topic[pipe.stage1_changelogs["turn"]] == {("turns", 1), ("abt", 1)}
+    groups = {
+        json.loads(v)["g"]
+        for t, v, _, _ in producer.records
+        if t == pipe.partials_topic.get_topic_name()
+    }
+    assert groups == {"p:xgb-v2", "m:okla-v1.0", "x:v1-vs-v2"}
+    assert consumer.commits == [
+        sorted([(topics["outcome"], 1, 10), (topics["prediction"], 1, 6), (topics["turn"], 1, 5)])
+    ]
+    assert len(stage1.dead) == 1  # type: ignore[attr-defined]
+    assert "truncated Confluent header" in dict(stage1.dead[0][3])["dlq.error"].decode()  # type: ignore[attr-defined]
+    m = pipe.metrics
+    assert m.events.labels("Prediction")._value.get() == 1
+    assert m.events.labels("Outcome")._value.get() == 1
+    assert ("prediction", 1, "xgb-v2", "latency_ms") in pipe.detectors
+    stage1.on_revoke(consumer, [TopicPartition(topics["prediction"], 1)])
+    assert {p["k"] for p in stage1.slots.values()} == {"turns", "abt", "out"}
+    assert not [d for d in pipe.detectors if d[0] == "prediction"]
+    assert ("turn", 1, "okla-v1.0", "latency_ms") in pipe.detectors

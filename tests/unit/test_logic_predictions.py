@@ -1,0 +1,126 @@
+"""Any ML model: Prediction/Outcome statistics, their stage-1 fold next to chat turns, and the
+prediction simulator."""
+
+from __future__ import annotations
+
+import pytest
+
+from producers.simulator import PredictionSimConfig, PredictionSimulator
+from streams.logic.predictions import OutcomeTally, PredictionStats
+from streams.logic.rollup import (
+    OUTCOMES,
+    PREDICTIONS,
+    TURNS,
+    Stage1Folder,
+    merge_slots,
+    source_of,
+    state_of,
+    targets_of_prediction,
+)
+from tests.examples import EXAMPLES
+
+HOP = 10_000
+
+
+def pred(**over: object) -> dict:
+    return {**EXAMPLES["Prediction"], **over}
+
+
+def test_prediction_stats_count_fallbacks_labels_nulls_and_skip_missing_latency() -> None:
+    s = PredictionStats.of(
+        [
+            pred(),  # features.rain is None
+            pred(confidence=0.5, fallback_used=True, predicted_value="driver-3", features={}),
+            pred(confidence=None, latency_ms=None, predicted_value=4.5, features={"a": 1}),
+            pred(predicted_value=None, features={"a": None, "b": None}, event_time=5),
+        ]
+    )
+    assert s.n == 4 and s.fallbacks == 1 and s.low_confidence == 1
+    assert s.confidence.n == 3 and s.latency.count == 3  # a missing latency is not a zero
+    assert s.intents == {"driver-17": 1, "driver-3": 1}  # numeric or null: no label
+    assert s.nulls == {
+        "features.rain": 1,
+        "confidence": 1,
+        "predicted_value": 1,
+        "features.a": 1,
+        "features.b": 1,
+    }
+    assert s.rows_with_null == 3 and s.null_rate == 0.75
+    assert (s.first_ms, s.last_ms) == (5, EXAMPLES["Prediction"]["event_time"])
+    summary = s.summary()
+    assert summary["tokens_mean"] is None and summary["fallback_rate"] == 0.25
+    again = state_of({"k": PREDICTIONS, "st": s.to_dict()})
+    assert type(again) is PredictionStats and again.to_dict() == s.to_dict()
+
+
+def test_outcome_accuracy_counts_only_outcomes_that_say() -> None:
+    a, b = OutcomeTally(), OutcomeTally()
+    for ok in (True, True, False, None):
+        a.update({"success": ok})
+    b.update({"success": False})
+    assert a.summary() == {
+        "outcomes": 4,
+        "success": 2,
+        "failure": 1,
+        "unknown": 1,
+        "accuracy": 2 / 3,
+    }
+    a.merge(b)
+    assert (a.judged, a.accuracy) == (4, 0.5)
+    assert OutcomeTally().accuracy is None
+    assert state_of({"k": OUTCOMES, "st": a.to_dict()}).summary() == a.summary()
+
+
+def test_predictions_fold_beside_turns_on_the_same_partition_numbers() -> None:
+    """Partition 0 of chat.turns and partition 0 of predictions are different logs: their
+    offsets, newest buckets and retention are kept apart."""
+    folder = Stage1Folder(HOP, retention_ms=2 * HOP)
+    turn = {**EXAMPLES["ChatTurn"], "event_time": 10 * HOP}
+    p_old = pred(event_time=HOP)
+    slots: dict[str, dict] = {}
+    out = folder.fold(
+        [
+            ("turn", turn, 0, 7),
+            ("prediction", p_old, 0, 7),  # same partition and offset: not a replay
+            ("outcome", EXAMPLES["Outcome"], 0, 3),
+            ("outcome", {**EXAMPLES["Outcome"], "model_version": None}, 0, 4),
+        ],
+        slots.get,
+    )
+    slots.update(out)
+    kinds = {(p["k"], p["g"], p["b"]) for p in out.values()}
+    assert (PREDICTIONS, "p:xgb-v2", HOP) in kinds and (OUTCOMES, "p:xgb-v2", 0) in kinds
+    assert (TURNS, "m:okla-v1.0", 10 * HOP) in kinds
+    assert folder.late == 0  # the turn 9 hops ahead does not close the prediction's bucket
+    assert folder.unattributed == 1
+    assert merge_slots(out.values(), PREDICTIONS, "xgb-v2|*").n == 1
+    assert merge_slots(out.values(), PREDICTIONS, "xgb-v2|ml-v2").n == 1
+    assert folder.horizon(0, PREDICTIONS) == HOP - 2 * HOP
+    assert folder.horizon(0) == 10 * HOP - 2 * HOP
+    # A replay of the same records folds nothing; a late prediction is counted, not folded.
+    folder.fold([("prediction", p_old, 0, 7)], slots.get)
+    assert folder.skipped == 2  # both of its partials (model and phase) already hold it
+    folder.fold([("prediction", pred(event_time=5 * HOP), 0, 8)], slots.get)
+    folder.fold([("prediction", pred(event_time=HOP), 0, 9)], slots.get)
+    assert folder.late == 1
+    assert source_of(PREDICTIONS) == "prediction" and source_of(OUTCOMES) == "outcome"
+    assert targets_of_prediction(pred(phase=None), HOP) == [
+        (PREDICTIONS, "xgb-v2|*", "p:xgb-v2", EXAMPLES["Prediction"]["event_time"])
+    ]
+
+
+def test_prediction_simulator_is_deterministic_and_drifts_when_told() -> None:
+    cfg = PredictionSimConfig(predictions=400, rate=10, drift_at_s=20, drift=("confidence",))
+    events = list(PredictionSimulator(cfg).events())
+    assert events == list(PredictionSimulator(cfg).events())
+    preds = [e for s, e in events if s == "Prediction"]
+    outcomes = [e for s, e in events if s == "Outcome"]
+    assert len(preds) == 400 and 250 < len(outcomes) < 400
+    assert {o["prediction_id"] for o in outcomes} <= {p["prediction_id"] for p in preds}
+    before = PredictionStats.of(p for p in preds if p["event_time"] < cfg.start_ms + 20_000)
+    after = PredictionStats.of(p for p in preds if p["event_time"] >= cfg.start_ms + 20_000)
+    assert after.confidence.mean < before.confidence.mean - 0.2
+    with pytest.raises(ValueError, match="unknown drift kind"):
+        PredictionSimConfig(drift=("tokens",))
+    with pytest.raises(ValueError, match="accuracy must be in"):
+        PredictionSimConfig(accuracy=1.5)
