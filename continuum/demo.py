@@ -415,6 +415,15 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         if started_here and not args.keep_broker:
             kafka.stop()
         raise
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        # Ctrl-C ends the loop at its next turn instead of raising inside a Kafka client call
+        # (a KeyboardInterrupt in the middle of a librdkafka flush surfaces as a SystemError).
+        interrupted.set()
+        stop.set()
+
+    previous_sigint = signal.signal(signal.SIGINT, on_sigint)
     try:
         consumer.wait_assigned(30)
         # One undecodable record, to show it landing in the dead-letter topic with its reason.
@@ -436,7 +445,9 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         drift_at = config.drift.at_s if config.drift else None
         last_probe = 0.0
         with Live(console=console, refresh_per_second=2) as live:
-            while args.seconds <= 0 or time.monotonic() - began < args.seconds:
+            while not stop.is_set() and (
+                args.seconds <= 0 or time.monotonic() - began < args.seconds
+            ):
                 if time.monotonic() - last_probe >= 1:
                     last_probe = time.monotonic()
                     for name, svc in services.items():
@@ -498,8 +509,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                     )
                 )
     except KeyboardInterrupt:
-        console.print("stopping...")
+        interrupted.set()
     finally:
+        signal.signal(signal.SIGINT, previous_sigint)
+        if interrupted.is_set():
+            console.print("stopping...")
         stop.set()
         for t in threads:
             t.join(10)
