@@ -284,8 +284,7 @@ def register(pipe: Pipeline) -> None:
                         "model_version": model,
                         "last_window": state.get("last_window"),
                         "evaluated_end": state.get("evaluated_end"),
-                        "baseline": pipe.live.baselines.get(model)
-                        or state.get("frozen_baseline"),
+                        "baseline": pipe.live.baselines.get(model) or state.get("frozen_baseline"),
                         "outcomes": state.get("outcomes"),
                         "retrain_fired": state.get("fired", []),
                     }

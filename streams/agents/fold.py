@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -182,27 +183,31 @@ class Stage1:
         return []
 
     def take(self, force: bool = False) -> list[Any]:
-        """Buffered records up to the event-time frontier of the windowed partitions (turns,
-        predictions): the smallest newest-buffered timestamp among those that still have records
-        to give (a partition that is caught up and has nothing buffered does not hold the others
-        back). A producer's batch can carry a partition's whole backlog, so without this stage 1
-        would fold one partition hours ahead of the others and stage 2 would have to wait (or
-        guess). Feedback and outcomes do not feed time windows and are always taken. ``force``
-        takes everything (records held too long, or too many buffered)."""
-        frontier = float("inf")
+        """Buffered records up to the event-time frontier of each windowed source (turns,
+        predictions): the smallest newest-buffered timestamp among its partitions that still
+        have records to give (a partition that is caught up and has nothing buffered does not
+        hold the others back; one whose records are still on the way holds its whole source).
+        A producer's batch can carry a partition's whole backlog, so without this stage 1 would
+        fold one partition hours ahead of the others and stage 2 would have to wait (or guess).
+        Feedback and outcomes do not feed time windows and are always taken. ``force`` takes
+        everything (records held too long, or too many buffered)."""
+        frontier: dict[str, float] = {}
         if not force:
             for tp in self.assigned:
-                if self.sources[tp[0]] not in WINDOWED_KIND:
+                source = self.sources[tp[0]]
+                if source not in WINDOWED_KIND:
                     continue
                 q = self.buffers.get(tp)
                 if q:
-                    frontier = min(frontier, q[-1].timestamp()[1])
+                    newest = q[-1].timestamp()[1]
+                    frontier[source] = min(frontier.get(source, newest), newest)
                 elif self._behind(tp):
-                    return []  # its next records are still on the way: wait for them
+                    frontier[source] = -math.inf  # wait for its next records
         batch: list[Any] = []
         for tp, q in self.buffers.items():
+            limit = frontier.get(self.sources[tp[0]], math.inf)
             while q and len(batch) < self.batch_size:
-                if self.sources[tp[0]] in WINDOWED_KIND and q[0].timestamp()[1] > frontier:
+                if q[0].timestamp()[1] > limit:
                     break
                 batch.append(q.popleft())
         return batch

@@ -362,3 +362,37 @@ def test_predictions_and_outcomes_have_their_own_changelogs_and_model_groups(
     assert {p["k"] for p in stage1.slots.values()} == {"turns", "abt", "out"}
     assert not [d for d in pipe.detectors if d[0] == "prediction"]
     assert ("turn", 1, "okla-v1.0", "latency_ms") in pipe.detectors
+
+
+def test_each_windowed_source_keeps_its_own_pace(pipe: Pipeline) -> None:
+    """Turn partitions wait for each other, prediction partitions for each other; neither waits
+    for the other topic, and feedback never waits."""
+    stage1, consumer, _, _ = make_stage1(pipe)
+    topics = pipe.stage1_topics
+    t, p, f = topics["turn"], topics["prediction"], topics["feedback"]
+    stage1.on_assign(
+        consumer,
+        [TopicPartition(t, 0), TopicPartition(t, 1), TopicPartition(p, 0), TopicPartition(p, 1)]
+        + [TopicPartition(f, 0)],
+    )
+    turn = ENC.encode("ChatTurn", EXAMPLES["ChatTurn"])
+    pred = ENC.encode("Prediction", EXAMPLES["Prediction"])
+    fb = ENC.encode("Feedback", EXAMPLES["Feedback"])
+
+    def buffer(topic: str, partition: int, stamps: list[int], value: bytes) -> None:
+        q = stage1.buffers.setdefault((topic, partition), deque())
+        for ts in stamps:
+            q.append(Msg(topic, partition, len(q), value, ts))
+        stage1.next_offset[(topic, partition)] = len(q)
+
+    buffer(t, 0, [1000, 2000, 3000], turn)  # turn partition 1 is behind: turns wait
+    buffer(p, 0, [10, 20, 30], pred)  # predictions are hours older than the turns
+    buffer(p, 1, [15, 25], pred)
+    buffer(f, 0, [5], fb)
+    consumer.high = {(t, 0): 3, (t, 1): 4, (p, 0): 3, (p, 1): 2}
+    taken = sorted((m.topic(), m.partition(), m.timestamp()[1]) for m in stage1.take())
+    assert taken == sorted([(p, 0, 10), (p, 0, 20), (p, 1, 15), (p, 1, 25), (f, 0, 5)])
+    buffer(t, 1, [1500], turn)
+    taken = sorted((m.topic(), m.partition(), m.timestamp()[1]) for m in stage1.take())
+    # Turns up to partition 1's newest (1500); partition 1 of predictions is now caught up.
+    assert taken == sorted([(t, 0, 1000), (t, 1, 1500), (p, 0, 30)])
