@@ -415,7 +415,13 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     from jobs.replay import BaselineReplay, ReplaySpec
 
-    spec = ReplaySpec(args.model_version, _time_ms(args.start), _time_ms(args.end), args.variant)
+    spec = ReplaySpec(
+        args.model_version,
+        _time_ms(args.start),
+        _time_ms(args.end),
+        args.variant,
+        kind="predictions" if args.predictions else "turns",
+    )
     checkpoint = (
         Path(args.checkpoint)
         if args.checkpoint
@@ -445,7 +451,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         with EventProducer.from_settings(settings) as p:
             p.send("Baseline", baseline)
         print(
-            f"published to {settings.topic_prefix}baselines: {baseline['sample_size']} turns",
+            f"published to {settings.topic_prefix}baselines: {baseline['sample_size']} {spec.kind}",
             file=sys.stderr,
         )
     return 0
@@ -954,7 +960,12 @@ def build_parser(
     p.add_argument("model_version", help="model version to rebuild the baseline of")
     p.add_argument("--start", help="first event time (ISO-8601 or epoch ms)")
     p.add_argument("--end", help="last event time, inclusive (ISO-8601 or epoch ms)")
-    p.add_argument("--variant", help="only this experiment arm")
+    p.add_argument("--variant", help="only this experiment arm (a prediction's phase)")
+    p.add_argument(
+        "--predictions",
+        action="store_true",
+        help="a predictive model: read the predictions topic instead of chat.turns",
+    )
     p.add_argument("--from-archive", metavar="DIR", help="read archive files instead of Kafka")
     p.add_argument(
         "--max-lateness-s", type=float, help="Kafka: how late events may arrive (bounds the end)"

@@ -2,9 +2,10 @@
 ``continuum baseline compare``.
 
 History is Kafka between two timestamps (``offsets_for_times``) or the archive's Avro files. The
-statistics are folded by :class:`streams.logic.window.TurnStats` and summarised by
-:func:`streams.logic.evaluation.baseline_event`, the very code the live drift agents use, so live
-and backfilled numbers agree. Memory is bounded on any history length (the state is a fixed-size
+statistics are folded by :class:`streams.logic.window.TurnStats` (chat turns) or
+:class:`streams.logic.predictions.PredictionStats` (a predictive model's ``predictions``) and
+summarised by :func:`streams.logic.evaluation.baseline_event`, the very code the live drift agents
+use, so live and backfilled numbers agree. Memory is bounded on any history length (the state is a fixed-size
 sketch and running moments), and a checkpoint file (position + state, written atomically every
 ``checkpoint_every`` events) lets an interrupted replay resume where it stopped.
 """
@@ -28,7 +29,15 @@ from jobs.topicread import read_to_end
 from schemas.serde import deserializer_for
 from streams.logic.drift import kl_divergence
 from streams.logic.evaluation import baseline_event
+from streams.logic.predictions import PredictionStats
 from streams.logic.window import TurnStats
+
+# What a replay reads: chat turns or a predictive model's predictions (topic, schema, stats, and
+# the field that names the arm).
+SOURCES: dict[str, tuple[str, str, type[TurnStats], str]] = {
+    "turns": ("chat.turns", "ChatTurn", TurnStats, "variant"),
+    "predictions": ("predictions", "Prediction", PredictionStats, "phase"),
+}
 
 Progress = Callable[[int, int | None], None]  # (events read, events expected or None)
 
@@ -53,9 +62,9 @@ class ReplayState:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> ReplayState:
+    def from_json(cls, text: str, stats: type[TurnStats] = TurnStats) -> ReplayState:
         raw = json.loads(text)
-        return cls(raw["source"], raw["position"], raw["read"], TurnStats.from_dict(raw["stats"]))
+        return cls(raw["source"], raw["position"], raw["read"], stats.from_dict(raw["stats"]))
 
 
 @dataclass(frozen=True)
@@ -63,12 +72,18 @@ class ReplaySpec:
     model_version: str
     start_ms: int | None = None
     end_ms: int | None = None  # inclusive
-    variant: str | None = None
+    variant: str | None = None  # the arm: a turn's variant, a prediction's phase
+    kind: str = "turns"  # or "predictions"
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCES:
+            raise ValueError(f"replay kind must be one of {', '.join(SOURCES)}, got {self.kind!r}")
 
     def wants(self, turn: Mapping[str, Any]) -> bool:
         if turn.get("model_version") != self.model_version:
             return False
-        if self.variant is not None and turn.get("variant") != self.variant:
+        arm = SOURCES[self.kind][3]
+        if self.variant is not None and turn.get(arm) != self.variant:
             return False
         t = turn.get("event_time")
         if t is None:
@@ -96,15 +111,16 @@ class BaselineReplay:
         self.progress = progress or (lambda n, total: None)
 
     def _resume(self, source: str) -> ReplayState:
+        stats = SOURCES[self.spec.kind][2]
         if self.checkpoint is not None and self.checkpoint.exists():
-            state = ReplayState.from_json(self.checkpoint.read_text())
+            state = ReplayState.from_json(self.checkpoint.read_text(), stats)
             if state.source != source:
                 raise ValueError(
                     f"checkpoint {self.checkpoint} is for {state.source!r}, not {source!r}; "
                     "delete it to start over"
                 )
             return state
-        return ReplayState(source)
+        return ReplayState(source, stats=stats())
 
     def _save(self, state: ReplayState) -> None:
         if self.checkpoint is None:
@@ -116,8 +132,8 @@ class BaselineReplay:
     def _finish(self, state: ReplayState) -> dict[str, Any]:
         if state.stats.n == 0:
             raise ValueError(
-                f"no turns of {self.spec.model_version!r} between the given times; nothing to "
-                "build a baseline from"
+                f"no {self.spec.kind} of {self.spec.model_version!r} between the given times; "
+                "nothing to build a baseline from"
             )
         event = baseline_event(
             self.spec.model_version,
@@ -132,7 +148,8 @@ class BaselineReplay:
 
     # -- sources -----------------------------------------------------------------------------
 
-    def from_archive(self, root: Path, topic: str = "chat.turns") -> dict[str, Any]:
+    def from_archive(self, root: Path, topic: str | None = None) -> dict[str, Any]:
+        topic = topic or SOURCES[self.spec.kind][0]
         files = archive_files(root, topic, self.spec.start_ms, self.spec.end_ms)
         source = f"archive:{root}/{topic}:{self.spec}"
         state = self._resume(source)
@@ -146,7 +163,9 @@ class BaselineReplay:
         self.progress(state.read, None)
         return self._finish(state)
 
-    def from_kafka(self, settings: Settings, topic: str = "chat.turns") -> dict[str, Any]:
+    def from_kafka(self, settings: Settings, topic: str | None = None) -> dict[str, Any]:
+        topic = topic or SOURCES[self.spec.kind][0]
+        schema = SOURCES[self.spec.kind][1]
         name = topic_spec(topic).full_name(settings.topic_prefix)
         source = f"kafka:{settings.bootstrap_servers}/{name}:{self.spec}"
         state = self._resume(source)
@@ -178,7 +197,7 @@ class BaselineReplay:
                         continue
                     state.read += 1
                     since_save += 1
-                    rec = decoder.decode(m.value() or b"", "ChatTurn").record
+                    rec = decoder.decode(m.value() or b"", schema).record
                     if self.spec.wants(rec):
                         state.stats.update(rec)
                     state.position[str(p)] = m.offset() + 1

@@ -41,9 +41,9 @@ class StreamsMetrics:
         )
         self.late = Counter(
             "continuum_late_turns_total",
-            "Turns (and predictions) older than the drift retention (window + 2 hops) behind "
-            "their partition's newest: kept out of the drift windows (A/B and feedback still "
-            "count them)",
+            "Turns (and predictions, outcomes) older than the drift retention (window + 2 hops) "
+            "behind their partition's newest: kept out of the windows (A/B, feedback and "
+            "outcome totals still count them)",
             registry=r,
         )
         self.unattributed = Counter(

@@ -184,12 +184,12 @@ class Stage1:
 
     def take(self, force: bool = False) -> list[Any]:
         """Buffered records up to the event-time frontier of each windowed source (turns,
-        predictions): the smallest newest-buffered timestamp among its partitions that still
+        predictions, outcomes): the smallest newest-buffered timestamp among its partitions that still
         have records to give (a partition that is caught up and has nothing buffered does not
         hold the others back; one whose records are still on the way holds its whole source).
         A producer's batch can carry a partition's whole backlog, so without this stage 1 would
         fold one partition hours ahead of the others and stage 2 would have to wait (or guess).
-        Feedback and outcomes do not feed time windows and are always taken. ``force`` takes
+        Feedback does not feed time windows and is always taken. ``force`` takes
         everything (records held too long, or too many buffered)."""
         frontier: dict[str, float] = {}
         if not force:
@@ -243,7 +243,7 @@ class Stage1:
                 continue
             counts[source] += 1
             items.append((source, rec, partition, offset))
-            if source in WINDOWED_KIND:
+            if source in (TURN, PREDICTION):  # latency and confidence: change detectors
                 watch(rec, partition, source)
         folder = pipe.folder
         skipped, late, unattributed = folder.skipped, folder.late, folder.unattributed

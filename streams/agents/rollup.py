@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from streams.logic.evaluation import evaluate_experiment, evaluate_model
-from streams.logic.rollup import ALL_VARIANTS, group_kinds, newer, slot_key
+from streams.logic.rollup import ALL_VARIANTS, WINDOWED, group_kinds, newer, slot_key
 from streams.pipeline import Pipeline, delete, key_partition, put
 
 AB_EVERY_S = 2.0
@@ -61,7 +61,7 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
     horizon = new_state.get("evaluated_end", 0) - pipe.cfg.window_ms - 2 * pipe.cfg.hop_ms
     if new_state.get("frozen_baseline") or pipe.live.baselines.get(model):
         for p in partials:
-            if p["k"] == kind and p["b"] < horizon:
+            if p["k"] in WINDOWED and p["b"] < horizon:
                 delete(pipe.group_slots, slot_key(p["k"], p["s"], p["b"], p["p"]), partition)
 
 

@@ -51,8 +51,8 @@ RECOMMENDATIONS = {
     "data_quality_null_rate": "Events arrive with missing fields: check the producer version and the "
     "inference worker's metadata.",
     "data_quality_outliers": "Latency outliers: look for timeouts or stuck requests.",
-    "performance_degradation": "Effective confidence fell against the previous period: consider rolling "
-    "back or retraining.",
+    "performance_degradation": "Performance (outcome accuracy, or effective confidence without "
+    "outcomes) fell against the previous period: consider rolling back or retraining.",
     "change_point": "An abrupt change was detected online; confirm it on the windowed signals.",
     "SERVICE_DOWN": "No heartbeat from the inference workers: restart them and check the GPU node.",
     "LOW_CONFIDENCE": "Mean confidence is below the minimum: retrain or roll back the model.",

@@ -129,8 +129,11 @@ def evaluate(
     baseline: Mapping[str, Any],
     thresholds: DriftThresholds = DriftThresholds(),
     previous: Mapping[str, Any] | None = None,
+    accuracy: float | None = None,
 ) -> list[SignalResult]:
-    """Every signal that can be computed; empty below ``min_samples`` turns."""
+    """Every signal that can be computed; empty below ``min_samples`` turns. ``accuracy`` (a
+    predictive model's share of successful outcomes in the window, from enough of them) is the
+    performance measure when the previous window has one too; otherwise effective confidence."""
     if window.n < thresholds.min_samples:
         return []
     cur = window.summary()
@@ -198,7 +201,10 @@ def evaluate(
         )
     )
     if previous is not None and (previous.get("sample_size") or 0) >= t.min_samples:
-        now_p, prev_p = performance(cur), performance(previous)
+        if accuracy is not None and previous.get("accuracy") is not None:
+            now_p, prev_p, measure = accuracy, previous["accuracy"], "accuracy"
+        else:
+            now_p, prev_p, measure = performance(cur), performance(previous), "effective confidence"
         if now_p is not None and prev_p:
             ch = _rel(now_p, prev_p)
             out.append(
@@ -209,7 +215,7 @@ def evaluate(
                     ch,
                     -t.performance_drop,
                     _at_least(-ch, t.performance_drop),
-                    {"against": "previous period"},
+                    {"against": "previous period", "measure": measure},
                 )
             )
     return out

@@ -20,6 +20,7 @@ from streams.logic.rollup import (
     AB_TURNS,
     ALL_VARIANTS,
     FEEDBACK,
+    OUTCOME_BUCKETS,
     OUTCOMES,
     PREDICTIONS,
     TURNS,
@@ -184,9 +185,19 @@ def evaluate_model(
     if end > new_state.get("evaluated_end", -1) and end > buckets[0]:
         window = merge_slots(partials, kind, subject, end - cfg.window_ms, end)
         summary = window.summary()
+        accuracy = None
+        if kind == PREDICTIONS:
+            # Outcomes known by now whose time falls in the window; accuracy from enough of them.
+            judged = merge_slots(partials, OUTCOME_BUCKETS, model, end - cfg.window_ms, end)
+            summary["outcomes"] = judged.summary()
+            if judged.judged >= cfg.drift.min_samples:
+                accuracy = judged.accuracy
+            summary["accuracy"] = accuracy
         out["summary"] = summary
         if baseline is not None and window.n:
-            results = evaluate(window, baseline, cfg.drift, previous=new_state.get("prev"))
+            results = evaluate(
+                window, baseline, cfg.drift, previous=new_state.get("prev"), accuracy=accuracy
+            )
             for r in results:
                 out["signals"].append(
                     {

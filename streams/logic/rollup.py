@@ -22,10 +22,12 @@ from streams.logic.predictions import OutcomeTally, PredictionStats
 from streams.logic.window import TurnStats
 
 TURNS, AB_TURNS, AB_FEEDBACK, FEEDBACK = "turns", "abt", "abf", "fb"
-PREDICTIONS, OUTCOMES = "pred", "out"
+# Predictive models: prediction statistics per bucket; outcomes as a running total per model
+# version and per bucket of the outcome's time (accuracy per window).
+PREDICTIONS, OUTCOMES, OUTCOME_BUCKETS = "pred", "out", "outb"
 ALL_VARIANTS = "*"
 # Kinds whose partials are time buckets (windows, retention); the others are running totals.
-WINDOWED = (TURNS, PREDICTIONS)
+WINDOWED = (TURNS, PREDICTIONS, OUTCOME_BUCKETS)
 
 _STATE_CLASSES: dict[str, Any] = {
     TURNS: TurnStats,
@@ -34,10 +36,11 @@ _STATE_CLASSES: dict[str, Any] = {
     FEEDBACK: FeedbackTally,
     PREDICTIONS: PredictionStats,
     OUTCOMES: OutcomeTally,
+    OUTCOME_BUCKETS: OutcomeTally,
 }
 # Stage-1 sources (one per input topic) and their windowed kind.
 TURN, FEEDBACK_SOURCE, PREDICTION, OUTCOME = "turn", "feedback", "prediction", "outcome"
-WINDOWED_KIND = {TURN: TURNS, PREDICTION: PREDICTIONS}
+WINDOWED_KIND = {TURN: TURNS, PREDICTION: PREDICTIONS, OUTCOME: OUTCOME_BUCKETS}
 
 
 def model_group(model_version: str) -> str:
@@ -62,7 +65,7 @@ def source_of(kind: str) -> str:
         return TURN
     if kind == PREDICTIONS:
         return PREDICTION
-    if kind == OUTCOMES:
+    if kind in (OUTCOMES, OUTCOME_BUCKETS):
         return OUTCOME
     return FEEDBACK_SOURCE
 
@@ -105,11 +108,16 @@ def targets_of_prediction(pred: Mapping[str, Any], hop_ms: int) -> list[tuple[st
     return out
 
 
-def targets_of_outcome(outcome: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
-    """An outcome counts for its model version when the producer copied it from the prediction
-    (the producer SDK does); one without is counted by stage 1 as unattributed."""
+def targets_of_outcome(outcome: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str, str, int]]:
+    """An outcome counts for its model version (running total, and the bucket of its time) when
+    the producer copied the version from the prediction; one without is counted by stage 1 as
+    unattributed."""
     model = outcome.get("model_version")
-    return [(OUTCOMES, model, prediction_group(model), 0)] if model else []
+    if not model:
+        return []
+    group = prediction_group(model)
+    bucket = outcome["event_time"] // hop_ms * hop_ms
+    return [(OUTCOMES, model, group, 0), (OUTCOME_BUCKETS, model, group, bucket)]
 
 
 def targets_of_feedback(fb: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
@@ -131,11 +139,11 @@ class Stage1Folder:
     new partial, including keys whose events were all skipped as replays: their snapshot is sent
     again so stage 2 hears of it even if the crash came between the table write and the send.
 
-    With ``retention_ms`` the time buckets (turns, predictions) of a source partition older than
-    its newest bucket minus the retention are *closed*: their partials can be dropped
-    (:meth:`expired`) and a late event for one is counted in ``late`` instead of folded, so a
-    dropped partial is never restarted from zero (stage 2 would take the restart's smaller
-    snapshot for the newer one).
+    With ``retention_ms`` the time buckets (turns, predictions, outcomes) of a source partition
+    older than its newest bucket minus the retention are *closed*: their partials can be dropped
+    (:meth:`expired`) and a late event for one is counted in ``late`` instead of folded (an
+    outcome still counts in its model's running total), so a dropped partial is never restarted
+    from zero (stage 2 would take the restart's smaller snapshot for the newer one).
     """
 
     def __init__(self, hop_ms: int, retention_ms: int | None = None) -> None:
@@ -188,7 +196,7 @@ class Stage1Folder:
         if source == PREDICTION:
             return targets_of_prediction(rec, self.hop_ms)
         if source == OUTCOME:
-            targets = targets_of_outcome(rec)
+            targets = targets_of_outcome(rec, self.hop_ms)
             self.unattributed += not targets
             return targets
         return targets_of_feedback(rec)

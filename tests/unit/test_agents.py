@@ -139,8 +139,8 @@ def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_tri
 ) -> None:
     """Prediction and Outcome partials (group ``p:``) through the same agent: a baseline frozen
     from the clean predictions, the injected confidence drop and null features signalled only
-    after the drift, and LOW_ACCURACY once the outcomes' success rate (here 65 %) is known from
-    200 of them."""
+    after the drift, performance degradation measured on the outcomes' accuracy per window
+    (65 % falling to 30 %), and LOW_ACCURACY once the success rate is known from 200 of them."""
     from producers.simulator import PredictionSimConfig, PredictionSimulator
     from streams.logic.rollup import Stage1Folder
 
@@ -153,7 +153,12 @@ def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_tri
 
     monkeypatch.setattr(pipe.outputs, "send", capture)
     cfg = PredictionSimConfig(
-        predictions=9000, rate=100, accuracy=0.65, drift_at_s=60, drift=("confidence", "nulls")
+        predictions=9000,
+        rate=100,
+        accuracy=0.65,
+        outcome_delay_ms=500,
+        drift_at_s=60,
+        drift=("confidence", "nulls", "accuracy"),
     )
     folder, stage1, batches, batch = Stage1Folder(10_000), {}, [], []
     offsets = {"prediction": [0] * 3, "outcome": [0] * 3}
@@ -189,11 +194,16 @@ def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_tri
     }
     nulls = [e for e in signals if e["signal"] == "data_quality_null_rate" and e["breached"]]
     assert nulls[-1]["details"]["features.rain"]  # names the feature that went missing
+    perf = [e for e in signals if e["signal"] == "performance_degradation"]
+    assert {e["details"]["measure"] for e in perf} == {"accuracy"}
+    assert [e["window_end"] for e in perf if e["breached"]]
+    assert all(e["window_end"] > drift_ms for e in perf if e["breached"])
     triggers = [e for s, e in outputs if s == "RetrainTrigger"]
     assert [(t["model_version"], t["reason"]) for t in triggers] == [("xgb-v2", "LOW_ACCURACY")]
     assert 0.55 < triggers[0]["value"] < 0.7
     state = pipe.group_state.get("p:xgb-v2")
     assert state["outcomes"]["outcomes"] == sum(offsets["outcome"]) > 7000
-    assert 0.6 < state["outcomes"]["accuracy"] < 0.7
+    assert 0.4 < state["outcomes"]["accuracy"] < 0.6  # 2/3 of the outcomes at 65 %, 1/3 at 30 %
+    assert state["last_window"]["accuracy"] < 0.4
     for schema, event in outputs:
         AvroSerializer().encode(schema, event)

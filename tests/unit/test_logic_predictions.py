@@ -124,3 +124,25 @@ def test_prediction_simulator_is_deterministic_and_drifts_when_told() -> None:
         PredictionSimConfig(drift=("tokens",))
     with pytest.raises(ValueError, match="accuracy must be in"):
         PredictionSimConfig(accuracy=1.5)
+
+
+def test_performance_is_outcome_accuracy_when_both_periods_have_it() -> None:
+    from streams.logic.drift import PERFORMANCE_DEGRADATION, evaluate
+
+    sim = PredictionSimulator(PredictionSimConfig(predictions=600))
+    window = PredictionStats.of(e for s, e in sim.events() if s == "Prediction")
+    base = window.summary()
+
+    def perf(accuracy: float | None, previous_accuracy: float | None):
+        previous = {**base, "accuracy": previous_accuracy}
+        results = evaluate(window, base, previous=previous, accuracy=accuracy)
+        return next(r for r in results if r.signal == PERFORMANCE_DEGRADATION)
+
+    drop = perf(0.72, 0.9)  # -20 % accuracy, same confidence and fallbacks
+    assert drop.details["measure"] == "accuracy" and drop.breached
+    assert drop.change == pytest.approx(-0.2) and drop.threshold == -0.1
+    assert not perf(0.85, 0.9).breached  # -5.6 %
+    # Without accuracy on both sides: effective confidence, unchanged here.
+    for now, before in ((None, 0.9), (0.5, None)):
+        same = perf(now, before)
+        assert same.details["measure"] == "effective confidence" and same.change == 0

@@ -65,7 +65,7 @@ def test_interrupted_replay_resumes_to_the_same_baseline(tmp_path):
     got = resumed.from_archive(tmp_path / "a")
     assert close_enough(got, whole, rel=1e-12) == [] and got["sample_size"] == whole["sample_size"]
     assert not ckpt.exists()  # finished: the next run starts over
-    with pytest.raises(ValueError, match="no turns of 'nope'"):
+    with pytest.raises(ValueError, match="no turns of .nope."):
         BaselineReplay(ReplaySpec("nope")).from_archive(tmp_path / "a")
 
 
@@ -133,3 +133,27 @@ def test_live_freeze_waits_for_complete_buckets_in_every_partition():
     assert freeze_baseline("okla-v1.0", partials, 300, expected_partitions=6) is None
     # ... until four times the needed turns were seen without it.
     assert freeze_baseline("okla-v1.0", partials, 40, expected_partitions=6) is not None
+
+
+def test_a_predictive_models_baseline_replays_from_its_archived_predictions(tmp_path):
+    from producers.simulator import PredictionSimConfig, PredictionSimulator
+    from streams.logic.predictions import PredictionStats
+
+    cfg = PredictionSimConfig(predictions=3000, rate=3000 / 86_400)
+    preds = [e for s, e in PredictionSimulator(cfg).events() if s == "Prediction"]
+    wire = default_catalog().current("Prediction").wire
+    path = tmp_path / "predictions" / day_of(preds[0]["event_time"]) / "part-0.avro"
+    path.parent.mkdir(parents=True)
+    with path.open("wb") as fo:
+        fastavro.writer(fo, wire, preds, codec="deflate")
+    spec = ReplaySpec("xgb-v2", kind="predictions", variant="ml-v2")
+    got = BaselineReplay(spec).from_archive(tmp_path)
+    expected = PredictionStats.of(p for p in preds if p["phase"] == "ml-v2")
+    want = baseline_event("xgb-v2", expected, "replay", 0, "ml-v2")
+    assert got["sample_size"] == expected.n > 2500 and got["tokens_mean"] is None
+    assert close_enough(got, want, rel=1e-12) == []
+    assert got["metrics"]["null_rate"] == expected.null_rate > 0
+    with pytest.raises(ValueError, match="no predictions of 'okla-v1.0'"):
+        BaselineReplay(ReplaySpec("okla-v1.0", kind="predictions")).from_archive(tmp_path)
+    with pytest.raises(ValueError, match="replay kind must be one of turns, predictions"):
+        ReplaySpec("xgb-v2", kind="outcomes")
