@@ -49,10 +49,7 @@ class PredictionStats(TurnStats):
                 self.nulls[key] = self.nulls.get(key, 0) + 1
                 missing = True
         self.rows_with_null += missing
-        t = pred.get("event_time")
-        if t is not None:
-            self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
-            self.last_ms = t if self.last_ms is None else max(self.last_ms, t)
+        self._span(pred.get("event_time"))
 
 
 class OutcomeTally:

@@ -51,7 +51,10 @@ class TurnStats:
                 self.nulls[f] = self.nulls.get(f, 0) + 1
                 missing = True
         self.rows_with_null += missing
-        t = turn.get("event_time")
+        self._span(turn.get("event_time"))
+
+    def _span(self, t: int | None) -> None:
+        """Widen [first_ms, last_ms] to cover event time ``t``."""
         if t is not None:
             self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
             self.last_ms = t if self.last_ms is None else max(self.last_ms, t)

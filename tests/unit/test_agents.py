@@ -51,12 +51,7 @@ def app_and_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return app, pipe, sent, changelog, dead
 
 
-def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) -> list:
-    """Fold the simulator's turns into stage-1 partials and feed them to the rollup agent;
-    returns what it sent (record type, event)."""
-    from producers.simulator import TrafficSimulator
-    from streams.logic.rollup import Stage1Folder
-
+def _capture_outputs(pipe: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     outputs: list[tuple[str, dict]] = []
 
     async def capture(schema: str, event: dict) -> dict:
@@ -64,17 +59,18 @@ def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) 
         return event
 
     monkeypatch.setattr(pipe.outputs, "send", capture)
-    folder, stage1 = Stage1Folder(10_000), {}
-    batches, batch = [], []
-    offsets = [0] * 6  # spread over chat.turns' 6 partitions by session, as the producer keys
-    for _, ev in TrafficSimulator(cfg).events():
-        p = zlib.crc32(ev["session_id"].encode()) % 6
-        batch.append(("turn", ev, p, offsets[p]))
-        offsets[p] += 1
-        if len(batch) == 500:
-            batches.append(folder.fold(batch, stage1.get))
-            stage1.update(batches[-1])
-            batch = []
+    return outputs
+
+
+def _fold_and_roll_up(app: Any, items: list[tuple[str, dict, int, int]]) -> None:
+    """Fold (source, event, partition, offset) items into stage-1 partials, 500 at a time, and
+    feed every batch's partials to the rollup agent."""
+    from streams.logic.rollup import Stage1Folder
+
+    folder, stage1, batches = Stage1Folder(10_000), {}, []
+    for i in range(0, len(items), 500):
+        batches.append(folder.fold(items[i : i + 500], stage1.get))
+        stage1.update(batches[-1])
 
     async def run() -> None:
         async with app.agents["rollup"].test_context() as ctx:
@@ -83,6 +79,21 @@ def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) 
                     await ctx.put(part, key=part["g"])
 
     asyncio.run(run())
+
+
+def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) -> list:
+    """Fold the simulator's turns into stage-1 partials and feed them to the rollup agent;
+    returns what it sent (record type, event)."""
+    from producers.simulator import TrafficSimulator
+
+    outputs = _capture_outputs(pipe, monkeypatch)
+    items = []
+    offsets = [0] * 6  # spread over chat.turns' 6 partitions by session, as the producer keys
+    for _, ev in TrafficSimulator(cfg).events():
+        p = zlib.crc32(ev["session_id"].encode()) % 6
+        items.append(("turn", ev, p, offsets[p]))
+        offsets[p] += 1
+    _fold_and_roll_up(app, items)
     return outputs
 
 
@@ -142,16 +153,9 @@ def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_tri
     after the drift, performance degradation measured on the outcomes' accuracy per window
     (65 % falling to 30 %), and LOW_ACCURACY once the success rate is known from 200 of them."""
     from producers.simulator import PredictionSimConfig, PredictionSimulator
-    from streams.logic.rollup import Stage1Folder
 
     app, pipe, *_ = app_and_pipe
-    outputs: list[tuple[str, dict]] = []
-
-    async def capture(schema: str, event: dict) -> dict:
-        outputs.append((schema, event))
-        return event
-
-    monkeypatch.setattr(pipe.outputs, "send", capture)
+    outputs = _capture_outputs(pipe, monkeypatch)
     cfg = PredictionSimConfig(
         predictions=9000,
         rate=100,
@@ -160,26 +164,14 @@ def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_tri
         drift_at_s=60,
         drift=("confidence", "nulls", "accuracy"),
     )
-    folder, stage1, batches, batch = Stage1Folder(10_000), {}, [], []
+    items = []
     offsets = {"prediction": [0] * 3, "outcome": [0] * 3}
     for schema, ev in PredictionSimulator(cfg).events():
         source = schema.lower()
         p = zlib.crc32(ev["prediction_id"].encode()) % 3
-        batch.append((source, ev, p, offsets[source][p]))
+        items.append((source, ev, p, offsets[source][p]))
         offsets[source][p] += 1
-        if len(batch) == 500:
-            batches.append(folder.fold(batch, stage1.get))
-            stage1.update(batches[-1])
-            batch = []
-    batches.append(folder.fold(batch, stage1.get))
-
-    async def run() -> None:
-        async with app.agents["rollup"].test_context() as ctx:
-            for parts in batches:
-                for part in parts.values():
-                    await ctx.put(part, key=part["g"])
-
-    asyncio.run(run())
+    _fold_and_roll_up(app, items)
     baselines = [e for s, e in outputs if s == "Baseline"]
     assert [b["model_version"] for b in baselines] == ["xgb-v2"]
     assert baselines[0]["tokens_mean"] is None and len(baselines[0]["intent_distribution"]) == 20
