@@ -223,6 +223,7 @@ def cmd_simulate_predictions(args: argparse.Namespace, settings: Settings) -> in
         model_version=args.model_version,
         accuracy=args.accuracy,
         drift_at_s=args.drift_at,
+        experiment_id=args.experiment,
         **({"drift": kinds} if kinds else {}),
     )
     if args.realtime:
@@ -230,6 +231,8 @@ def cmd_simulate_predictions(args: argparse.Namespace, settings: Settings) -> in
     sim = PredictionSimulator(config)
     started = time.monotonic()
     with EventProducer.from_settings(settings) as producer:
+        if (experiment := sim.experiment_event()) is not None:
+            producer.send("Experiment", experiment)
         for schema, event in sim.events():
             if args.realtime and schema == "Prediction":
                 delay = started + sim.predictions / config.rate - time.monotonic()
@@ -772,6 +775,12 @@ def build_parser(
     p.add_argument("--rate", type=float, default=50.0, help="predictions per second")
     p.add_argument("--model-version", default="xgb-v2", help="model version that predicts")
     p.add_argument("--accuracy", type=float, default=0.9, help="share of successful outcomes")
+    p.add_argument(
+        "--experiment",
+        default=None,
+        metavar="ID",
+        help="A/B test: half the predictions from rules-v1 (control), half from --model-version",
+    )
     p.add_argument("--drift-at", type=float, default=None, metavar="SECONDS")
     p.add_argument(
         "--drift",

@@ -168,6 +168,35 @@ DRIFTED_MIX: dict[str, float] = {
 }
 
 
+def experiment_event(
+    experiment_id: str,
+    control: str,
+    treatment: str,
+    treatment_share: float,
+    strategy: str,
+    start_ms: int,
+    description: str,
+) -> dict[str, Any]:
+    """The ``Experiment`` a simulator announces its A/B test with (what ``continuum experiments
+    create`` sends); its id is stable, so re-running a simulation updates the same experiment."""
+    return {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"continuum-sim/{experiment_id}")),
+        "event_time": start_ms,
+        "experiment_id": experiment_id,
+        "name": experiment_id,
+        "control_version": control,
+        "treatment_version": treatment,
+        "traffic_split": treatment_share * 100,
+        "strategy": strategy,
+        "min_samples": 100,
+        "alpha": 0.05,
+        "status": "RUNNING",
+        "winner": None,
+        "description": description,
+        "metadata": {"source": "simulator"},
+    }
+
+
 @dataclass(frozen=True)
 class DriftInjection:
     """What changes, for which model versions (empty = all), from ``at_s`` simulated seconds on."""
@@ -280,22 +309,15 @@ class TrafficSimulator:
         cfg = self.config
         if not (cfg.treatment_version and cfg.experiment_id):
             return None
-        return {
-            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"continuum-sim/{cfg.experiment_id}")),
-            "event_time": cfg.start_ms,
-            "experiment_id": cfg.experiment_id,
-            "name": cfg.experiment_id,
-            "control_version": cfg.control_version,
-            "treatment_version": cfg.treatment_version,
-            "traffic_split": cfg.treatment_share * 100,
-            "strategy": "STICKY",
-            "min_samples": 100,
-            "alpha": 0.05,
-            "status": "RUNNING",
-            "winner": None,
-            "description": "simulated A/B split",
-            "metadata": {"source": "simulator"},
-        }
+        return experiment_event(
+            cfg.experiment_id,
+            cfg.control_version,
+            cfg.treatment_version,
+            cfg.treatment_share,
+            "STICKY",
+            cfg.start_ms,
+            "simulated A/B split",
+        )
 
     def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(record type, event)`` pairs in event-time order."""
@@ -491,7 +513,11 @@ class PredictionSimConfig:
     fallback to rules and latency, and (for ``outcome_probability`` of them) an ``Outcome`` that
     says whether the assigned driver did the job. From ``drift_at_s`` simulated seconds on, the
     ``drift`` kinds change: confidence drops, latency rises, fallbacks and null features spike,
-    accuracy falls, and the predicted labels concentrate on a few drivers."""
+    accuracy falls, and the predicted labels concentrate on a few drivers. With
+    ``experiment_id`` it is an A/B test (the dispatch seed's rules v1 against XGBoost v2):
+    ``treatment_share`` of the predictions come from ``model_version`` (phase ``treatment``), the
+    rest from ``control_version`` (phase ``control``), which is less confident and less accurate
+    by ``control_gap``; outcomes carry the experiment and arm."""
 
     seed: int = 11
     rate: float = 50.0  # predictions per simulated second
@@ -505,11 +531,15 @@ class PredictionSimConfig:
     accuracy: float = 0.9
     drift_at_s: float | None = None
     drift: tuple[str, ...] = PREDICTION_DRIFT_KINDS
+    experiment_id: str | None = None
+    control_version: str = "rules-v1"
+    treatment_share: float = 0.5
+    control_gap: float = 0.1
 
     def __post_init__(self) -> None:
         if self.rate <= 0:
             raise ValueError(f"rate must be > 0 predictions per second, got {self.rate!r}")
-        for name in ("outcome_probability", "accuracy"):
+        for name in ("outcome_probability", "accuracy", "treatment_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         bad = [k for k in self.drift if k not in PREDICTION_DRIFT_KINDS]
@@ -533,6 +563,21 @@ class PredictionSimulator:
         c = self.config
         return c.drift_at_s is not None and t_s >= c.drift_at_s and kind in c.drift
 
+    def experiment_event(self) -> dict[str, Any] | None:
+        """The ``Experiment`` announcing the simulated A/B test, or None without one."""
+        c = self.config
+        if not c.experiment_id:
+            return None
+        return experiment_event(
+            c.experiment_id,
+            c.control_version,
+            c.model_version,
+            c.treatment_share,
+            "RANDOM",
+            c.start_ms,
+            f"simulated {c.model_name} A/B test",
+        )
+
     def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Predictions in event-time order, each followed by its outcome when it has one (the
         outcome's event time is ``outcome_delay_ms`` later)."""
@@ -542,7 +587,12 @@ class PredictionSimulator:
             now_ms = c.start_ms + int(i * 1000 / c.rate)
             t_s = i / c.rate
             i += 1
-            conf = min(1.0, max(0.0, rng.betavariate(18, 2.5)))
+            arm = None
+            if c.experiment_id:
+                arm = "treatment" if rng.random() < c.treatment_share else "control"
+            gap = c.control_gap if arm == "control" else 0.0
+            model = c.control_version if arm == "control" else c.model_version
+            conf = min(1.0, max(0.0, rng.betavariate(18, 2.5) - gap))
             if self._drifting(t_s, "confidence"):
                 conf = max(0.0, conf - 0.25)
             fallback = conf < 0.6 or (self._drifting(t_s, "fallback") and rng.random() < 0.2)
@@ -557,9 +607,9 @@ class PredictionSimulator:
                 "event_time": now_ms,
                 "prediction_id": pid,
                 "model_name": c.model_name,
-                "model_version": c.model_version,
-                "phase": "rules-v1" if fallback else c.phase,
-                "experiment_id": None,
+                "model_version": model,
+                "phase": arm or ("rules-v1" if fallback else c.phase),
+                "experiment_id": c.experiment_id,
                 "entity_id": f"dispatch-{i}",
                 "features": {
                     "distance_km": round(rng.expovariate(1 / 4.0), 2),
@@ -580,7 +630,7 @@ class PredictionSimulator:
             self.predictions += 1
             yield "Prediction", prediction
             if rng.random() < c.outcome_probability:
-                accuracy = c.accuracy - (0.35 if self._drifting(t_s, "accuracy") else 0.0)
+                accuracy = c.accuracy - gap - (0.35 if self._drifting(t_s, "accuracy") else 0.0)
                 success = rng.random() < accuracy
                 self.outcomes += 1
                 yield (
@@ -589,7 +639,9 @@ class PredictionSimulator:
                         "event_id": self._uuid(),
                         "event_time": now_ms + c.outcome_delay_ms,
                         "prediction_id": pid,
-                        "model_version": c.model_version,
+                        "model_version": model,
+                        "experiment_id": c.experiment_id,
+                        "variant": arm,
                         "actual_value": prediction["predicted_value"] if success else "other",
                         "success": success,
                         "metadata": {},

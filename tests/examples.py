@@ -119,6 +119,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "event_time": T0 + 60_000,
         "prediction_id": "p-1",
         "model_version": "xgb-v2",
+        "experiment_id": None,
+        "variant": None,
         "actual_value": "driver-17",
         "success": True,
         "metadata": {},

@@ -24,7 +24,10 @@ WEIGHTS = {"satisfaction": 3, "lead_capture": 2, "latency": 1, "confidence": 1}
 
 
 class ArmTally:
-    """One experiment arm: turns (lead capture, latency, confidence) and feedback (satisfaction)."""
+    """One experiment arm: turns (lead capture, latency, confidence) and feedback (satisfaction).
+    A predictive model's experiment fills it from predictions (``update_turn``: latency,
+    confidence; no sessions nor leads) and outcomes (``update_outcome``: satisfied = a
+    successful outcome)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -39,13 +42,21 @@ class ArmTally:
         self.n += 1
         self.sessions += turn.get("turn_index") == 0
         self.leads += bool(turn.get("lead_captured"))
-        self.latency.update(turn["latency_ms"])
+        if turn.get("latency_ms") is not None:
+            self.latency.update(turn["latency_ms"])
         if turn.get("confidence") is not None:
             self.confidence.update(turn["confidence"])
 
     def update_feedback(self, fb: Mapping[str, Any]) -> None:
         self.feedback += 1
         self.satisfied += is_satisfied(fb)
+
+    def update_outcome(self, outcome: Mapping[str, Any]) -> None:
+        """An outcome that says whether the prediction was right counts as rated feedback."""
+        if outcome.get("success") is None:
+            return
+        self.feedback += 1
+        self.satisfied += outcome["success"] is True
 
     def merge(self, other: ArmTally) -> ArmTally:
         self.n += other.n

@@ -17,6 +17,8 @@ from streams.logic.predictions import OutcomeTally
 from streams.logic.retrain import RetrainPolicy, due_triggers
 from streams.logic.rollup import (
     AB_FEEDBACK,
+    AB_OUTCOMES,
+    AB_PREDICTIONS,
     AB_TURNS,
     ALL_VARIANTS,
     FEEDBACK,
@@ -269,8 +271,15 @@ def evaluate_experiment(
     exp_id = experiment["experiment_id"]
     arms = {}
     for variant in ("control", "treatment"):
-        arm = merge_slots(partials, AB_TURNS, f"{exp_id}|{variant}")
-        fb = merge_slots(partials, AB_FEEDBACK, f"{exp_id}|{variant}")
+        # A chat experiment has turn and feedback halves; a predictive model's, prediction and
+        # outcome halves (a successful outcome counts as satisfied feedback).
+        subject = f"{exp_id}|{variant}"
+        arm = merge_slots(partials, AB_TURNS, subject).merge(
+            merge_slots(partials, AB_PREDICTIONS, subject)
+        )
+        fb = merge_slots(partials, AB_FEEDBACK, subject).merge(
+            merge_slots(partials, AB_OUTCOMES, subject)
+        )
         arm.feedback, arm.satisfied = fb.feedback, fb.satisfied
         arms[variant] = arm
     result = analyze(

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from streams.logic.abtest import ArmTally
+from streams.logic.abtest import CONTROL, TREATMENT, ArmTally
 from streams.logic.feedback import FeedbackTally
 from streams.logic.predictions import OutcomeTally, PredictionStats
 from streams.logic.window import TurnStats
@@ -25,7 +25,10 @@ TURNS, AB_TURNS, AB_FEEDBACK, FEEDBACK = "turns", "abt", "abf", "fb"
 # Predictive models: prediction statistics per bucket; outcomes as a running total per model
 # version and per bucket of the outcome's time (accuracy per window).
 PREDICTIONS, OUTCOMES, OUTCOME_BUCKETS = "pred", "out", "outb"
+# A/B arms of a predictive model's experiment, from predictions and from outcomes.
+AB_PREDICTIONS, AB_OUTCOMES = "abp", "abo"
 ALL_VARIANTS = "*"
+ARMS = (CONTROL, TREATMENT)
 # Kinds whose partials are time buckets (windows, retention); the others are running totals.
 WINDOWED = (TURNS, PREDICTIONS, OUTCOME_BUCKETS)
 
@@ -37,6 +40,8 @@ _STATE_CLASSES: dict[str, Any] = {
     PREDICTIONS: PredictionStats,
     OUTCOMES: OutcomeTally,
     OUTCOME_BUCKETS: OutcomeTally,
+    AB_PREDICTIONS: ArmTally,
+    AB_OUTCOMES: ArmTally,
 }
 # Stage-1 sources (one per input topic) and their windowed kind.
 TURN, FEEDBACK_SOURCE, PREDICTION, OUTCOME = "turn", "feedback", "prediction", "outcome"
@@ -63,9 +68,9 @@ def source_of(kind: str) -> str:
     """The stage-1 source whose partitions a partial of ``kind`` follows."""
     if kind in (TURNS, AB_TURNS):
         return TURN
-    if kind == PREDICTIONS:
+    if kind in (PREDICTIONS, AB_PREDICTIONS):
         return PREDICTION
-    if kind in (OUTCOMES, OUTCOME_BUCKETS):
+    if kind in (OUTCOMES, OUTCOME_BUCKETS, AB_OUTCOMES):
         return OUTCOME
     return FEEDBACK_SOURCE
 
@@ -97,14 +102,18 @@ def targets_of_turn(turn: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str
 
 
 def targets_of_prediction(pred: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str, str, int]]:
-    """(kind, subject, group, bucket) that one prediction contributes to: its model version, and
-    its phase (the variant that served it) when it has one."""
+    """(kind, subject, group, bucket) that one prediction contributes to: its model version, its
+    phase (the variant that served it) when it has one, and its experiment's arm when it is part
+    of one (phase ``control`` or ``treatment``)."""
     model, phase = pred["model_version"], pred.get("phase")
     bucket = pred["event_time"] // hop_ms * hop_ms
     group = prediction_group(model)
     out = [(PREDICTIONS, f"{model}|{ALL_VARIANTS}", group, bucket)]
     if phase:
         out.append((PREDICTIONS, f"{model}|{phase}", group, bucket))
+        exp = pred.get("experiment_id")
+        if exp and phase in ARMS:
+            out.append((AB_PREDICTIONS, f"{exp}|{phase}", experiment_group(exp), 0))
     return out
 
 
@@ -112,12 +121,16 @@ def targets_of_outcome(outcome: Mapping[str, Any], hop_ms: int) -> list[tuple[st
     """An outcome counts for its model version (running total, and the bucket of its time) when
     the producer copied the version from the prediction; one without is counted by stage 1 as
     unattributed."""
+    out = []
+    exp, arm = outcome.get("experiment_id"), outcome.get("variant")
+    if exp and arm in ARMS:
+        out.append((AB_OUTCOMES, f"{exp}|{arm}", experiment_group(exp), 0))
     model = outcome.get("model_version")
     if not model:
-        return []
+        return out
     group = prediction_group(model)
     bucket = outcome["event_time"] // hop_ms * hop_ms
-    return [(OUTCOMES, model, group, 0), (OUTCOME_BUCKETS, model, group, bucket)]
+    return [(OUTCOMES, model, group, 0), (OUTCOME_BUCKETS, model, group, bucket), *out]
 
 
 def targets_of_feedback(fb: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
@@ -197,7 +210,7 @@ class Stage1Folder:
             return targets_of_prediction(rec, self.hop_ms)
         if source == OUTCOME:
             targets = targets_of_outcome(rec, self.hop_ms)
-            self.unattributed += not targets
+            self.unattributed += not rec.get("model_version")
             return targets
         return targets_of_feedback(rec)
 
@@ -248,10 +261,12 @@ class Stage1Folder:
                 st = states.get(key)
                 if st is None:
                     st = states[key] = state_of(part)
-                if kind == AB_TURNS:
+                if kind in (AB_TURNS, AB_PREDICTIONS):
                     st.update_turn(rec)
                 elif kind == AB_FEEDBACK:
                     st.update_feedback(rec)
+                elif kind == AB_OUTCOMES:
+                    st.update_outcome(rec)
                 else:
                     st.update(rec)
                 part["wm"] = offset

@@ -359,3 +359,48 @@ def test_a_predictive_model_is_monitored_from_its_predictions_and_outcomes(
     assert [(t["model_version"], t["reason"]) for t in triggers] == [("xgb-v2", "LOW_ACCURACY")]
     metrics = worker.get("/metrics")[1]
     assert 'continuum_events_processed_total{type="Prediction"} 9000.0' in metrics
+
+
+def test_a_predictive_models_ab_test_reaches_the_ab_view(
+    broker: Broker, prefix: str, worker_factory
+) -> None:
+    """`continuum simulate-predictions --experiment`: rules-v1 against xgb-v2, analysed from
+    predictions and outcomes on the real broker, shown by /ab/{experiment}/."""
+    import subprocess
+    import sys
+
+    worker = worker_factory()
+    sent = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "continuum.cli",
+            "simulate-predictions",
+            "--predictions",
+            "3000",
+            "--experiment",
+            "disp-ab",
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic-prefix",
+            prefix,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert sent.stdout.startswith("sent 3000 predictions")
+
+    def analysed() -> dict | None:
+        status, body = worker.get("/ab/disp-ab/")
+        if status != 200 or body["control"]["turns"] + body["treatment"]["turns"] < 3000:
+            return None
+        return body
+
+    wait_for(analysed, 60, what=lambda: "the A/B analysis:\n" + worker.tail())
+    body = analysed()
+    assert body is not None
+    assert body["experiment"]["control_version"] == "rules-v1"
+    assert body["control"]["feedback"] > 1000 and body["treatment"]["feedback"] > 1000
+    assert body["decision"] == "treatment"
+    assert body["recommendation"]["recommendation"] in ("gradual_rollout", "continue_testing")
