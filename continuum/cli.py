@@ -4,7 +4,6 @@ help names its variable. Heavy packages are imported only by the subcommand that
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -213,7 +212,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_simulate_predictions(args: argparse.Namespace, settings: Settings) -> int:
     """Send a predictive model's predictions and outcomes (the dispatch seed's prediction log)."""
     from producers.producer import EventProducer
-    from producers.simulator import PredictionSimConfig, PredictionSimulator
+    from producers.simulator import PredictionSimConfig, run_predictions
 
     kinds = tuple(k.strip() for k in args.drift.split(",") if k.strip()) if args.drift else None
     config = PredictionSimConfig(
@@ -226,19 +225,13 @@ def cmd_simulate_predictions(args: argparse.Namespace, settings: Settings) -> in
         experiment_id=args.experiment,
         **({"drift": kinds} if kinds else {}),
     )
-    if args.realtime:
-        config = dataclasses.replace(config, start_ms=int(time.time() * 1000))
-    sim = PredictionSimulator(config)
-    started = time.monotonic()
     with EventProducer.from_settings(settings) as producer:
-        if (experiment := sim.experiment_event()) is not None:
-            producer.send("Experiment", experiment)
-        for schema, event in sim.events():
-            if args.realtime and schema == "Prediction":
-                delay = started + sim.predictions / config.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            producer.send(schema, event, prepare=False)
+        sim = run_predictions(
+            lambda schema, ev: producer.send(schema, ev, prepare=False),
+            config,
+            realtime=args.realtime,
+            live_time=args.realtime,
+        )
     print(f"sent {sim.predictions} predictions and {sim.outcomes} outcomes")
     return 0
 

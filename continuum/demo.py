@@ -111,6 +111,7 @@ def _alerts_table(
 
 
 DEMO_MODEL = "okla-smollm2-demo"  # what the CPU inference worker reports serving
+DEMO_PREDICTION_RATE = 40.0  # dispatch predictions per second, next to the chat traffic
 
 
 def _port(preferred: int) -> int:
@@ -355,7 +356,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     from continuum.cli import _sim_config
     from producers.consumer import EventConsumer
     from producers.producer import EventProducer
-    from producers.simulator import run
+    from producers.simulator import PredictionSimConfig, run, run_predictions
 
     console = Console(width=max(100, Console().width))
     kafka = LocalKafka.from_settings(settings)
@@ -443,6 +444,28 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         )
         threads[-1].start()
         drift_at = config.drift.at_s if config.drift else None
+        # Any ML model, not only the chatbot: a dispatch model's predictions and outcomes, whose
+        # confidence and accuracy drift at the same moment.
+        threads.append(
+            threading.Thread(
+                target=run_predictions,
+                name="predictions",
+                daemon=True,
+                args=(
+                    lambda schema, ev: producer.send(schema, ev),
+                    PredictionSimConfig(
+                        predictions=0,
+                        rate=DEMO_PREDICTION_RATE,
+                        outcome_delay_ms=2_000,
+                        drift_at_s=drift_at,
+                        drift=("confidence", "accuracy"),
+                    ),
+                ),
+                kwargs={"realtime": True, "live_time": True, "should_stop": stop.is_set},
+            )
+        )
+        threads[-1].start()
+        chatting = False
         last_probe = 0.0
         with Live(console=console, refresh_per_second=2) as live:
             while not stop.is_set() and (
@@ -457,7 +480,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                                 if name in probes
                                 else svc.proc.poll() is None
                             )
-                    if up.get("gateway") and up.get("inference") and len(threads) == 1:
+                    if up.get("gateway") and up.get("inference") and not chatting:
+                        chatting = True
                         threads.append(
                             threading.Thread(
                                 target=chat_loop,

@@ -12,6 +12,7 @@ import math
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -647,3 +648,48 @@ class PredictionSimulator:
                         "metadata": {},
                     },
                 )
+
+
+def run_predictions(
+    send: Callable[[str, dict[str, Any]], Any],
+    config: PredictionSimConfig,
+    *,
+    realtime: bool = False,
+    live_time: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> PredictionSimulator:
+    """Feed a prediction simulation to ``send`` (its ``Experiment`` first, if any). With
+    ``realtime`` predictions are paced at ``config.rate`` per wall-clock second and each outcome
+    is held back until its own time comes (``outcome_delay_ms`` after its prediction); with
+    ``live_time`` event times start now."""
+    if live_time:
+        from dataclasses import replace
+
+        config = replace(config, start_ms=int(time.time() * 1000))
+    sim = PredictionSimulator(config)
+    started = time.monotonic()
+    if (experiment := sim.experiment_event()) is not None:
+        send("Experiment", experiment)
+    held: deque[tuple[float, dict[str, Any]]] = deque()  # (due, outcome), due in order
+
+    def send_due(now: float) -> None:
+        while held and held[0][0] <= now:
+            send("Outcome", held.popleft()[1])
+
+    for schema, event in sim.events():
+        if should_stop():
+            return sim
+        if realtime:
+            due = started + (event["event_time"] - config.start_ms) / 1000
+            if schema == "Outcome":
+                held.append((due, event))
+                continue
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            send_due(time.monotonic())
+        send(schema, event)
+    while held and not should_stop():
+        time.sleep(max(0.0, min(0.5, held[0][0] - time.monotonic())))
+        send_due(time.monotonic())
+    return sim

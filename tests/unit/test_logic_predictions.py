@@ -199,3 +199,25 @@ def test_outcomes_written_before_the_experiment_fields_still_decode() -> None:
     decoded = AvroDeserializer().decode(SINGLE_OBJECT_MAGIC + old.fingerprint + body.getvalue())
     assert decoded.writer == "Outcome.v1"
     assert decoded.record["experiment_id"] is None and decoded.record["success"] is True
+
+
+def test_realtime_run_holds_each_outcome_until_its_time() -> None:
+    import time
+
+    from producers.simulator import run_predictions
+
+    cfg = PredictionSimConfig(predictions=50, rate=500, outcome_delay_ms=200)
+    sent: list[tuple[float, str, dict]] = []
+    t0 = time.monotonic()
+    sim = run_predictions(lambda s, e: sent.append((time.monotonic(), s, e)), cfg, realtime=True)
+    outcomes = [(t, e) for t, s, e in sent if s == "Outcome"]
+    assert len(outcomes) == sim.outcomes > 20 and sim.predictions == 50
+    for t, e in outcomes:  # never before its own time (200 ms after its prediction's)
+        assert t - t0 >= (e["event_time"] - cfg.start_ms) / 1000
+    # Not real time: everything at once, each outcome right after its prediction.
+    fast = []
+    run_predictions(lambda s, e: fast.append(s), cfg)
+    assert fast.count("Outcome") == sim.outcomes and fast[0] == "Prediction"
+    stopped: list[str] = []
+    run_predictions(lambda s, e: stopped.append(s), cfg, should_stop=lambda: len(stopped) >= 5)
+    assert len(stopped) == 5
