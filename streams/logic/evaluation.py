@@ -144,6 +144,82 @@ def baseline_event(
     }
 
 
+# Windows evaluated at most per call: a worker catching up on a long backlog (or an outage)
+# evaluates every hop's window in order, up to a day of 5-minute hops, and skips older ones.
+MAX_CATCH_UP = 288
+
+
+def windows_due(first_bucket: int, evaluated_end: int | None, end: int, hop_ms: int) -> list[int]:
+    """Ends of the windows to evaluate now, oldest first: every hop after the last evaluated
+    one (or after the first bucket) up to ``end``, so a window is evaluated once whatever size
+    of batch brought its data, and each is compared with the one just before it. Windows wait
+    for the model's baseline, then are caught up from the first one."""
+    after = first_bucket if evaluated_end is None or evaluated_end < 0 else evaluated_end
+    if end <= after:
+        return []
+    ends = list(range(end, after, -hop_ms))[:MAX_CATCH_UP]
+    return ends[::-1]
+
+
+def _evaluate_window(
+    model: str,
+    partials: list[Mapping[str, Any]],
+    baseline: Mapping[str, Any],
+    new_state: dict[str, Any],
+    cfg: EvalConfig,
+    kind: str,
+    end: int,
+    out: dict[str, Any],
+) -> None:
+    """The window ``[end - window, end)``: its signals against the baseline and the previous
+    window, the alerts they open or resolve; ``new_state`` moves on to it."""
+    subject = f"{model}|{ALL_VARIANTS}"
+    window = merge_slots(partials, kind, subject, end - cfg.window_ms, end)
+    summary = window.summary()
+    accuracy = None
+    if kind == PREDICTIONS:
+        # Outcomes known by now whose time falls in the window; accuracy from enough of them.
+        judged = merge_slots(partials, OUTCOME_BUCKETS, model, end - cfg.window_ms, end)
+        summary["outcomes"] = judged.summary()
+        if judged.judged >= cfg.drift.min_samples:
+            accuracy = judged.accuracy
+        summary["accuracy"] = accuracy
+    out["summary"] = summary
+    if window.n:
+        results = evaluate(
+            window, baseline, cfg.drift, previous=new_state.get("prev"), accuracy=accuracy
+        )
+        for r in results:
+            out["signals"].append(
+                {
+                    "event_id": stable_id("signal", model, r.signal, end),
+                    "event_time": end,
+                    "model_version": model,
+                    "variant": None,
+                    "signal": r.signal,
+                    "detector": "window",
+                    "value": float(r.value),
+                    "baseline": None if r.baseline is None else float(r.baseline),
+                    "change": float(r.change),
+                    "threshold": float(r.threshold),
+                    "breached": r.breached,
+                    "window_start": end - cfg.window_ms,
+                    "window_end": end,
+                    "sample_size": window.n,
+                    "details": {
+                        **r.details,
+                        "low_confidence_rate": f"{summary['metrics']['low_confidence_rate']:.4f}",
+                    },
+                }
+            )
+        alerts = AlertManager.from_dict(new_state.get("alerts"), cfg.alerts)
+        out["alerts"].extend(alerts.on_drift(model, results, end))
+        new_state["alerts"] = alerts.to_dict()
+    if window.n >= cfg.drift.min_samples:
+        new_state["prev"] = summary
+    new_state["evaluated_end"] = end
+
+
 def evaluate_model(
     model: str,
     partials: list[Mapping[str, Any]],
@@ -184,51 +260,14 @@ def evaluate_model(
             baseline = frozen
     end = window_end(partials, subject, cfg.hop_ms, cfg.source_partitions, kind)
     assert end is not None  # there are buckets
-    if end > new_state.get("evaluated_end", -1) and end > buckets[0]:
-        window = merge_slots(partials, kind, subject, end - cfg.window_ms, end)
-        summary = window.summary()
-        accuracy = None
-        if kind == PREDICTIONS:
-            # Outcomes known by now whose time falls in the window; accuracy from enough of them.
-            judged = merge_slots(partials, OUTCOME_BUCKETS, model, end - cfg.window_ms, end)
-            summary["outcomes"] = judged.summary()
-            if judged.judged >= cfg.drift.min_samples:
-                accuracy = judged.accuracy
-            summary["accuracy"] = accuracy
-        out["summary"] = summary
-        if baseline is not None and window.n:
-            results = evaluate(
-                window, baseline, cfg.drift, previous=new_state.get("prev"), accuracy=accuracy
-            )
-            for r in results:
-                out["signals"].append(
-                    {
-                        "event_id": stable_id("signal", model, r.signal, end),
-                        "event_time": end,
-                        "model_version": model,
-                        "variant": None,
-                        "signal": r.signal,
-                        "detector": "window",
-                        "value": float(r.value),
-                        "baseline": None if r.baseline is None else float(r.baseline),
-                        "change": float(r.change),
-                        "threshold": float(r.threshold),
-                        "breached": r.breached,
-                        "window_start": end - cfg.window_ms,
-                        "window_end": end,
-                        "sample_size": window.n,
-                        "details": {
-                            **r.details,
-                            "low_confidence_rate": f"{summary['metrics']['low_confidence_rate']:.4f}",
-                        },
-                    }
-                )
-            alerts = AlertManager.from_dict(new_state.get("alerts"), cfg.alerts)
-            out["alerts"] = alerts.on_drift(model, results, end)
-            new_state["alerts"] = alerts.to_dict()
-        if window.n >= cfg.drift.min_samples:
-            new_state["prev"] = summary
-        new_state["evaluated_end"] = end
+    if baseline is None:  # nothing to compare with yet: show the newest window, move on later
+        if end > buckets[0]:
+            out["summary"] = merge_slots(
+                partials, kind, subject, end - cfg.window_ms, end
+            ).summary()
+    else:
+        for e in windows_due(buckets[0], new_state.get("evaluated_end"), end, cfg.hop_ms):
+            _evaluate_window(model, partials, baseline, new_state, cfg, kind, e, out)
 
     if kind == PREDICTIONS:
         outcomes = merge_slots(partials, OUTCOMES, model)

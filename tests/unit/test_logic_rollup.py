@@ -97,6 +97,38 @@ def test_window_end_is_the_bucket_every_partition_reached_or_the_grace() -> None
     assert window_end([], "m|*", HOP, 3) is None
 
 
+def test_every_window_is_evaluated_once_whatever_the_batch_size() -> None:
+    """One big fold (a backlog in one batch) and many small ones give the same windows, each
+    evaluated once, in order; a long gap is caught up to MAX_CATCH_UP windows."""
+    from streams.logic.evaluation import MAX_CATCH_UP, EvalConfig, evaluate_model, windows_due
+
+    assert windows_due(0, None, 4 * HOP, HOP) == [HOP, 2 * HOP, 3 * HOP, 4 * HOP]
+    assert windows_due(0, 2 * HOP, 4 * HOP, HOP) == [3 * HOP, 4 * HOP]
+    assert windows_due(0, 4 * HOP, 4 * HOP, HOP) == []
+    far = windows_due(0, HOP, (MAX_CATCH_UP + 50) * HOP, HOP)
+    assert len(far) == MAX_CATCH_UP and far[-1] == (MAX_CATCH_UP + 50) * HOP
+
+    hop = 1000
+    cfg = EvalConfig(window_ms=4 * hop, hop_ms=hop, freeze_after=200, source_partitions=1)
+    turns = [e for s, e in _stream(3000) if s == "ChatTurn"]  # 30 s at 100 turns/s
+
+    def signal_ends(batch: int) -> list[int]:
+        folder, slots, state, ends = Stage1Folder(hop), {}, {}, []
+        baseline = None
+        for i in range(0, len(turns), batch):
+            items = [("turn", t, 0, i + j) for j, t in enumerate(turns[i : i + batch])]
+            slots.update(folder.fold(items, slots.get))
+            out = evaluate_model("okla-v1.0", list(slots.values()), baseline, state, cfg)
+            baseline = baseline or out["baseline"]
+            state = out["state"]
+            ends += sorted({s["window_end"] for s in out["signals"]})
+        return ends
+
+    small, big = signal_ends(100), signal_ends(3000)
+    assert small == big and len(small) == len(set(small)) >= 20
+    assert small == list(range(small[0], small[-1] + hop, hop))  # every hop, in order
+
+
 def test_closed_turn_buckets_are_not_folded_and_expire() -> None:
     folder = Stage1Folder(HOP, retention_ms=3 * HOP)
     turn = dict(_stream(5)[0][1])
