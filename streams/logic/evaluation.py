@@ -161,6 +161,17 @@ def windows_due(first_bucket: int, evaluated_end: int | None, end: int, hop_ms: 
     return ends[::-1]
 
 
+def previous_period(
+    periods: Mapping[str, Mapping[str, Any]], end: int, cfg: EvalConfig
+) -> Mapping[str, Any] | None:
+    """The summary of the period just before the window ending at ``end``: the window that ended
+    where this one starts (or, when the window is not a whole number of hops, the last one
+    before that), not the overlapping window one hop back, which differs by one hop's data."""
+    start = end - cfg.window_ms
+    ends = [int(k) for k in periods if start - cfg.hop_ms < int(k) <= start]
+    return periods[str(max(ends))] if ends else None
+
+
 def _evaluate_window(
     model: str,
     partials: list[Mapping[str, Any]],
@@ -187,7 +198,11 @@ def _evaluate_window(
     out["summary"] = summary
     if window.n:
         results = evaluate(
-            window, baseline, cfg.drift, previous=new_state.get("prev"), accuracy=accuracy
+            window,
+            baseline,
+            cfg.drift,
+            previous=previous_period(new_state.get("periods", {}), end, cfg),
+            accuracy=accuracy,
         )
         for r in results:
             out["signals"].append(
@@ -215,8 +230,15 @@ def _evaluate_window(
         alerts = AlertManager.from_dict(new_state.get("alerts"), cfg.alerts)
         out["alerts"].extend(alerts.on_drift(model, results, end))
         new_state["alerts"] = alerts.to_dict()
+    periods = {
+        k: v
+        for k, v in new_state.get("periods", {}).items()
+        if int(k) > end - cfg.window_ms - cfg.hop_ms  # what a later window may still compare with
+    }
     if window.n >= cfg.drift.min_samples:
-        new_state["prev"] = summary
+        periods[str(end)] = summary
+    new_state["periods"] = periods
+    new_state.pop("prev", None)  # (the immediately preceding window, compared before)
     new_state["evaluated_end"] = end
 
 

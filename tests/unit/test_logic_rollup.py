@@ -141,3 +141,33 @@ def test_closed_turn_buckets_are_not_folded_and_expire() -> None:
     assert not [p for p in store.values() if p["k"] == TURNS and p["b"] == HOP]
     with pytest.raises(ValueError, match="retention"):
         Stage1Folder(HOP, retention_ms=HOP - 1)
+
+
+def test_performance_is_compared_with_the_period_before_not_the_overlapping_window() -> None:
+    """1 s hops, 4 s windows, confidence falling by 0.25 from 20 s on: the window [20 s, 24 s)
+    against [16 s, 20 s) shows the whole drop (the window one hop back shares 3 s of data with
+    it and would show a quarter)."""
+    from producers.simulator import DriftInjection
+    from streams.logic.evaluation import EvalConfig, evaluate_model
+
+    hop, start = 1000, SimulatorConfig().start_ms
+    cfg = EvalConfig(window_ms=4 * hop, hop_ms=hop, freeze_after=300, source_partitions=1)
+    sim = SimulatorConfig(
+        turns=3000, rate=100, drift=DriftInjection(at_s=20, kinds=("confidence",))
+    )
+    turns = [e for s, e in TrafficSimulator(sim).events() if s == "ChatTurn"]
+    folder, slots, state, baseline, perf = Stage1Folder(hop), {}, {}, None, {}
+    for i in range(0, len(turns), 200):
+        items = [("turn", t, 0, i + j) for j, t in enumerate(turns[i : i + 200])]
+        slots.update(folder.fold(items, slots.get))
+        out = evaluate_model("okla-v1.0", list(slots.values()), baseline, state, cfg)
+        baseline, state = baseline or out["baseline"], out["state"]
+        for sig in out["signals"]:
+            if sig["signal"] == "performance_degradation":
+                perf[sig["window_start"] - start] = sig
+    assert perf[20_000]["breached"] and perf[20_000]["change"] < -0.2
+    assert perf[20_000]["baseline"] > perf[16_000]["value"] * 0.99  # the period before: clean
+    # Both periods on the same side of the change: nothing to report.
+    assert not [k for k, s in perf.items() if s["breached"] and not 17_000 <= k < 24_000]
+    assert any(k >= 24_000 for k in perf)
+    assert len(state["periods"]) <= 5  # only what later windows may still compare with
