@@ -138,12 +138,17 @@ def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
 # -- simulate --------------------------------------------------------------------------------
 
 
+def _kinds(text: str | None) -> tuple[str, ...]:
+    """A ``--drift`` comma list (empty when not given)."""
+    return tuple(k.strip() for k in (text or "").split(",") if k.strip())
+
+
 def _sim_config(args: argparse.Namespace) -> Any:
     from producers.simulator import DRIFT_KINDS, DriftInjection, SimulatorConfig
 
     drift = None
     if args.drift_at is not None:
-        kinds = tuple(k.strip() for k in args.drift.split(",")) if args.drift else DRIFT_KINDS
+        kinds = _kinds(args.drift) or DRIFT_KINDS
         models = tuple(m for m in (args.drift_models or "").split(",") if m)
         drift = DriftInjection(at_s=args.drift_at, kinds=kinds, models=models)
     ab = not args.no_ab
@@ -214,7 +219,7 @@ def cmd_simulate_predictions(args: argparse.Namespace, settings: Settings) -> in
     from producers.producer import EventProducer
     from producers.simulator import PredictionSimConfig, run_predictions
 
-    kinds = tuple(k.strip() for k in args.drift.split(",") if k.strip()) if args.drift else None
+    kinds = _kinds(args.drift)
     config = PredictionSimConfig(
         seed=args.seed,
         rate=args.rate,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -32,11 +32,20 @@ from streams.logic.evaluation import baseline_event
 from streams.logic.predictions import PredictionStats
 from streams.logic.window import TurnStats
 
-# What a replay reads: chat turns or a predictive model's predictions (topic, schema, stats, and
-# the field that names the arm).
-SOURCES: dict[str, tuple[str, str, type[TurnStats], str]] = {
-    "turns": ("chat.turns", "ChatTurn", TurnStats, "variant"),
-    "predictions": ("predictions", "Prediction", PredictionStats, "phase"),
+
+class ReplaySource(NamedTuple):
+    """What a replay reads: the topic, its record type, the statistics it folds into, and the
+    field that names an event's arm."""
+
+    topic: str
+    schema: str
+    stats: type[TurnStats]
+    arm: str
+
+
+SOURCES = {
+    "turns": ReplaySource("chat.turns", "ChatTurn", TurnStats, "variant"),
+    "predictions": ReplaySource("predictions", "Prediction", PredictionStats, "phase"),
 }
 
 Progress = Callable[[int, int | None], None]  # (events read, events expected or None)
@@ -82,8 +91,7 @@ class ReplaySpec:
     def wants(self, turn: Mapping[str, Any]) -> bool:
         if turn.get("model_version") != self.model_version:
             return False
-        arm = SOURCES[self.kind][3]
-        if self.variant is not None and turn.get(arm) != self.variant:
+        if self.variant is not None and turn.get(SOURCES[self.kind].arm) != self.variant:
             return False
         t = turn.get("event_time")
         if t is None:
@@ -111,7 +119,7 @@ class BaselineReplay:
         self.progress = progress or (lambda n, total: None)
 
     def _resume(self, source: str) -> ReplayState:
-        stats = SOURCES[self.spec.kind][2]
+        stats = SOURCES[self.spec.kind].stats
         if self.checkpoint is not None and self.checkpoint.exists():
             state = ReplayState.from_json(self.checkpoint.read_text(), stats)
             if state.source != source:
@@ -149,7 +157,7 @@ class BaselineReplay:
     # -- sources -----------------------------------------------------------------------------
 
     def from_archive(self, root: Path, topic: str | None = None) -> dict[str, Any]:
-        topic = topic or SOURCES[self.spec.kind][0]
+        topic = topic or SOURCES[self.spec.kind].topic
         files = archive_files(root, topic, self.spec.start_ms, self.spec.end_ms)
         source = f"archive:{root}/{topic}:{self.spec}"
         state = self._resume(source)
@@ -164,8 +172,8 @@ class BaselineReplay:
         return self._finish(state)
 
     def from_kafka(self, settings: Settings, topic: str | None = None) -> dict[str, Any]:
-        topic = topic or SOURCES[self.spec.kind][0]
-        schema = SOURCES[self.spec.kind][1]
+        topic = topic or SOURCES[self.spec.kind].topic
+        schema = SOURCES[self.spec.kind].schema
         name = topic_spec(topic).full_name(settings.topic_prefix)
         source = f"kafka:{settings.bootstrap_servers}/{name}:{self.spec}"
         state = self._resume(source)

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from producers.assignment import TREATMENT, StickyAssigner
@@ -481,8 +481,6 @@ def run(
     ``config.rate`` turns per wall-clock second; with ``live_time`` event times are rebased to now
     (for a live demo) instead of the configured virtual start."""
     if live_time:
-        from dataclasses import replace
-
         config = replace(config, start_ms=int(time.time() * 1000))
     sim = TrafficSimulator(config)
     started = time.monotonic()
@@ -663,8 +661,6 @@ def run_predictions(
     is held back until its own time comes (``outcome_delay_ms`` after its prediction); with
     ``live_time`` event times start now."""
     if live_time:
-        from dataclasses import replace
-
         config = replace(config, start_ms=int(time.time() * 1000))
     sim = PredictionSimulator(config)
     started = time.monotonic()

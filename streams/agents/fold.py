@@ -79,7 +79,6 @@ class Stage1:
         self.consumer, self.producer, self.outputs = consumer, producer, outputs
         self.restore_reader = restore_reader
         self.sources = {name: source for source, name in pipe.stage1_topics.items()}
-        self.schemas = SCHEMAS
         self.changelogs = pipe.stage1_changelogs
         self.partials_topic = pipe.partials_topic.get_topic_name()
         self.partials_partitions = s.partials_partitions
@@ -235,7 +234,7 @@ class Stage1:
                 topic,
                 msg.key(),
                 msg.value(),
-                expected=self.schemas[source],
+                expected=SCHEMAS[source],
                 partition=partition,
                 offset=offset,
             )
@@ -289,7 +288,7 @@ class Stage1:
         m.unattributed.inc(folder.unattributed - unattributed)
         for source, n in counts.items():
             if n:
-                schema = self.schemas[source]
+                schema = SCHEMAS[source]
                 m.events.labels(schema).inc(n)
                 m.observe(schema, (rec for s, rec, _, _ in items if s == source))
 

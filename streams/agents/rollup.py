@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from streams.logic.evaluation import evaluate_experiment, evaluate_model
-from streams.logic.rollup import ALL_VARIANTS, WINDOWED, group_kinds, newer, slot_key
+from streams.logic.rollup import ALL_VARIANTS, WINDOWED, newer, slot_key, window_kind
 from streams.pipeline import Pipeline, delete, key_partition, put
 
 AB_EVERY_S = 2.0
@@ -22,7 +22,7 @@ def _group_partials(pipe: Pipeline, group: str) -> list[dict[str, Any]]:
 async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
     """A chat model (group ``m:``) or a predictive model (``p:``)."""
     model = group[2:]
-    kind, _ = group_kinds(group)
+    kind = window_kind(group)
     chat = group.startswith("m:")
     state = pipe.group_state.get(group) or {}
     partials = _group_partials(pipe, group)
@@ -138,7 +138,7 @@ def register(pipe: Pipeline) -> None:
                 put(pipe.group_slots, key, part, partition)
             group = part["g"]
             if group.startswith(("m:", "p:")):
-                windowed, _ = group_kinds(group)
+                windowed = window_kind(group)
                 if part["k"] == windowed and part["s"].endswith(f"|{ALL_VARIANTS}"):
                     state = pipe.group_state.get(group) or {}
                     # A new bucket closes a window; until a baseline exists, any late bucket

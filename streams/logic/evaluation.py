@@ -54,6 +54,11 @@ def _buckets(partials: Iterable[Mapping[str, Any]], subject: str, kind: str = TU
     return sorted({p["b"] for p in partials if p["k"] == kind and p["s"] == subject})
 
 
+def _count(partials: Iterable[Mapping[str, Any]], subject: str, kind: str = TURNS) -> int:
+    """Events folded into a subject's partials, read from the stored counts (no merge)."""
+    return sum(p["st"]["n"] for p in partials if p["k"] == kind and p["s"] == subject)
+
+
 def closed_before(
     partials: Iterable[Mapping[str, Any]], subject: str, expected: int = 0, kind: str = TURNS
 ) -> int | None:
@@ -114,8 +119,7 @@ def freeze_baseline(
     buckets = _buckets(partials, subject, kind)
     limit = closed_before(partials, subject, expected_partitions, kind)
     if limit is None:
-        seen = sum(p["st"]["n"] for p in partials if p["k"] == kind and p["s"] == subject)
-        if seen < FREEZE_PATIENCE * n or not buckets:
+        if _count(partials, subject, kind) < FREEZE_PATIENCE * n or not buckets:
             return None
         limit = buckets[-1]
     acc = TurnStats()
@@ -152,8 +156,8 @@ MAX_CATCH_UP = 288
 def windows_due(first_bucket: int, evaluated_end: int | None, end: int, hop_ms: int) -> list[int]:
     """Ends of the windows to evaluate now, oldest first: every hop after the last evaluated
     one (or after the first bucket) up to ``end``, so a window is evaluated once whatever size
-    of batch brought its data, and each is compared with the one just before it. Windows wait
-    for the model's baseline, then are caught up from the first one."""
+    of batch brought its data. Windows wait for the model's baseline, then are caught up from
+    the first one."""
     after = first_bucket if evaluated_end is None or evaluated_end < 0 else evaluated_end
     if end <= after:
         return []
@@ -183,7 +187,8 @@ def _evaluate_window(
     out: dict[str, Any],
 ) -> None:
     """The window ``[end - window, end)``: its signals against the baseline and the previous
-    window, the alerts they open or resolve; ``new_state`` moves on to it."""
+    period (:func:`previous_period`), the alerts they open or resolve; ``new_state`` moves on
+    to it and keeps its summary for the windows that will compare with it."""
     subject = f"{model}|{ALL_VARIANTS}"
     window = merge_slots(partials, kind, subject, end - cfg.window_ms, end)
     summary = window.summary()
@@ -238,7 +243,7 @@ def _evaluate_window(
     if window.n >= cfg.drift.min_samples:
         periods[str(end)] = summary
     new_state["periods"] = periods
-    new_state.pop("prev", None)  # (the immediately preceding window, compared before)
+    new_state.pop("prev", None)  # state written before "periods" replaced it
     new_state["evaluated_end"] = end
 
 
@@ -300,7 +305,7 @@ def evaluate_model(
     else:
         fb = merge_slots(partials, FEEDBACK, model)
         assert isinstance(fb, FeedbackTally)
-        new_feedback, judged = fb.since_training, merge_slots(partials, TURNS, subject).n
+        new_feedback, judged = fb.since_training, _count(partials, subject)
         wrong = fb.categories.get("wrong_intent", 0)
         out["feedback"] = fb.summary()
     triggers = due_triggers(

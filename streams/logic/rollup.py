@@ -29,8 +29,6 @@ PREDICTIONS, OUTCOMES, OUTCOME_BUCKETS = "pred", "out", "outb"
 AB_PREDICTIONS, AB_OUTCOMES = "abp", "abo"
 ALL_VARIANTS = "*"
 ARMS = (CONTROL, TREATMENT)
-# Kinds whose partials are time buckets (windows, retention); the others are running totals.
-WINDOWED = (TURNS, PREDICTIONS, OUTCOME_BUCKETS)
 
 _STATE_CLASSES: dict[str, Any] = {
     TURNS: TurnStats,
@@ -46,6 +44,8 @@ _STATE_CLASSES: dict[str, Any] = {
 # Stage-1 sources (one per input topic) and their windowed kind.
 TURN, FEEDBACK_SOURCE, PREDICTION, OUTCOME = "turn", "feedback", "prediction", "outcome"
 WINDOWED_KIND = {TURN: TURNS, PREDICTION: PREDICTIONS, OUTCOME: OUTCOME_BUCKETS}
+# Kinds whose partials are time buckets (windows, retention); the others are running totals.
+WINDOWED = tuple(WINDOWED_KIND.values())
 
 
 def model_group(model_version: str) -> str:
@@ -58,10 +58,9 @@ def prediction_group(model_version: str) -> str:
     return f"p:{model_version}"
 
 
-def group_kinds(group: str) -> tuple[str, str]:
-    """(windowed kind, label kind) of a model group: turns + feedback, or predictions +
-    outcomes."""
-    return (PREDICTIONS, OUTCOMES) if group.startswith("p:") else (TURNS, FEEDBACK)
+def window_kind(group: str) -> str:
+    """The kind whose buckets make a model group's windows: predictions or turns."""
+    return PREDICTIONS if group.startswith("p:") else TURNS
 
 
 def source_of(kind: str) -> str:

@@ -41,6 +41,29 @@ def read_all(broker: Broker, prefix: str, topics: list[str], idle_polls: int = 4
     return out
 
 
+def simulate_predictions(broker: Broker, prefix: str, *args: str) -> str:
+    """Run `continuum simulate-predictions` against the test broker; its standard output."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "continuum.cli",
+            "simulate-predictions",
+            *args,
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic-prefix",
+            prefix,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
 def ab_totals(worker: StreamsWorker) -> tuple[int, int] | None:
     status, body = worker.get("/ab/v1-vs-v2/")
     if status != 200:
@@ -298,37 +321,23 @@ def test_a_predictive_model_is_monitored_from_its_predictions_and_outcomes(
     (65 % successful, confidence dropping and a feature going missing after 60 s): the worker
     freezes the model's baseline, signals the drift only after it, and fires LOW_ACCURACY from
     the outcomes; /predictions/{model}/ shows the counts."""
-    import subprocess
-    import sys
-
     worker = worker_factory()
-    sent = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "continuum.cli",
-            "simulate-predictions",
-            "--predictions",
-            "9000",
-            "--rate",
-            "100",
-            "--accuracy",
-            "0.65",
-            "--drift-at",
-            "60",
-            "--drift",
-            "confidence,nulls",
-            "--bootstrap-servers",
-            broker.bootstrap,
-            "--topic-prefix",
-            prefix,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    sent = simulate_predictions(
+        broker,
+        prefix,
+        "--predictions",
+        "9000",
+        "--rate",
+        "100",
+        "--accuracy",
+        "0.65",
+        "--drift-at",
+        "60",
+        "--drift",
+        "confidence,nulls",
     )
-    outcomes = int(sent.stdout.split(" and ")[1].split()[0])
-    assert sent.stdout.startswith("sent 9000 predictions") and outcomes > 6000
+    outcomes = int(sent.split(" and ")[1].split()[0])
+    assert sent.startswith("sent 9000 predictions") and outcomes > 6000
     drift_ms = START + 60_000
 
     def late_breach() -> bool:
@@ -366,30 +375,9 @@ def test_a_predictive_models_ab_test_reaches_the_ab_view(
 ) -> None:
     """`continuum simulate-predictions --experiment`: rules-v1 against xgb-v2, analysed from
     predictions and outcomes on the real broker, shown by /ab/{experiment}/."""
-    import subprocess
-    import sys
-
     worker = worker_factory()
-    sent = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "continuum.cli",
-            "simulate-predictions",
-            "--predictions",
-            "3000",
-            "--experiment",
-            "disp-ab",
-            "--bootstrap-servers",
-            broker.bootstrap,
-            "--topic-prefix",
-            prefix,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert sent.stdout.startswith("sent 3000 predictions")
+    sent = simulate_predictions(broker, prefix, "--predictions", "3000", "--experiment", "disp-ab")
+    assert sent.startswith("sent 3000 predictions")
 
     def analysed() -> dict | None:
         status, body = worker.get("/ab/disp-ab/")
