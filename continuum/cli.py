@@ -627,6 +627,85 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if args.exit_code else 0
 
 
+def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
+    """Per-model threshold overrides on the compacted ``thresholds`` topic (applied by running
+    streams workers at their next window), and the names and seed defaults."""
+    from jobs.replay import latest_baselines
+    from jobs.topicread import latest_by
+    from producers.producer import EventProducer
+    from schemas.ids import stable_id
+    from streams.logic.thresholds import (
+        GLOBAL_ONLY,
+        NAMES,
+        WHERE,
+        check,
+        in_force,
+        parse_assignments,
+        seed_defaults,
+    )
+    from streams.settings import StreamsSettings
+
+    if args.action == "names":
+        seed = seed_defaults()
+        for name in NAMES:
+            scope = "per worker" if name in GLOBAL_ONLY else "per model"
+            print(f"{name:28} {seed[name]:>10g}  {scope:10} {', '.join(WHERE[name])}")
+        return 0
+    current = latest_by(settings, "thresholds", "model_version")
+    if args.action == "list":
+        for model, ev in sorted(current.items()):
+            if ev.get("values"):
+                print(f"{model:24} {json.dumps(ev['values'], sort_keys=True)}  ({ev['reason']})")
+        return 0
+    model = args.model_version
+    if not model:
+        raise ValueError(f"thresholds {args.action} needs a model version")
+    have = dict((current.get(model) or {}).get("values") or {})
+    if args.action == "get":
+        env_settings = StreamsSettings.from_env()
+        t, sources = in_force(env_settings.global_thresholds(), have)
+        for name, value in sorted(t.values().items()):
+            print(f"{name:28} {value:>10g}  {sources[name]}")
+        return 0
+    if args.action == "set":
+        new = check(parse_assignments(args.values), per_model=True)
+        if not new:
+            raise ValueError("thresholds set needs name=value pairs")
+        known = set(latest_by(settings, "model-registry", "model_version"))
+        known |= set(latest_baselines(settings)) | set(current)
+        if model not in known and not args.any_model:
+            raise ValueError(
+                f"unknown model {model!r}: not in the model registry nor on the baselines topic "
+                f"(known: {', '.join(sorted(known)) or 'none'}); pass --any-model to set "
+                "thresholds before its first traffic"
+            )
+        values = check({**have, **new}, per_model=True)
+    else:  # unset
+        names = [n.strip() for item in args.values for n in item.split(",") if n.strip()]
+        missing = [n for n in names if n not in have]
+        if not names or missing:
+            raise ValueError(
+                f"thresholds unset needs names set for {model}; not set: "
+                f"{', '.join(missing) or '(none given)'}; set: {', '.join(sorted(have)) or 'none'}"
+            )
+        values = {k: v for k, v in have.items() if k not in names}
+    now = int(time.time() * 1000)
+    with EventProducer.from_settings(settings) as producer:
+        ev = producer.send(
+            "Thresholds",
+            {
+                "event_id": stable_id("thresholds", model, json.dumps(values, sort_keys=True), now),
+                "event_time": now,
+                "model_version": model,
+                "values": values,
+                "set_by": "cli",
+                "reason": args.reason or "",
+            },
+        )
+    print(f"{model}: {json.dumps(ev['values'], sort_keys=True)}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.registry import inherited_baseline, load_registry
     from producers.producer import EventProducer
@@ -665,6 +744,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             experiments=read_to_end(settings, "experiments"),
             baselines=baselines,
             reason=args.reason or "",
+            allow_partial=args.allow_partial,
         )
     with EventProducer.from_settings(settings) as p:
         for ev in events:
@@ -950,6 +1030,22 @@ def build_parser(
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_retrain)
 
+    p = sub.add_parser(
+        "thresholds",
+        help="per-model thresholds, applied live: set, unset, get, list; names and defaults",
+    )
+    p.add_argument("action", choices=["set", "unset", "get", "list", "names"])
+    p.add_argument("model_version", nargs="?", help="model version (set, unset, get)")
+    p.add_argument("values", nargs="*", help="set: name=value ...; unset: name ...")
+    p.add_argument("--reason", help="why (recorded on the event)")
+    p.add_argument(
+        "--any-model",
+        action="store_true",
+        help="set: allow a model that is neither registered nor has a baseline yet",
+    )
+    _add_settings_flags(p)
+    p.set_defaults(handler=cmd_thresholds)
+
     p = sub.add_parser("models", help="model registry: list, register, promote, retire")
     p.add_argument("action", choices=["list", "register", "promote", "retire"])
     p.add_argument("model_version", nargs="?", help="model version (all but list)")
@@ -958,6 +1054,12 @@ def build_parser(
     )
     p.add_argument("--artifact", help="register: where the weights are")
     p.add_argument("--dataset", help="register: training dataset")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="promote: accept a passing evaluation that skipped some of the seed's dimensions "
+        "(recorded in the promotion's reason)",
+    )
     p.add_argument("--reason", help="why (recorded)")
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_models)

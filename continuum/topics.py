@@ -117,6 +117,24 @@ TOPICS: tuple[TopicSpec, ...] = (
         doc="Opened and resolved alerts.",
     ),
     TopicSpec(
+        "alert-requests",
+        "Alert",
+        "dedup_key",
+        partitions=6,
+        retention_ms=7 * DAY_MS,
+        doc="Requests to raise or resolve an alert (from detectors, services and operators), "
+        "keyed by dedup key: the streams worker owning the key's partition decides.",
+    ),
+    TopicSpec(
+        "thresholds",
+        "Thresholds",
+        "model_version",
+        partitions=1,
+        retention_ms=None,
+        cleanup_policy="compact",
+        doc="Per-model threshold overrides (compacted; the latest set per model is in force).",
+    ),
+    TopicSpec(
         "retrain-triggers",
         "RetrainTrigger",
         "model_version",
@@ -163,7 +181,11 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 _BY_NAME = {t.name: t for t in TOPICS}
-_BY_SCHEMA = {t.schema: t for t in TOPICS if t.schema}
+# A record type's own topic is the first that carries it (alerts, not alert-requests).
+_BY_SCHEMA: dict[str, TopicSpec] = {}
+for _t in TOPICS:
+    if _t.schema:
+        _BY_SCHEMA.setdefault(_t.schema, _t)
 
 
 def topic_spec(name: str) -> TopicSpec:

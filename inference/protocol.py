@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.ids import stable_id
+
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 # InferenceError.type values (the Avro contract documents the same four).
@@ -183,10 +185,13 @@ def response_event(
     """The ``InferenceResponse`` for a request: the result's text and timings, or an error."""
     finished = now if now is not None else (result.finished_ms if result else now_ms())
     requested = _millis(request.get("event_time")) or finished
+    request_id = str(request.get("request_id") or "")
     base = {
-        "event_id": str(uuid.uuid4()),
+        # One answer per request and outcome: a redelivered request answered again gets the same
+        # id (the gateway and every reader de-duplicate on it).
+        "event_id": stable_id("response", request_id, error[0] if error else "ok"),
         "event_time": int(finished),
-        "request_id": str(request.get("request_id") or ""),
+        "request_id": request_id,
         "session_id": request.get("session_id"),
         "model_version": model_version,
         "experiment_id": request.get("experiment_id"),
@@ -243,7 +248,9 @@ def turn_event(request: Mapping[str, Any], response: Mapping[str, Any]) -> dict[
     turn_index = meta.get("turn_index", "0")
     failed = response.get("error") is not None
     return {
-        "event_id": str(uuid.uuid4()),
+        # The measurement of one request: the same id however often the request is answered, so
+        # stage 1 counts it once.
+        "event_id": stable_id("turn", request.get("request_id") or response.get("request_id")),
         "event_time": response["event_time"],
         "session_id": request.get("session_id") or str(request.get("request_id")),
         "turn_index": int(turn_index) if turn_index.isdigit() else 0,

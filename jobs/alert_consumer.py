@@ -42,7 +42,7 @@ from producers.consumer import consume_available
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
 from schemas.serde import deserializer_for
-from streams.logic.alerts import AlertManager, AlertThresholds
+from streams.logic.alerts import raise_request, resolve_request
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class AlertDelivery:
         self.http = httpx.Client(timeout=timeout_s)
         self.before_commit = before_commit
         self.stop_event = threading.Event()
-        self.alerts = AlertManager(AlertThresholds())
+        self.delivery_failing = False
         self.delivery_key = f"delivery:{target.name}"
         self.posted = 0
         self.skipped = 0
@@ -230,10 +230,19 @@ class AlertDelivery:
             if outcome.ok:
                 self.store.add(self.target.name, batch)
                 self.posted += 1
-                resolved = self.alerts.resolve(self.delivery_key, int(time.time() * 1000))
-                if resolved is not None:
+                if self.delivery_failing:
+                    self.delivery_failing = False
                     log.warning("alert delivery to %s recovered", self.target.name)
-                    self.producer.send("Alert", {**resolved, "source": SOURCE})
+                    self.producer.send(
+                        "Alert",
+                        resolve_request(
+                            self.delivery_key,
+                            int(time.time() * 1000),
+                            f"alerts are delivered to {self.target.name} again",
+                            source=SOURCE,
+                        ),
+                        topic="alert-requests",
+                    )
                 continue
             if outcome.reason == "stopping":
                 return 0  # nothing committed: the next run delivers these
@@ -266,9 +275,11 @@ class AlertDelivery:
     def _delivery_alert(self, batch: Batch, outcome: Outcome) -> None:
         if batch.latest.get("source") == SOURCE:
             return  # never alert about failing to deliver an alert about delivery
-        # The streams' AlertManager de-duplicates: one alert per outage (a reminder after the
-        # cool-down), resolved in poll_once when a delivery succeeds again.
-        alert = self.alerts.raise_alert(
+        # A request to the alert owner (the streams workers), which de-duplicates: one alert
+        # per outage (a reminder after the cool-down), resolved in poll_once when a delivery
+        # succeeds again.
+        self.delivery_failing = True
+        request = raise_request(
             "SERVICE_DOWN",
             "HIGH",
             self.delivery_key,
@@ -280,8 +291,7 @@ class AlertDelivery:
             source=SOURCE,
             details={"attempts": str(outcome.attempts), "dead_lettered": str(self.dead_lettered)},
         )
-        if alert is not None:
-            self.producer.send("Alert", alert)
+        self.producer.send("Alert", request, topic="alert-requests")
 
     def run(self) -> None:
         log.info("delivering %s to %s", self.topic, self.target.name)

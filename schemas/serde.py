@@ -192,3 +192,32 @@ class AvroDeserializer:
         except EventValidationError as exc:
             raise DecodeError(f"invalid {reader.name}: {exc}", schema=reader.name) from None
         return Decoded(reader.name, record, writer.label)
+
+
+def leading_event_id(data: bytes) -> str | None:
+    """The ``event_id`` of an encoded event without decoding the rest: every event contract
+    declares ``event_id`` (a string) first, and Avro writes fields in order, so it is the string
+    right after the wire-format header. None when the bytes are not an event of either format."""
+    if data[:2] == SINGLE_OBJECT_MAGIC:
+        pos = 10
+    elif data[:1] == bytes([CONFLUENT_MAGIC]):
+        pos = 5
+    else:
+        return None
+    shift = n = 0
+    while pos < len(data):
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    else:
+        return None
+    length = (n >> 1) ^ -(n & 1)
+    if length < 0 or pos + length > len(data):
+        return None
+    try:
+        return data[pos : pos + length].decode()
+    except UnicodeDecodeError:
+        return None

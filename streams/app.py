@@ -12,8 +12,10 @@ import faust
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.agents import fold, rollup
+from streams.agents import alerts, fold, rollup
+from streams.logic.alerts import memory_requests, store_requests, worker_requests
 from streams.pipeline import Pipeline
+from streams.resources import memory_limit_bytes, rss_bytes
 from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
     pipe = Pipeline(app, settings)
     fold.register(pipe)
     rollup.register(pipe)
+    alerts.register(pipe)
     from streams import views
 
     views.register(pipe)
@@ -52,30 +55,57 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
 
     @app.timer(interval=5.0, on_leader=True)
     async def _inference_workers() -> None:
-        # One streams worker (the leader) watches the inference workers' heartbeats.
+        # One streams worker (the leader) watches the inference workers' heartbeats; the alert
+        # owner decides what is opened, reminded or resolved.
         with pipe.live.lock:
             heartbeats = dict(pipe.live.heartbeats)
-        for alert in pipe.service_alerts.on_workers(heartbeats, int(time.time() * 1000)):
-            await pipe.outputs.send("Alert", alert)
+            open_keys = set(pipe.live.alerts_open)
+        for req in worker_requests(heartbeats, int(time.time() * 1000), pipe.cfg.alerts):
+            if req["status"] == "OPEN" or req["dedup_key"] in open_keys:
+                await alerts.send_request(pipe, req)
+
+    me = settings.canonical_url().removeprefix("http://")
+    limit = settings.memory_limit_mb * 2**20 if settings.memory_limit_mb else memory_limit_bytes()
+    kafka_down: dict[str, int] = {}
 
     @app.timer(interval=10.0)
     async def _lag() -> None:
         loop = asyncio.get_running_loop()
-        pipe.lag = await loop.run_in_executor(
+        lag, error = await loop.run_in_executor(
             None,
             consumer_lag,
             settings.bootstrap_servers,
             pipe.stage1_group,
             list(pipe.stage1_topics.values()),
         )
-        for topic, lag in pipe.lag.items():
-            pipe.metrics.lag.labels(topic).set(lag)
+        pipe.lag = lag
+        for topic, n in pipe.lag.items():
+            pipe.metrics.lag.labels(topic).set(n)
+        now = int(time.time() * 1000)
+        with pipe.live.lock:
+            open_keys = set(pipe.live.alerts_open)
+        # Kafka holds every table and changelog: failing to read its metadata is the seed's
+        # DATABASE_ERROR, raised once (the owner de-duplicates) and resolved when it answers.
+        key = f"database:kafka@{me}"
+        if error is not None:
+            since = kafka_down.setdefault(key, now)
+            for req in store_requests(f"kafka@{me}", error, now, since):
+                await alerts.send_request(pipe, req)
+        elif kafka_down.pop(key, None) is not None or key in open_keys:
+            for req in store_requests(f"kafka@{me}", None, now):
+                await alerts.send_request(pipe, req)
+        for req in memory_requests(f"streams@{me}", rss_bytes(), limit, now, pipe.cfg.alerts):
+            if req["status"] == "OPEN" or req["dedup_key"] in open_keys:
+                await alerts.send_request(pipe, req)
 
     return app, pipe
 
 
-def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
-    """Records between the group's committed offsets and the end of each input topic."""
+def consumer_lag(
+    bootstrap: str, group: str, topics: list[str]
+) -> tuple[dict[str, int], str | None]:
+    """Records between the group's committed offsets and the end of each input topic, and the
+    error when Kafka could not tell."""
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -96,10 +126,10 @@ def consumer_lag(bootstrap: str, group: str, topics: list[str]) -> dict[str, int
                 lo, hi = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=5)
                 lag += hi - (tp.offset if tp.offset >= 0 else lo)
             out[topic] = lag
-        return out
+        return out, None
     except Exception as exc:  # lag is best effort; health reports it as unknown
         log.warning("consumer lag unavailable: %s", exc)
-        return {}
+        return {}, f"cannot read offsets from Kafka: {exc}"
     finally:
         c.close()
 

@@ -30,6 +30,7 @@ MIRRORED = (
     "inference.heartbeats",
     "evaluations",
     "model-registry",
+    "thresholds",
 )
 
 
@@ -50,6 +51,7 @@ class LiveState:
         self.workers: dict[str, dict[str, Any]] = {}
         self.evaluations: dict[str, dict[str, Any]] = {}  # model version -> newest evaluation
         self.registry: dict[str, dict[str, Any]] = {}  # model version -> registry state
+        self.thresholds: dict[str, dict[str, Any]] = {}  # model version -> overrides event
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     def apply(self, schema: str, ev: dict[str, Any]) -> None:
@@ -97,6 +99,8 @@ class LiveState:
                     self.evaluations[ev["model_version"]] = ev
             elif schema == "ModelVersion":
                 self.registry[ev["model_version"]] = ev
+            elif schema == "Thresholds":
+                self.thresholds[ev["model_version"]] = ev
             elif schema == "RetrainTrigger":
                 self.triggers[ev["trigger_id"]] = ev
             elif schema == "WorkerHeartbeat":

@@ -34,6 +34,13 @@ class StreamsMetrics:
             ["topic"],
             registry=r,
         )
+        self.duplicates = Counter(
+            "continuum_duplicate_events_total",
+            "Events skipped because an event with the same id was already folded (a redelivered "
+            "inference request, a producer retry outside idempotence)",
+            ["schema"],
+            registry=r,
+        )
         self.replays_skipped = Counter(
             "continuum_replayed_events_skipped_total",
             "Events skipped because their partial already held them (replay after a crash)",

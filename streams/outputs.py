@@ -7,7 +7,7 @@ from typing import Any
 
 import faust
 
-from continuum.topics import topic_for_schema
+from continuum.topics import topic_for_schema, topic_spec
 from producers.producer import prepare_event
 from schemas import AvroSerializer
 
@@ -21,20 +21,26 @@ class Outputs:
         self.sent: dict[str, int] = {}
 
     def topic(self, schema: str) -> Any:
+        """The Faust topic of a schema's topic (or of a declared topic name)."""
         t = self._topics.get(schema)
         if t is None:
-            spec = topic_for_schema(schema)
+            spec = topic_for_schema(schema) if schema[:1].isupper() else topic_spec(schema)
             t = self._topics[schema] = self.app.topic(
                 spec.full_name(self.prefix), key_serializer="raw", value_serializer="raw"
             )
         return t
 
-    async def send(self, schema: str, event: dict[str, Any]) -> dict[str, Any]:
-        spec = topic_for_schema(schema)
+    async def send(
+        self, schema: str, event: dict[str, Any], topic: str | None = None
+    ) -> dict[str, Any]:
+        """Send ``event`` to its schema's topic, or to the declared topic ``topic``."""
+        spec = topic_for_schema(schema) if topic is None else topic_spec(topic)
         record = prepare_event(event)
         name = spec.full_name(self.prefix)
         value = self.serializer.encode(schema, record, topic=name)
         key = record.get(spec.key_field) if spec.key_field else None
-        await self.topic(schema).send(key=None if key is None else str(key).encode(), value=value)
+        await self.topic(schema if topic is None else topic).send(
+            key=None if key is None else str(key).encode(), value=value
+        )
         self.sent[schema] = self.sent.get(schema, 0) + 1
         return record

@@ -19,12 +19,14 @@ from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
 from schemas import AvroSerializer
+from schemas.ids import stable_id
 from schemas.serde import deserializer_for
 from streams.live import LiveState, TopicMirror
-from streams.logic.alerts import AlertManager, AlertThresholds
+from streams.logic.alerts import change_request
 from streams.logic.detectors import ChangeDetector, ChangePoint
-from streams.logic.evaluation import EvalConfig, stable_id
+from streams.logic.evaluation import EvalConfig
 from streams.logic.rollup import Stage1Folder
+from streams.logic.thresholds import check, in_force
 from streams.metrics import StreamsMetrics
 from streams.outputs import Outputs
 from streams.settings import StreamsSettings
@@ -83,12 +85,33 @@ class Pipeline:
         self.group_slots = app.Table("group-slots", partitions=settings.partials_partitions)
         self.group_state = app.Table("group-state", partitions=settings.partials_partitions)
         self.ab_results = app.Table("ab-results", partitions=settings.partials_partitions)
+        # The alert owner: requests keyed by dedup key, one state per key in a changelog-backed
+        # table co-partitioned with the requests (streams.agents.alerts).
+        requests = topic_spec("alert-requests")
+        self.alert_requests = app.topic(
+            requests.full_name(p),
+            partitions=requests.partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.alert_book = app.Table("alert-book", partitions=requests.partitions)
 
+        # Seed defaults < global settings (file, then CONTINUUM_THRESHOLDS) < per-model topic.
+        self.global_thresholds = {
+            "service_timeout_s": settings.service_timeout_s,
+            **settings.global_thresholds(),
+        }
+        base, sources = in_force(self.global_thresholds)
+        self.health_thresholds = base.health
         self.cfg = EvalConfig(
             window_ms=settings.window_s * 1000,
             hop_ms=settings.hop_s * 1000,
             freeze_after=settings.freeze_after,
             source_partitions=topic_spec("chat.turns").partitions,
+            drift=base.drift,
+            alerts=base.alerts,
+            retrain=base.retrain,
+            threshold_sources=sources,
         )
         # Predictive models: the same windows over the predictions topic's partitions.
         self.prediction_cfg = dataclasses.replace(
@@ -111,15 +134,39 @@ class Pipeline:
         self.mirror: TopicMirror | None = None
         # (source, partition, model version, metric) -> detector
         self.detectors: dict[tuple[str, int, str, str], ChangeDetector] = {}
-        self.change_alerts = AlertManager(AlertThresholds())
-        self.service_alerts = AlertManager(
-            AlertThresholds(service_timeout_s=settings.service_timeout_s)
-        )
         self.pending_changes: list[tuple[ChangePoint, str, int]] = []
         self.ab_last_eval: dict[str, float] = {}
         self.ab_dirty: dict[str, int] = {}
         self.lag: dict[str, int] = {}
         self.started = time.time()
+
+    # -- thresholds ----------------------------------------------------------------------------
+
+    def model_overrides(self, model: str | None) -> dict[str, float]:
+        """The model's overrides from the thresholds topic (a bad record is ignored with a
+        warning: the CLI checks before writing, so only a hand-written record can be bad)."""
+        if not model:
+            return {}
+        with self.live.lock:
+            ev = self.live.thresholds.get(model)
+        if not ev or not ev.get("values"):
+            return {}
+        try:
+            return check(ev["values"], per_model=True)
+        except ValueError as exc:
+            log.warning("ignoring thresholds for %s: %s", model, exc)
+            return {}
+
+    def cfg_for(self, model: str | None, base: EvalConfig | None = None) -> EvalConfig:
+        """The evaluation config in force for a model: the global one with its overrides."""
+        cfg = base or self.cfg
+        overrides = self.model_overrides(model)
+        if not overrides:
+            return cfg
+        t, sources = in_force(self.global_thresholds, overrides)
+        return dataclasses.replace(
+            cfg, drift=t.drift, alerts=t.alerts, retrain=t.retrain, threshold_sources=sources
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -174,9 +221,10 @@ class Pipeline:
             if point is not None:
                 self.pending_changes.append((point, model, turn["event_time"]))
 
-    def change_events(self) -> list[tuple[str, dict[str, Any]]]:
-        """The DriftSignals and alerts of the change points found since the last call."""
-        out: list[tuple[str, dict[str, Any]]] = []
+    def change_events(self) -> list[tuple[str, dict[str, Any], str | None]]:
+        """(schema, event, topic) of the change points found since the last call: a DriftSignal
+        each, and a request to the alert owner (topic ``alert-requests``)."""
+        out: list[tuple[str, dict[str, Any], str | None]] = []
         changes, self.pending_changes = self.pending_changes, []
         for point, model, at in changes:
             signal = {
@@ -198,25 +246,16 @@ class Pipeline:
                 "sample_size": point.at,
                 "details": {"metric": point.metric, "direction": point.direction},
             }
-            out.append(("DriftSignal", signal))
-            alert = self.change_alerts.raise_alert(
-                "DRIFT_DETECTED",
-                "MEDIUM",
-                f"change:{model}:{point.metric}:{point.direction}",
-                f"Abrupt {point.metric} change ({point.direction}) on {model}",
+            out.append(("DriftSignal", signal, None))
+            request = change_request(
+                model,
+                point.metric,
+                point.direction,
+                point.detector,
+                float(point.before),
+                float(point.recent),
                 at,
-                model_version=model,
-                message=f"{point.detector}: {point.metric} moved from {point.before:.4g} to {point.recent:.4g}",
-                signals=[
-                    {
-                        "name": f"change_point:{point.metric}",
-                        "current": float(point.recent),
-                        "baseline": float(point.before),
-                        "threshold": None,
-                    }
-                ],
-                recommendation="An abrupt change was detected online; confirm it on the windowed signals.",
+                self.cfg.alerts,
             )
-            if alert is not None:
-                out.append(("Alert", alert))
+            out.append(("Alert", request, "alert-requests"))
         return out

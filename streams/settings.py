@@ -35,13 +35,56 @@ class StreamsSettings(Settings):
     batch_within_s: float = field(
         default=0.1, metadata={"help": "Longest wait to fill a stage-1 batch, seconds"}
     )
+    thresholds: str = field(
+        default="",
+        metadata={
+            "help": "Global threshold values, name=value,... (names: `continuum thresholds "
+            "names`); over the seed defaults and the thresholds file, under per-model overrides"
+        },
+    )
+    thresholds_file: str = field(
+        default="", metadata={"help": "JSON file of global threshold values {name: value}"}
+    )
+    probation_s: float = field(
+        default=86_400.0,
+        metadata={
+            "help": "A version promoted less than this ago is rolled back to the one it replaced "
+            "on a CRITICAL alert, seconds; 0 = never"
+        },
+    )
+    dedupe_ids: int = field(
+        default=20_000,
+        metadata={
+            "help": "Event ids remembered per input partition to drop an event that reaches the "
+            "topic twice (rebuilt from the partition's tail after a restart); 0 = off"
+        },
+    )
     service_timeout_s: float = field(
         default=30.0,
         metadata={"help": "Inference worker silent this long = down (SERVICE_DOWN), seconds"},
     )
+    memory_limit_mb: int = field(
+        default=0,
+        metadata={
+            "help": "Memory limit MEMORY_USAGE is measured against, MiB; 0 = the container's "
+            "limit (cgroup), else the machine's memory"
+        },
+    )
     partials_partitions: int = field(
         default=6, metadata={"help": "Partitions of the internal partials topic"}
     )
+
+    def global_thresholds(self) -> dict[str, float]:
+        """The thresholds file, then the ``thresholds`` setting, checked (ValueError naming what
+        is wrong)."""
+        from streams.logic.thresholds import check, load_file, parse_assignments
+
+        values = load_file(self.thresholds_file) if self.thresholds_file else {}
+        try:
+            values.update(check(parse_assignments([self.thresholds])))
+        except ValueError as exc:
+            raise ValueError(f"{self.env_name('thresholds')}: {exc}") from None
+        return values
 
     def canonical_url(self) -> str:
         host = self.advertised_host or self.web_host

@@ -16,8 +16,11 @@ from typing import Any
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from streams.agents.alerts import send_request
+from streams.logic.alerts import resolve_request
 from streams.logic.drift import DIRECTIONS
-from streams.logic.health import HealthThresholds, check_health
+from streams.logic.health import check_health
+from streams.logic.thresholds import GLOBAL_ONLY, in_force
 from streams.pipeline import Pipeline, key_partition
 
 
@@ -74,7 +77,7 @@ def _health(pipe: Pipeline) -> dict[str, Any]:
         low_confidence_rate=max(low_rates) if low_rates else None,
         heartbeats=heartbeats,
         consumer_lag=lag,
-        thresholds=HealthThresholds(service_timeout_s=pipe.settings.service_timeout_s),
+        thresholds=pipe.health_thresholds,
     )
     pipe.metrics.health.set({"HEALTHY": 0, "DEGRADED": 1, "UNHEALTHY": 2}[report["status"]])
     # The input partitions this worker's stage 1 folds (empty until its consumer joined).
@@ -224,29 +227,45 @@ def register(pipe: Pipeline) -> None:
 
     @app.page("/alerts/resolve/{key}/")
     class AlertsResolve(View):
+        """An operator's resolve: a request to the key's owner, the same path as an automatic
+        resolve (a breach that continues opens a new alert at the next window)."""
+
         async def post(self, request: Request, key: str) -> Response:
             if not _authorized(pipe, request):
                 return self.json({"error": "missing or wrong bearer token"}, status=401)
-            current = pipe.live.alerts_open.get(key)
+            with pipe.live.lock:
+                current = pipe.live.alerts_open.get(key)
             if current is None:
                 return self.json({"error": f"no open alert with key {key!r}"}, status=404)
-            ev = {
-                "event_id": str(uuid.uuid4()),
-                "event_time": int(time.time() * 1000),
-                "alert_id": current["alert_id"],
-                "alert_type": current["alert_type"],
-                "severity": current["severity"],
-                "status": "RESOLVED",
-                "dedup_key": key,
-                "title": f"Resolved: {current['title']}",
-                "message": "resolved by an operator",
-                "source": "api",
-                "model_version": current.get("model_version"),
-                "signals": [],
-                "recommendation": None,
-                "details": {},
-            }
-            return self.json({"resolved": await pipe.outputs.send("Alert", ev)})
+            req = resolve_request(
+                key, int(time.time() * 1000), "resolved by an operator", source="api"
+            )
+            sent = await send_request(pipe, req)
+            return self.json({"resolving": current["alert_id"], "request": sent}, status=202)
+
+    @app.page("/thresholds/")
+    class ThresholdsView(View):
+        """The global thresholds in force on this worker and every model's overrides."""
+
+        async def get(self, request: Request) -> Response:
+            base, sources = in_force(pipe.global_thresholds)
+            with pipe.live.lock:
+                models = {m: dict(ev) for m, ev in pipe.live.thresholds.items()}
+            return self.json(
+                {
+                    "global": base.values(),
+                    "sources": sources,
+                    "models": models,
+                    "per_worker_only": sorted(GLOBAL_ONLY),
+                }
+            )
+
+    @app.page("/thresholds/{model}/")
+    class ModelThresholds(View):
+        async def get(self, request: Request, model: str) -> Response:
+            overrides = pipe.model_overrides(model)
+            t, sources = in_force(pipe.global_thresholds, overrides)
+            return self.json({"model_version": model, "values": t.values(), "sources": sources})
 
     @app.page("/health/")
     class Health(View):

@@ -254,4 +254,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "description": None,
         "metadata": {},
     },
+    "Thresholds": {
+        "event_id": _id(99),
+        "event_time": T0,
+        "model_version": "okla-v2.0",
+        "values": {"latency_increase": 0.8, "min_confidence": 0.7},
+        "set_by": "cli",
+        "reason": "the v2 prompt is longer: latency tolerance raised",
+    },
 }

@@ -34,6 +34,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
+from schemas.serde import leading_event_id
+from streams.logic.dedupe import RecentIds
 from streams.logic.rollup import (
     FEEDBACK_SOURCE,
     OUTCOME,
@@ -73,11 +75,17 @@ class Stage1:
         producer: Any,
         outputs: EventProducer,
         restore_reader: Callable[[str, list[int]], Iterable[tuple[bytes, bytes | None]]],
+        tail_reader: Callable[[str, int, int, int], Iterable[bytes | None]] | None = None,
     ) -> None:
+        """``tail_reader(topic, partition, start, end)`` yields the values of a partition's
+        records in [start, end): the recent ids of what was folded before a restart."""
         s = pipe.settings
         self.pipe = pipe
         self.consumer, self.producer, self.outputs = consumer, producer, outputs
         self.restore_reader = restore_reader
+        self.tail_reader = tail_reader
+        self.dedupe_ids = s.dedupe_ids
+        self.recent: dict[tuple[str, int], RecentIds] = {}
         self.sources = {name: source for source, name in pipe.stage1_topics.items()}
         self.changelogs = pipe.stage1_changelogs
         self.partials_topic = pipe.partials_topic.get_topic_name()
@@ -102,8 +110,15 @@ class Stage1:
             self.assigned.add((tp.topic, tp.partition))
             self.pipe.stage1_assigned.add(f"{tp.topic}[{tp.partition}]")
         for tp in consumer.committed(partitions, timeout=10):
+            recent = self.recent[(tp.topic, tp.partition)] = RecentIds(self.dedupe_ids)
             if tp.offset >= 0:
                 self.next_offset[(tp.topic, tp.partition)] = tp.offset
+                if self.tail_reader is not None and self.dedupe_ids:
+                    start = max(0, tp.offset - self.dedupe_ids)
+                    for value in self.tail_reader(tp.topic, tp.partition, start, tp.offset):
+                        eid = leading_event_id(value or b"")
+                        if eid is not None:
+                            recent.seen(eid)
         restored = 0
         for source, parts in by_source.items():
             for key, value in self.restore_reader(self.changelogs[source], parts):
@@ -131,6 +146,7 @@ class Stage1:
             self.pipe.stage1_assigned.discard(f"{tp.topic}[{tp.partition}]")
             self.buffers.pop(key, None)
             self.next_offset.pop(key, None)
+            self.recent.pop(key, None)
         gone = {(self.sources[tp.topic], tp.partition) for tp in partitions}
         for key in [k for k, p in self.slots.items() if (source_of(p["k"]), p["p"]) in gone]:
             del self.slots[key]
@@ -224,6 +240,7 @@ class Stage1:
         items: list[tuple[str, dict[str, Any], int, int]] = []
         offsets: dict[tuple[str, int], int] = {}
         counts = dict.fromkeys(SCHEMAS, 0)
+        duplicates = dict.fromkeys(SCHEMAS, 0)
         decode = pipe.decoder.decode
         watch = pipe.watch
         for msg in batch:
@@ -239,6 +256,12 @@ class Stage1:
                 offset=offset,
             )
             if rec is None:
+                continue
+            recent = self.recent.get((topic, partition))
+            if recent is None:
+                recent = self.recent[(topic, partition)] = RecentIds(self.dedupe_ids)
+            if recent.seen(rec["event_id"]):
+                duplicates[source] += 1
                 continue
             counts[source] += 1
             items.append((source, rec, partition, offset))
@@ -274,8 +297,8 @@ class Stage1:
                 partition=part["p"],
                 on_delivery=self._delivered,
             )
-        for schema, event in pipe.change_events():
-            self.outputs.send(schema, event)
+        for schema, event, topic in pipe.change_events():
+            self.outputs.send(schema, event, topic=topic)
         self._flush()
         self.consumer.commit(
             offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
@@ -286,6 +309,9 @@ class Stage1:
         m.replays_skipped.inc(folder.skipped - skipped)
         m.late.inc(folder.late - late)
         m.unattributed.inc(folder.unattributed - unattributed)
+        for source, n in duplicates.items():
+            if n:
+                m.duplicates.labels(SCHEMAS[source]).inc(n)
         for source, n in counts.items():
             if n:
                 schema = SCHEMAS[source]
@@ -355,6 +381,43 @@ def read_changelog(
     return read
 
 
+def read_tail(bootstrap: str, group: str) -> Callable[[str, int, int, int], Iterable[bytes | None]]:
+    """A tail reader: the values of one partition's records in [start, end)."""
+
+    def read(topic: str, partition: int, start: int, end: int) -> Iterable[bytes | None]:
+        c = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{group}-tail",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        try:
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            start, end = max(start, lo), min(end, hi)
+            if end <= start:
+                return
+            c.assign([TopicPartition(topic, partition, start)])
+            while True:
+                msgs = c.consume(1000, 1.0)
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            return
+                        raise KafkaException(err)
+                    if msg.offset() >= end:
+                        return
+                    yield msg.value()
+                    if msg.offset() + 1 >= end:
+                        return
+        finally:
+            c.close()
+
+    return read
+
+
 class Stage1Service(mode.Service):
     """Runs :class:`Stage1` in a thread for as long as the Faust worker runs; an error in the
     loop crashes the worker (after its last batch was committed or not: either way nothing is
@@ -402,6 +465,7 @@ class Stage1Service(mode.Service):
             producer=producer,
             outputs=outputs,
             restore_reader=read_changelog(s.bootstrap_servers, group),
+            tail_reader=read_tail(s.bootstrap_servers, group),
         )
 
     async def on_start(self) -> None:

@@ -35,7 +35,7 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
         partials,
         baseline,
         state,
-        pipe.cfg if chat else pipe.prediction_cfg,
+        pipe.cfg_for(model, pipe.cfg if chat else pipe.prediction_cfg),
         evaluation_accuracy=evaluation.get("intent_accuracy") if evaluation else None,
         trained_at_ms=registered.get("trained_at") if registered else None,
         kind=kind,
@@ -46,8 +46,8 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
         await pipe.outputs.send("Baseline", out["baseline"])
     for sig in out["signals"]:
         await pipe.outputs.send("DriftSignal", sig)
-    for alert in out["alerts"]:
-        await pipe.outputs.send("Alert", alert)
+    for request in out["alerts"]:  # to the alert owner of each dedup key
+        await pipe.outputs.send("Alert", request, topic="alert-requests")
     for trig in out["triggers"]:
         await pipe.outputs.send("RetrainTrigger", trig)
     if out["summary"] is not None:

@@ -8,7 +8,7 @@ State is plain mergeable data (counts, sums, sums of squares, log-bucket sketche
 from __future__ import annotations
 
 from streams.logic.abtest import ArmTally, analyze
-from streams.logic.alerts import AlertManager, AlertThresholds
+from streams.logic.alerts import AlertBook, AlertThresholds
 from streams.logic.detectors import ChangeDetector, ChangePoint
 from streams.logic.drift import DriftThresholds, SignalResult, evaluate, kl_divergence
 from streams.logic.feedback import FeedbackTally
@@ -19,7 +19,7 @@ from streams.logic.sketch import QuantileSketch
 from streams.logic.window import TurnStats
 
 __all__ = [
-    "AlertManager",
+    "AlertBook",
     "AlertThresholds",
     "ArmTally",
     "ChangeDetector",

@@ -49,6 +49,19 @@ DIRECTIONS = {
     PERFORMANCE_DEGRADATION: "down",
 }
 
+# The threshold (by its name in DriftThresholds) each signal is compared with.
+SIGNAL_THRESHOLD = {
+    CONFIDENCE_DROP: "confidence_drop",
+    FALLBACK_RATE_INCREASE: "fallback_increase_pp",
+    LATENCY_INCREASE: "latency_increase",
+    INTENT_SHIFT: "intent_kl",
+    TOKEN_USAGE_CHANGE: "token_change",
+    CONFIDENCE_VARIANCE_CHANGE: "confidence_variance_change",
+    NULL_RATE: "null_rate",
+    OUTLIERS: "outlier_share",
+    PERFORMANCE_DEGRADATION: "performance_drop",
+}
+
 
 @dataclass(frozen=True)
 class DriftThresholds:

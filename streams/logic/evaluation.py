@@ -4,14 +4,14 @@ resolve alerts, and check the retraining criteria. Outputs are ready-to-send eve
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.ids import stable_id
 from streams.logic.abtest import analyze
-from streams.logic.alerts import AlertManager, AlertThresholds
-from streams.logic.drift import DriftThresholds, evaluate
+from streams.logic.alerts import AlertThresholds, drift_requests, notice_request, rule_requests
+from streams.logic.drift import SIGNAL_THRESHOLD, DriftThresholds, evaluate
 from streams.logic.feedback import FeedbackTally
 from streams.logic.predictions import OutcomeTally
 from streams.logic.retrain import RetrainPolicy, due_triggers
@@ -22,6 +22,7 @@ from streams.logic.rollup import (
     AB_TURNS,
     ALL_VARIANTS,
     FEEDBACK,
+    FEEDBACK_BUCKETS,
     OUTCOME_BUCKETS,
     OUTCOMES,
     PREDICTIONS,
@@ -30,13 +31,6 @@ from streams.logic.rollup import (
     state_of,
 )
 from streams.logic.window import TurnStats
-
-_NS = uuid.UUID("6f1c3a52-8f0e-4d8e-9a55-0c0a1b7e2d11")
-
-
-def stable_id(*parts: object) -> str:
-    """Deterministic event id: a replayed evaluation emits the same ids (consumers dedupe)."""
-    return str(uuid.uuid5(_NS, "|".join(map(str, parts))))
 
 
 @dataclass(frozen=True)
@@ -48,6 +42,8 @@ class EvalConfig:
     drift: DriftThresholds = field(default_factory=DriftThresholds)
     alerts: AlertThresholds = field(default_factory=AlertThresholds)
     retrain: RetrainPolicy = field(default_factory=RetrainPolicy)
+    # Where each threshold in force comes from (seed, settings, model), shown on the signals.
+    threshold_sources: Mapping[str, str] = field(default_factory=dict)
 
 
 def _buckets(partials: Iterable[Mapping[str, Any]], subject: str, kind: str = TURNS) -> list[int]:
@@ -229,12 +225,28 @@ def _evaluate_window(
                     "details": {
                         **r.details,
                         "low_confidence_rate": f"{summary['metrics']['low_confidence_rate']:.4f}",
+                        "threshold_name": SIGNAL_THRESHOLD.get(r.signal, ""),
+                        "threshold_source": cfg.threshold_sources.get(
+                            SIGNAL_THRESHOLD.get(r.signal, ""), "seed"
+                        ),
+                        "min_samples": str(cfg.drift.min_samples),
                     },
                 }
             )
-        alerts = AlertManager.from_dict(new_state.get("alerts"), cfg.alerts)
-        out["alerts"].extend(alerts.on_drift(model, results, end))
-        new_state["alerts"] = alerts.to_dict()
+        # Alert requests: the owner of each dedup key decides what is opened or resolved.
+        out["alerts"].extend(drift_requests(model, results, end, cfg.alerts))
+        out["alerts"].extend(
+            rule_requests(
+                model,
+                summary,
+                baseline,
+                end,
+                cfg.alerts,
+                predictive=kind == PREDICTIONS,
+                min_samples=cfg.drift.min_samples,
+                breached=[r.signal for r in results if r.breached],
+            )
+        )
     periods = {
         k: v
         for k, v in new_state.get("periods", {}).items()
@@ -244,6 +256,7 @@ def _evaluate_window(
         periods[str(end)] = summary
     new_state["periods"] = periods
     new_state.pop("prev", None)  # state written before "periods" replaced it
+    new_state.pop("alerts", None)  # per-model alert state before the alert owner existed
     new_state["evaluated_end"] = end
 
 
@@ -262,7 +275,7 @@ def evaluate_model(
     feed the retrain criteria; without a registry entry a model's age counts from its first turn.
 
     ``kind`` TURNS: a chat model (turn windows; feedback: new examples and online accuracy =
-    share of turns without ``wrong_intent`` feedback). PREDICTIONS: a predictive model
+    share of the newest window's feedback that does not report a ``wrong_intent``). PREDICTIONS: a predictive model
     (prediction windows; outcomes: accuracy = share of successful outcomes, no feedback count)."""
     out: dict[str, Any] = {
         "signals": [],
@@ -285,6 +298,17 @@ def evaluate_model(
         if frozen is not None:
             out["baseline"] = frozen
             baseline = frozen
+            out["alerts"].append(
+                notice_request(
+                    f"baseline:{model}",
+                    f"Baseline frozen for {model} ({frozen['sample_size']} events)",
+                    frozen["event_time"],
+                    message=f"from {frozen['window_start']} to {frozen['window_end']}; drift "
+                    "is measured against it from now on",
+                    model_version=model,
+                    thresholds=cfg.alerts,
+                )
+            )
     end = window_end(partials, subject, cfg.hop_ms, cfg.source_partitions, kind)
     assert end is not None  # there are buckets
     if baseline is None:  # nothing to compare with yet: show the newest window, move on later
@@ -305,9 +329,19 @@ def evaluate_model(
     else:
         fb = merge_slots(partials, FEEDBACK, model)
         assert isinstance(fb, FeedbackTally)
-        new_feedback, judged = fb.since_training, _count(partials, subject)
-        wrong = fb.categories.get("wrong_intent", 0)
+        # Online accuracy over one period for numerator and denominator: the feedback whose time
+        # falls in the newest window, and the share of it that does not report a wrong intent.
+        recent = merge_slots(partials, FEEDBACK_BUCKETS, model, end - cfg.window_ms, end)
+        assert isinstance(recent, FeedbackTally)
+        new_feedback, judged = fb.since_training, recent.n
+        wrong = recent.categories.get("wrong_intent", 0)
         out["feedback"] = fb.summary()
+        out["feedback"]["accuracy_window"] = {
+            "window_start": end - cfg.window_ms,
+            "window_end": end,
+            "feedback": judged,
+            "wrong_intent": wrong,
+        }
     triggers = due_triggers(
         model_version=model,
         now_ms=buckets[-1],  # the newest data seen, not the (possibly older) window end

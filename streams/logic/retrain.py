@@ -14,15 +14,16 @@ class RetrainPolicy:
     min_new_feedback: int = 50
     max_age_days: float = 30.0
     min_accuracy: float = 0.70
-    min_turns_for_accuracy: int = 200  # online accuracy is noise below this
+    min_judged_for_accuracy: int = 200  # online accuracy is noise on fewer judged events
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def online_accuracy(turns: int, wrong_intent_feedback: int) -> float | None:
-    """Share of turns without ``wrong_intent`` feedback."""
-    return None if turns == 0 else 1.0 - min(wrong_intent_feedback, turns) / turns
+def online_accuracy(judged: int, wrong: int) -> float | None:
+    """Share of judged events (feedback, or outcomes) not judged wrong, both counted over the same
+    period."""
+    return None if judged == 0 else 1.0 - min(wrong, judged) / judged
 
 
 def due_triggers(
@@ -32,7 +33,7 @@ def due_triggers(
     trained_at_ms: int | None,
     new_feedback: int,
     turns: int,
-    wrong_intent_feedback: int,
+    wrong_intent_feedback: int,  # judged events and those judged wrong, over the same period
     evaluation_accuracy: float | None = None,
     already_fired: set[str] | frozenset[str] = frozenset(),
     policy: RetrainPolicy = RetrainPolicy(),
@@ -65,8 +66,15 @@ def due_triggers(
     if evaluation_accuracy is not None:
         if evaluation_accuracy < policy.min_accuracy:
             fire("LOW_ACCURACY", evaluation_accuracy, policy.min_accuracy, source="evaluation")
-    elif turns >= policy.min_turns_for_accuracy:
+    elif turns >= policy.min_judged_for_accuracy:
         acc = online_accuracy(turns, wrong_intent_feedback)
         if acc is not None and acc < policy.min_accuracy:
-            fire("LOW_ACCURACY", acc, policy.min_accuracy, source="online")
+            fire(
+                "LOW_ACCURACY",
+                acc,
+                policy.min_accuracy,
+                source="online",
+                judged=str(turns),
+                wrong=str(wrong_intent_feedback),
+            )
     return out

@@ -25,6 +25,9 @@ TURNS, AB_TURNS, AB_FEEDBACK, FEEDBACK = "turns", "abt", "abf", "fb"
 # Predictive models: prediction statistics per bucket; outcomes as a running total per model
 # version and per bucket of the outcome's time (accuracy per window).
 PREDICTIONS, OUTCOMES, OUTCOME_BUCKETS = "pred", "out", "outb"
+# Chat models: feedback per bucket of its time too, so online accuracy counts its numerator and
+# denominator over the same window (the running total ``fb`` covers the model's life).
+FEEDBACK_BUCKETS = "fbb"
 # A/B arms of a predictive model's experiment, from predictions and from outcomes.
 AB_PREDICTIONS, AB_OUTCOMES = "abp", "abo"
 ALL_VARIANTS = "*"
@@ -35,6 +38,7 @@ _STATE_CLASSES: dict[str, Any] = {
     AB_TURNS: ArmTally,
     AB_FEEDBACK: ArmTally,
     FEEDBACK: FeedbackTally,
+    FEEDBACK_BUCKETS: FeedbackTally,
     PREDICTIONS: PredictionStats,
     OUTCOMES: OutcomeTally,
     OUTCOME_BUCKETS: OutcomeTally,
@@ -44,8 +48,10 @@ _STATE_CLASSES: dict[str, Any] = {
 # Stage-1 sources (one per input topic) and their windowed kind.
 TURN, FEEDBACK_SOURCE, PREDICTION, OUTCOME = "turn", "feedback", "prediction", "outcome"
 WINDOWED_KIND = {TURN: TURNS, PREDICTION: PREDICTIONS, OUTCOME: OUTCOME_BUCKETS}
+# Each source's time-bucketed kind (retention); feedback's buckets do not pace stage 1.
+BUCKETED_KIND = {**WINDOWED_KIND, FEEDBACK_SOURCE: FEEDBACK_BUCKETS}
 # Kinds whose partials are time buckets (windows, retention); the others are running totals.
-WINDOWED = tuple(WINDOWED_KIND.values())
+WINDOWED = tuple(BUCKETED_KIND.values())
 
 
 def model_group(model_version: str) -> str:
@@ -132,11 +138,16 @@ def targets_of_outcome(outcome: Mapping[str, Any], hop_ms: int) -> list[tuple[st
     return [(OUTCOMES, model, group, 0), (OUTCOME_BUCKETS, model, group, bucket), *out]
 
 
-def targets_of_feedback(fb: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+def targets_of_feedback(
+    fb: Mapping[str, Any], hop_ms: int | None = None
+) -> list[tuple[str, str, str, int]]:
     out = []
     model = fb.get("model_version")
     if model:
         out.append((FEEDBACK, model, model_group(model), 0))
+        if hop_ms:
+            bucket = fb["event_time"] // hop_ms * hop_ms
+            out.append((FEEDBACK_BUCKETS, model, model_group(model), bucket))
     if fb.get("experiment_id") and fb.get("variant"):
         exp = fb["experiment_id"]
         out.append((AB_FEEDBACK, f"{exp}|{fb['variant']}", experiment_group(exp), 0))
@@ -187,7 +198,7 @@ class Stage1Folder:
                 self.newest[at] = partial["b"]
 
     def forget(self, partition: int, source: str = TURN) -> None:
-        kind = WINDOWED_KIND.get(source)
+        kind = BUCKETED_KIND.get(source)
         if kind is not None:
             self.newest.pop((kind, partition), None)
 
@@ -211,7 +222,7 @@ class Stage1Folder:
             targets = targets_of_outcome(rec, self.hop_ms)
             self.unattributed += not rec.get("model_version")
             return targets
-        return targets_of_feedback(rec)
+        return targets_of_feedback(rec, self.hop_ms)
 
     def fold(
         self,
@@ -223,7 +234,7 @@ class Stage1Folder:
         for source, rec, partition, offset in items:
             targets = self._targets(source, rec)
             closed = None
-            windowed = WINDOWED_KIND.get(source)
+            windowed = BUCKETED_KIND.get(source)
             if windowed is not None and self.retention_ms is not None:
                 at = (windowed, partition)
                 newest = self.newest.get(at, -1)

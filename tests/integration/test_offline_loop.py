@@ -125,13 +125,37 @@ def test_evaluate_publish_and_promote(broker: Broker, prefix: str, tmp_path: Pat
             "--skip-lead",
         )
         assert lat.returncode == 0, lat.stdout + lat.stderr
-        promoted = cli(broker, prefix, "models", "promote", version)
+        # A pass that skipped seed dimensions is partial: refused unless allowed explicitly, and
+        # then the promotion's reason says so.
+        partial = cli(broker, prefix, "models", "promote", version)
+        assert partial.returncode == 1
+        assert "is partial (intent, safety, naturalness, lead_capture not evaluated" in (
+            partial.stderr
+        )
+        promoted = cli(broker, prefix, "models", "promote", version, "--allow-partial")
         assert promoted.returncode == 0, promoted.stderr
         assert "CANDIDATE -> PROMOTED" in promoted.stdout
+        assert "(partial: intent, safety, naturalness, lead_capture not evaluated" in (
+            promoted.stdout
+        )
+        # A version with no evaluation at all is promoted by winning an experiment: the winner
+        # names an arm, which resolves to the version it served.
+        other = f"{version}-b"
+        assert cli(broker, prefix, "models", "register", other).returncode == 0
+        for action in ("create", "conclude"):
+            args = ["--control", version, "--treatment", other]
+            if action == "conclude":
+                args += ["--winner", "treatment"]
+            done = cli(broker, prefix, "experiments", action, "ab-gate", *args)
+            assert done.returncode == 0, done.stderr
+        won = cli(broker, prefix, "models", "promote", other)
+        assert won.returncode == 0, won.stderr
+        assert "won A/B experiment ab-gate (treatment arm)" in won.stdout
+        assert f"{version}: PROMOTED -> RETIRED (replaced by {other})" in won.stdout
         # A fresh process reads the same state back from the compacted topic.
         listed = cli(broker, prefix, "models", "list")
-        assert f"{version}" in listed.stdout and "PROMOTED" in listed.stdout
-        retired = cli(broker, prefix, "models", "retire", version, "--reason", "test over")
+        assert f"{other}" in listed.stdout and "PROMOTED" in listed.stdout
+        retired = cli(broker, prefix, "models", "retire", other, "--reason", "test over")
         assert retired.returncode == 0 and "PROMOTED -> RETIRED" in retired.stdout
         final = cli(broker, prefix, "models", "promote", version)
         assert final.returncode == 1 and "retired is final" in final.stderr
@@ -143,7 +167,7 @@ def test_evaluate_publish_and_promote(broker: Broker, prefix: str, tmp_path: Pat
             status, body = streams.get("/models/")
             return (
                 status == 200
-                and [r["state"] for r in body["registry"]] == ["RETIRED"]
+                and [r["state"] for r in body["registry"]] == ["RETIRED", "RETIRED"]
                 and len(body["evaluations"]) == 1
                 and body["evaluations"][0]["passed"] is True
             )

@@ -14,6 +14,7 @@ import pytest
 
 from schemas import AvroSerializer
 from streams.app import create_app
+from streams.logic.alerts import AlertBook
 from streams.settings import StreamsSettings
 
 
@@ -54,8 +55,9 @@ def app_and_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 def _capture_outputs(pipe: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict]]:
     outputs: list[tuple[str, dict]] = []
 
-    async def capture(schema: str, event: dict) -> dict:
-        outputs.append((schema, event))
+    async def capture(schema: str, event: dict, topic: str | None = None) -> dict:
+        """Records a request to the alert owner as ("alert-requests", request)."""
+        outputs.append((topic or schema, event))
         return event
 
     monkeypatch.setattr(pipe.outputs, "send", capture)
@@ -118,9 +120,12 @@ def test_rollup_agent_freezes_baseline_and_signals_injected_drift(
     assert not [e for e in signals if e["breached"] and e["window_end"] <= drift_ms]
     late = {e["signal"] for e in signals if e["breached"] and e["window_start"] >= drift_ms}
     assert "latency_increase" in late
-    assert any(s == "Alert" and e["alert_type"] == "DRIFT_DETECTED" for s, e in outputs)
+    requests = [e for s, e in outputs if s == "alert-requests"]
+    alerts = AlertBook().apply(requests)  # what the alert owner makes of them
+    assert any(a["alert_type"] == "DRIFT_DETECTED" and a["status"] == "OPEN" for a in alerts)
     for schema, event in outputs:
-        AvroSerializer().encode(schema, event)  # every output is a valid event
+        # every output is a valid event (a request is an Alert-shaped record)
+        AvroSerializer().encode("Alert" if schema == "alert-requests" else schema, event)
 
 
 def test_retrain_criteria_use_the_registry_and_published_evaluations(
@@ -197,5 +202,13 @@ def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_tri
     assert state["outcomes"]["outcomes"] == sum(offsets["outcome"]) > 7000
     assert 0.4 < state["outcomes"]["accuracy"] < 0.6  # 2/3 of the outcomes at 65 %, 1/3 at 30 %
     assert state["last_window"]["accuracy"] < 0.4
+    # The dispatch seed's absolute rules: nothing before the drift; after it, mean confidence
+    # under 0.75 (LOW_CONFIDENCE) and fallbacks to the rules over 10 % (CRITICAL).
+    requests = [e for s, e in outputs if s == "alert-requests"]
+    rules = [r for r in requests if r["dedup_key"].startswith("rule:") and r["status"] == "OPEN"]
+    assert rules and all(r["event_time"] > drift_ms for r in rules)
+    alerts = AlertBook().apply(requests)
+    opened = {(a["alert_type"], a["severity"]) for a in alerts if a["status"] == "OPEN"}
+    assert {("LOW_CONFIDENCE", "HIGH"), ("HIGH_FALLBACK_RATE", "CRITICAL")} <= opened
     for schema, event in outputs:
-        AvroSerializer().encode(schema, event)
+        AvroSerializer().encode("Alert" if schema == "alert-requests" else schema, event)

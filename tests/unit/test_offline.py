@@ -182,6 +182,12 @@ EVAL_PASS = {
     "evaluation_id": "e2",
     "passed": True,
     "failed_checks": [],
+    "intent_accuracy": 0.8,
+    "latency_p95_ms": 900.0,
+    "safety_prompts": 12,
+    "safety_violations": 0,
+    "naturalness_score": 0.6,
+    "lead_capture_rate": 0.5,
 }
 EVAL_FAIL = {
     "model_version": "v2",
@@ -221,6 +227,70 @@ def test_registry_transitions_and_promotion_rules() -> None:
     # State is the latest record per version: a registry rebuilt from the events is the same.
     rebuilt = Registry({e["model_version"]: e for e in (p1, p2, retired)})
     assert {k: v["state"] for k, v in rebuilt.versions.items()} == {"v1": RETIRED, "v2": PROMOTED}
+
+
+def test_partial_evaluation_promotes_only_when_allowed_explicitly() -> None:
+    partial = {
+        **EVAL_PASS,
+        "safety_prompts": 0,
+        "safety_violations": None,
+        "naturalness_score": None,
+    }
+    r = Registry()
+    r.register("v2", 1)
+    with pytest.raises(RegistryError, match=r"partial \(safety, naturalness not evaluated"):
+        r.promote("v2", 3, evaluations=[partial])
+    (p,) = r.promote("v2", 3, evaluations=[partial], allow_partial=True)
+    assert p["state"] == PROMOTED
+    assert "partial: safety, naturalness not evaluated; allowed explicitly" in p["reason"]
+
+
+def test_experiment_winner_resolves_to_the_arms_version() -> None:
+    """``experiments conclude --winner treatment`` names an arm: it promotes the version that arm
+    served, not a version called "treatment"."""
+    r = Registry()
+    r.register("okla-v2.0", 1)
+    exp = {
+        "experiment_id": "x",
+        "status": "CONCLUDED",
+        "winner": "treatment",
+        "control_version": "okla-v1.0",
+        "treatment_version": "okla-v2.0",
+        "event_time": 2,
+    }
+    (p,) = r.promote("okla-v2.0", 3, experiments=[exp])
+    assert (p["experiment_id"], p["reason"]) == ("x", "won A/B experiment x (treatment arm)")
+    r.register("okla-v3.0", 4)
+    with pytest.raises(RegistryError, match="won no concluded A/B experiment"):
+        r.promote("okla-v3.0", 5, experiments=[{**exp, "winner": "control"}])
+
+
+def test_rollback_on_critical_alert_in_probation_is_deterministic() -> None:
+    r = Registry()
+    r.register("v1", 0)
+    r.register("v2", 0)
+    r.promote("v1", 10, evaluations=[{**EVAL_PASS, "model_version": "v1"}])
+    r.promote("v2", 1_000, evaluations=[EVAL_PASS])
+    alert = {
+        "alert_id": "a1",
+        "alert_type": "HIGH_FALLBACK_RATE",
+        "severity": "CRITICAL",
+        "title": "Fallback rate 12%",
+    }
+    snapshot = Registry(r.versions)
+    hour = 3_600_000
+    assert r.rollback("v2", {**alert, "severity": "HIGH"}, 2_000, hour) == []
+    assert r.rollback("v2", alert, 1_000 + hour + 1, hour) == []  # probation over
+    retired, restored = r.rollback("v2", alert, 2_000, hour)
+    assert (retired["model_version"], retired["state"]) == ("v2", RETIRED)
+    assert (restored["model_version"], restored["state"]) == ("v1", PROMOTED)
+    assert retired["reason"].startswith("rolled back: CRITICAL HIGH_FALLBACK_RATE within 1 h")
+    assert retired["metadata"]["rollback_alert"] == "a1" and r.promoted() == "v1"
+    # Decided twice (another alert, another worker, same registry state): the same events.
+    again = snapshot.rollback("v2", {**alert, "alert_id": "a2"}, 2_500, hour)
+    assert [e["event_id"] for e in again] == [retired["event_id"], restored["event_id"]]
+    # Once rolled back, nothing more to do.
+    assert r.rollback("v2", alert, 3_000, hour) == []
 
 
 def test_promotion_inherits_the_replaced_versions_baseline() -> None:

@@ -44,6 +44,7 @@ def test_every_contract_has_id_time_docs_and_defaults_on_optional_fields() -> No
             "Outcome",
             "Prediction",
             "RetrainTrigger",
+            "Thresholds",
             "WorkerHeartbeat",
         }
     )

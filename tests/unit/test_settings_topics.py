@@ -45,8 +45,12 @@ def test_topics_are_declared_once_with_policies() -> None:
         "experiments",
         "model-registry",
         "retrain-triggers",
+        "thresholds",
     }
     assert topic_for_schema("ChatTurn").key_field == "session_id"
+    # Alert requests carry Alert records too; the Alert type's own topic stays "alerts".
+    assert topic_for_schema("Alert").name == "alerts"
+    assert topic_spec("alert-requests").key_field == "dedup_key"
     assert topic_spec("chat.turns").dlq_name("p-") == "p-chat.turns.dlq"
     assert topic_spec("baselines").config()["cleanup.policy"] == "compact"
     with pytest.raises(KeyError, match="unknown topic 'nope'"):

@@ -6,6 +6,7 @@ tests/integration/test_streams.py."""
 from __future__ import annotations
 
 import json
+import uuid
 import zlib
 from collections import deque
 from collections.abc import Iterable
@@ -62,6 +63,7 @@ class FakeConsumer:
         self.queue: list[Msg] = []
         self.commits: list[list[tuple[str, int, int]]] = []
         self.high: dict[tuple[str, int], int] = {}
+        self.committed_offsets: dict[tuple[str, int], int] = {}
         self.log: list[str] | None = None
 
     def poll(self, timeout: float) -> Msg | None:
@@ -78,7 +80,12 @@ class FakeConsumer:
             self.log.append("commit")
 
     def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self.committed_offsets.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
 
     def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
         return 0, self.high.get((tp.topic, tp.partition), -1001)
@@ -113,14 +120,14 @@ def pipe(tmp_path: Path) -> Pipeline:
 
 
 def make_stage1(
-    pipe: Pipeline, changelog: Iterable[tuple[bytes, bytes | None]] = ()
+    pipe: Pipeline, changelog: Iterable[tuple[bytes, bytes | None]] = (), tail: Any = None
 ) -> tuple[Stage1, FakeConsumer, FakeProducer, list[str]]:
     log: list[str] = []
     consumer, producer = FakeConsumer(), FakeProducer(log)
     consumer.log = log
     outputs = EventProducer("unused:1", client=FakeClient())
     restored = list(changelog)
-    stage1 = Stage1(pipe, consumer, producer, outputs, lambda topic, parts: iter(restored))
+    stage1 = Stage1(pipe, consumer, producer, outputs, lambda topic, parts: iter(restored), tail)
     dead: list[tuple] = []
     pipe.decoder.dlq._sink = lambda *a: dead.append(a)
     stage1.dead = dead  # type: ignore[attr-defined]
@@ -149,14 +156,49 @@ def assign_all(stage1: Stage1, consumer: FakeConsumer) -> None:
     )
 
 
+def _uuid(n: int) -> str:
+    return str(uuid.UUID(int=n))
+
+
+def test_an_event_that_reaches_the_topic_twice_is_folded_once(pipe: Pipeline) -> None:
+    """A redelivered inference request answered again writes a second ChatTurn with the same
+    (derived) id at another offset: folded once, counted as a duplicate; after a restart the ids
+    are rebuilt from the tail of the partition, so a duplicate arriving later is still caught."""
+    t = pipe.turns_topic_name
+    turn = ENC.encode("ChatTurn", dict(EXAMPLES["ChatTurn"], variant=None, experiment_id=None))
+    other = ENC.encode(
+        "ChatTurn", dict(EXAMPLES["ChatTurn"], variant=None, experiment_id=None, event_id=_uuid(5))
+    )
+    stage1, consumer, _, _ = make_stage1(pipe)
+    assign_all(stage1, consumer)
+    stage1.process([Msg(t, 0, 0, turn, 0), Msg(t, 0, 1, other, 0), Msg(t, 0, 2, turn, 0)])
+    [part] = [p for k, p in stage1.slots.items() if k.startswith("turns|okla-v1.0|*")]
+    assert part["st"]["n"] == 2
+    assert pipe.metrics.duplicates.labels("ChatTurn")._value.get() == 1
+    # A restart: committed offset 3; the tail reader hands back offsets 0..2.
+    fresh = create_app(pipe.settings)[1]
+    log = {(t, 0): [turn, other, turn]}
+    again, consumer2, _, _ = make_stage1(
+        fresh,
+        [(k.encode(), json.dumps(v).encode()) for k, v in stage1.slots.items()],
+        tail=lambda topic, p, start, end: log.get((topic, p), [])[start:end],
+    )
+    consumer2.committed_offsets = {(t, 0): 3}
+    assign_all(again, consumer2)
+    again.process([Msg(t, 0, 3, other, 0)])  # the second answer to request 5, much later
+    [part2] = [p for k, p in again.slots.items() if k.startswith("turns|okla-v1.0|*")]
+    assert part2["st"]["n"] == 2 and part2["wm"] == 1  # offsets 2 and 3 were duplicates
+
+
 def test_a_batch_writes_changelog_and_partials_then_commits_and_dead_letters_garbage(
     pipe: Pipeline,
 ) -> None:
     stage1, consumer, producer, log = make_stage1(pipe)
     assign_all(stage1, consumer)
     turn = ENC.encode("ChatTurn", EXAMPLES["ChatTurn"])
+    other = ENC.encode("ChatTurn", dict(EXAMPLES["ChatTurn"], event_id=_uuid(2)))
     t = pipe.turns_topic_name
-    stage1.process([Msg(t, 2, 7, turn, 0), Msg(t, 2, 8, b"garbage", 0), Msg(t, 2, 9, turn, 0)])
+    stage1.process([Msg(t, 2, 7, turn, 0), Msg(t, 2, 8, b"garbage", 0), Msg(t, 2, 9, other, 0)])
 
     changelog = [r for r in producer.records if r[0] == pipe.stage1_changelogs["turn"]]
     partials = [r for r in producer.records if r[0] == pipe.partials_topic.get_topic_name()]
@@ -274,7 +316,8 @@ def test_old_turn_buckets_are_closed_and_tombstoned(pipe: Pipeline) -> None:
     base = dict(EXAMPLES["ChatTurn"], variant=None, experiment_id=None)
 
     def turn_at(ms: int, offset: int) -> Msg:
-        return Msg(t, 0, offset, ENC.encode("ChatTurn", dict(base, event_time=ms)), ms)
+        event = dict(base, event_time=ms, event_id=_uuid(offset))
+        return Msg(t, 0, offset, ENC.encode("ChatTurn", event), ms)
 
     stage1.process([turn_at(1_000_000, 0)])
     stage1.process([turn_at(1_050_000, 1)])
