@@ -120,7 +120,9 @@ class Pipeline:
         # Turn buckets older than any window or baseline reads are closed and their partials
         # dropped; stage 2 forgets the same buckets after evaluating them.
         self.folder = Stage1Folder(
-            self.cfg.hop_ms, retention_ms=self.cfg.window_ms + 2 * self.cfg.hop_ms
+            self.cfg.hop_ms,
+            retention_ms=self.cfg.window_ms + 2 * self.cfg.hop_ms,
+            session_gap_ms=int(settings.session_gap_s * 1000),
         )
         self.serializer = AvroSerializer()
         self.outputs = Outputs(app, p, self.serializer)
@@ -135,6 +137,7 @@ class Pipeline:
         # (source, partition, model version, metric) -> detector
         self.detectors: dict[tuple[str, int, str, str], ChangeDetector] = {}
         self.pending_changes: list[tuple[ChangePoint, str, int]] = []
+        self.outbox_sent: set[str] = set()  # groups whose outbox this process re-sent
         self.ab_last_eval: dict[str, float] = {}
         self.ab_dirty: dict[str, int] = {}
         self.lag: dict[str, int] = {}

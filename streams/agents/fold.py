@@ -40,6 +40,7 @@ from streams.logic.rollup import (
     FEEDBACK_SOURCE,
     OUTCOME,
     PREDICTION,
+    SESSION_KINDS,
     TURN,
     WINDOWED_KIND,
     source_of,
@@ -281,6 +282,8 @@ class Stage1:
                 partition=part["p"],
                 on_delivery=self._delivered,
             )
+            if part["k"] in SESSION_KINDS:
+                continue  # stage 1's own bookkeeping: stage 2 needs only the arm's sums
             produce(
                 self.partials_topic,
                 value,

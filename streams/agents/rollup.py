@@ -19,12 +19,32 @@ def _group_partials(pipe: Pipeline, group: str) -> list[dict[str, Any]]:
     return [v for v in pipe.group_slots.values() if v["g"] == group]
 
 
+# Decisions (alert requests, retrain triggers) of a group's last evaluations kept in its state:
+# re-sent the first time this process touches the group, so a crash between an evaluation's
+# state write and its sends (the uncommitted span, redelivered) loses none (same ids: the alert
+# owner and every reader de-duplicate).
+OUTBOX = 48
+
+
+async def _resend_outbox(pipe: Pipeline, group: str, state: dict[str, Any]) -> None:
+    if group in pipe.outbox_sent:
+        return
+    pipe.outbox_sent.add(group)
+    for schema, event in state.get("outbox", []):
+        if schema == "Alert":
+            replayed = {**event, "details": {**event["details"], "replayed": "1"}}
+            await pipe.outputs.send("Alert", replayed, topic="alert-requests")
+        else:
+            await pipe.outputs.send(schema, event)
+
+
 async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
     """A chat model (group ``m:``) or a predictive model (``p:``)."""
     model = group[2:]
     kind = window_kind(group)
     chat = group.startswith("m:")
     state = pipe.group_state.get(group) or {}
+    await _resend_outbox(pipe, group, state)
     partials = _group_partials(pipe, group)
     baseline = pipe.live.baselines.get(model) or state.get("frozen_baseline")
     with pipe.live.lock:
@@ -50,6 +70,10 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
         await pipe.outputs.send("Alert", request, topic="alert-requests")
     for trig in out["triggers"]:
         await pipe.outputs.send("RetrainTrigger", trig)
+    decided = [("Alert", r) for r in out["alerts"]]
+    decided += [("RetrainTrigger", t) for t in out["triggers"]]
+    if decided:
+        new_state["outbox"] = [*state.get("outbox", []), *decided][-OUTBOX:]
     if out["summary"] is not None:
         new_state["last_window"] = out["summary"]
     if chat:

@@ -17,10 +17,47 @@ from typing import Any
 
 from scipy import stats
 
+from streams.logic.cluster import ClusterSums
 from streams.logic.running import RunningStats
 
 CONTROL, TREATMENT = "control", "treatment"
 WEIGHTS = {"satisfaction": 3, "lead_capture": 2, "latency": 1, "confidence": 1}
+# Per-session sums kept for each metric (the unit of assignment is the session).
+CLUSTERED = ("sat", "lead", "lat", "conf")
+METRIC_OF = {"sat": "satisfaction", "lead": "lead_capture", "lat": "latency", "conf": "confidence"}
+# Sessions per arm before the session-level tests are used (the delta method is asymptotic).
+MIN_CLUSTERS = 30
+
+
+def turn_contributions(turn: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """What one turn adds to its session's totals, per clustered metric: (sum, count)."""
+    out = {"lead": (1.0 if turn.get("lead_captured") else 0.0, 1.0)}
+    if turn.get("latency_ms") is not None:
+        out["lat"] = (float(turn["latency_ms"]), 1.0)
+    if turn.get("confidence") is not None:
+        out["conf"] = (float(turn["confidence"]), 1.0)
+    return out
+
+
+def feedback_contributions(fb: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    return {"sat": (1.0 if is_satisfied(fb) else 0.0, 1.0)}
+
+
+# Events a session remembers (offset, contributions): enough to rebuild its totals at the arm's
+# watermark after a crash that kept the session's write and lost the arm's (one batch's span).
+JOURNAL = 8
+
+
+def session_add(
+    session: dict[str, Any], contributions: Mapping[str, tuple[float, float]], offset: int
+) -> None:
+    """Add contributions to a session's running totals (plain data: {metric: [sum, count]},
+    and ``j``, the journal of its last events)."""
+    for m, (y, n) in contributions.items():
+        old = session.get(m) or [0.0, 0.0]
+        session[m] = [old[0] + y, old[1] + n]
+    journal = [*session.get("j", []), [offset, {m: list(v) for m, v in contributions.items()}]]
+    session["j"] = journal[-JOURNAL:]
 
 
 class ArmTally:
@@ -37,6 +74,34 @@ class ArmTally:
         self.confidence = RunningStats()
         self.feedback = 0
         self.satisfied = 0
+        self.clusters: dict[str, ClusterSums] = {m: ClusterSums() for m in CLUSTERED}
+
+    def add_session(
+        self,
+        contributions: Mapping[str, tuple[float, float]],
+        session: dict[str, Any],
+        offset: int,
+        applied: bool = False,
+    ) -> None:
+        """Fold one event's contributions into the per-session sums, given its session's totals.
+        ``applied``: the session's totals already include this event and maybe later ones (its
+        write survived a crash that the arm's did not): its totals before the event are rebuilt
+        from the session's journal of recent events; beyond the journal the event is left out of
+        the session sums (never counted twice)."""
+        if applied:
+            later = [c for o, c in session.get("j", []) if o >= offset]
+            if not any(o == offset for o, _ in session.get("j", [])):
+                return
+            for m, (y, n) in contributions.items():
+                tot_y, tot_n = session.get(m) or (0.0, 0.0)
+                old_y = tot_y - sum(c.get(m, (0.0, 0.0))[0] for c in later)
+                old_n = tot_n - sum(c.get(m, (0.0, 0.0))[1] for c in later)
+                self.clusters[m].add(y, n, old_y, old_n)
+            return
+        for m, (y, n) in contributions.items():
+            old_y, old_n = session.get(m) or (0.0, 0.0)
+            self.clusters[m].add(y, n, old_y, old_n)
+        session_add(session, contributions, offset)
 
     def update_turn(self, turn: Mapping[str, Any]) -> None:
         self.n += 1
@@ -66,6 +131,8 @@ class ArmTally:
         self.confidence.merge(other.confidence)
         self.feedback += other.feedback
         self.satisfied += other.satisfied
+        for m in CLUSTERED:
+            self.clusters[m].merge(other.clusters[m])
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +144,7 @@ class ArmTally:
             "conf": self.confidence.to_dict(),
             "fb": self.feedback,
             "sat": self.satisfied,
+            "cl": {m: c.to_list() for m, c in self.clusters.items() if c.k},
         }
 
     @classmethod
@@ -89,6 +157,8 @@ class ArmTally:
             int(d["sat"]),
         )
         a.sessions = int(d.get("ses", 0))
+        for m, c in (d.get("cl") or {}).items():
+            a.clusters[m] = ClusterSums.from_list(c)
         a.latency, a.confidence = (
             RunningStats.from_dict(d["lat"]),
             RunningStats.from_dict(d["conf"]),
@@ -132,6 +202,7 @@ class TestResult:
     diff: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
+    unit: str = "turn"  # what counts as one observation: turn (or feedback), or session
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -194,6 +265,35 @@ def welch(
         diff,
         diff - half,
         diff + half,
+    )
+
+
+def cluster_test(
+    metric: str,
+    a: ClusterSums,
+    b: ClusterSums,
+    alpha: float,
+    lower_is_better: bool = False,
+    test: str = "z_session",
+) -> TestResult:
+    """Difference of two ratio metrics with session-level (delta-method) variances: a z test and
+    its Wald interval. Proportions (satisfaction, lead capture) and means (latency, confidence)
+    alike, since each is a ratio of session totals."""
+    ra, rb = a.ratio, b.ratio
+    va, vb = a.variance(), b.variance()
+    if ra is None or rb is None or va is None or vb is None or va + vb <= 0:
+        return TestResult(metric, ra, rb, None, None, False, None, test, unit="session")
+    se = math.sqrt(va + vb)
+    diff = rb - ra
+    z = diff / se
+    p = float(2 * stats.norm.sf(abs(z)))
+    sig = p < alpha
+    better = None
+    if sig:
+        better = TREATMENT if (diff > 0) != lower_is_better else CONTROL
+    half = float(stats.norm.ppf(1 - alpha / 2)) * se
+    return TestResult(
+        metric, ra, rb, float(z), p, sig, better, test, diff, diff - half, diff + half, "session"
     )
 
 
@@ -263,8 +363,12 @@ def analyze(
     tau: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Full analysis of one experiment. ``sequential_state`` (metric -> running min p) is updated
-    in place so the always-valid p-values stay monotone across looks; persist it with the tallies."""
-    tests = [
+    in place so the always-valid p-values stay monotone across looks; persist it with the tallies.
+
+    The decision uses session-level tests (the unit of assignment, :func:`cluster_test`) for each
+    metric once both arms have ``MIN_CLUSTERS`` sessions of it; the turn-level chi-squared and
+    Welch tests are reported next to them (``per_turn``) and decide only before that."""
+    per_turn = [
         chi_squared(
             "satisfaction",
             control.satisfied,
@@ -277,6 +381,13 @@ def analyze(
         welch("latency", control.latency, treatment.latency, alpha, lower_is_better=True),
         welch("confidence", control.confidence, treatment.confidence, alpha),
     ]
+    tests = []
+    for t, m in zip(per_turn, CLUSTERED, strict=True):
+        ca, cb = control.clusters[m], treatment.clusters[m]
+        if min(ca.k, cb.k) >= MIN_CLUSTERS:
+            tests.append(cluster_test(t.metric, ca, cb, alpha, lower_is_better=m == "lat"))
+        else:
+            tests.append(t)
     # Always-valid p-values for the same four comparisons.
     tau = {
         "satisfaction": 0.05,
@@ -287,14 +398,20 @@ def analyze(
     }
     state = sequential_state if sequential_state is not None else {}
     sequential: dict[str, Any] = {}
-    for name, (da, va) in {
+    looks = {
         "satisfaction": _prop(
             control.satisfied, control.feedback, treatment.satisfied, treatment.feedback
         ),
         "lead_capture": _prop(control.leads, control.n, treatment.leads, treatment.n),
         "latency": _means(control.latency, treatment.latency),
         "confidence": _means(control.confidence, treatment.confidence),
-    }.items():
+    }
+    for m, name in METRIC_OF.items():  # at the session level once there are enough sessions
+        ca, cb = control.clusters[m], treatment.clusters[m]
+        va_, vb_ = ca.variance(), cb.variance()
+        if min(ca.k, cb.k) >= MIN_CLUSTERS and va_ is not None and vb_ is not None:
+            looks[name] = (cb.ratio - ca.ratio, va_ + vb_)  # type: ignore[operator]
+    for name, (da, va) in looks.items():
         if da is None:
             sequential[name] = {
                 "p_value": state.get(name, 1.0),
@@ -332,6 +449,7 @@ def analyze(
         "control": control.summary(),
         "treatment": treatment.summary(),
         "tests": [t.to_dict() for t in tests],
+        "per_turn": [t.to_dict() for t in per_turn],
         "sequential": sequential,
         "srm": srm,
         "scores": scores,

@@ -196,6 +196,9 @@ def apply(
         if seen == rid:
             return st, [dict(e) for e in events]
     key, at = request["dedup_key"], int(request["event_time"])
+    if (request.get("details") or {}).get("replayed") and at <= st.get("last_at", -1):
+        return st, []  # re-sent after a restart, older than what the key has seen: stale
+    st["last_at"] = max(at, st.get("last_at", at))
     cur = dict(st["open"]) if st["open"] else None
     events: list[dict[str, Any]] = []
     if request["status"] == "RESOLVED":
@@ -206,6 +209,7 @@ def apply(
     else:
         _check(request["alert_type"], request["severity"])
         details = dict(request.get("details") or {})
+        details.pop("replayed", None)
         resolve_after = int(details.get("resolve_after_ms", 0) or 0)
         if cur is None:
             alert_id = stable_id("alert", key, at)

@@ -317,3 +317,22 @@ def test_retrain_criteria_fire_once() -> None:
     ev = due_triggers(**{**kw, "new_feedback": 0, "trained_at_ms": None}, evaluation_accuracy=0.65)
     assert ev[0]["details"] == {"source": "evaluation"}
     assert online_accuracy(100, 30) == 0.7
+
+
+def test_a_request_re_sent_after_a_restart_never_rewinds_an_alert() -> None:
+    """Stage 2 re-sends its last decisions after a restart (marked replayed): one the owner has
+    seen re-emits the same transition; one older than the key's newest request is stale."""
+    book = AlertBook()
+    opened_req = drift_requests("m", [_lat(True)], T)[0]
+    [opened] = book.apply([opened_req])
+    [resolved] = book.apply(drift_requests("m", [_lat(False)], T + 60_000))
+    replay = {**opened_req, "details": {**opened_req["details"], "replayed": "1"}}
+    assert book.apply([replay]) == [opened]  # seen: the same event again, state unchanged
+    assert book.open() == {}
+    older = drift_requests("m", [_lat(True)], T + 30_000)[0]
+    stale = {**older, "details": {**older["details"], "replayed": "1"}}
+    assert book.apply([stale]) == [] and book.open() == {}
+    newer = drift_requests("m", [_lat(True)], T + 90_000)[0]
+    [reopened] = book.apply([{**newer, "details": {**newer["details"], "replayed": "1"}}])
+    assert reopened["status"] == "OPEN" and "replayed" not in reopened["details"]
+    assert resolved["status"] == "RESOLVED"
