@@ -645,6 +645,8 @@ def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
     )
     from streams.settings import StreamsSettings
 
+    if args.action == "calibrate":
+        return _calibrate(args, settings)
     if args.action == "names":
         seed = seed_defaults()
         for name in NAMES:
@@ -703,6 +705,84 @@ def cmd_thresholds(args: argparse.Namespace, settings: Settings) -> int:
             },
         )
     print(f"{model}: {json.dumps(ev['values'], sort_keys=True)}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.calibrate import calibrate, history, stored_baseline
+    from jobs.replay import ReplaySpec
+    from producers.producer import EventProducer
+    from schemas.ids import stable_id
+    from streams.logic.calibration import SHIFT_SIGNAL
+    from streams.logic.thresholds import check
+
+    model = args.model_version
+    if not model:
+        raise ValueError("thresholds calibrate needs a model version")
+    if args.target_per_week <= 0:
+        raise ValueError(f"--target-per-week must be > 0, got {args.target_per_week}")
+    spec = ReplaySpec(
+        model,
+        _time_ms(args.start) if args.start else None,
+        _time_ms(args.end) if args.end else None,
+    )
+    archive = Path(args.from_archive) if args.from_archive else None
+    turns = list(history(settings, spec, archive))
+    report = calibrate(
+        turns,
+        window_ms=int(args.window_s * 1000),
+        hop_ms=int(args.hop_s * 1000),
+        target_per_week=args.target_per_week,
+        freeze_after=args.freeze_after,
+        baseline=stored_baseline(settings, model) if args.stored_baseline else None,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        weeks = report["span_ms"] / (7 * 86_400_000)
+        print(
+            f"{model}: {report['turns']} turns, {report['windows']} windows over {weeks:.2f} "
+            f"weeks; target {args.target_per_week:g} false alarm(s) a week"
+        )
+        seed_delay, tuned_delay = report["delay_ms"]["seed"], report["delay_ms"]["proposed"]
+        shift_of = {v: k for k, v in SHIFT_SIGNAL.items()}
+        for p in report["proposals"]:
+            shift = shift_of.get(p["signal"])
+            delays = ""
+            if shift:
+                fmt = lambda ms: "missed" if ms is None else f"{ms / 60_000:.0f} min"  # noqa: E731
+                delays = f"  {shift} shift found: seed {fmt(seed_delay[shift])}, proposed {fmt(tuned_delay[shift])}"
+            proposed = "n/a" if p["proposed"] is None else f"{p['proposed']:g}"
+            print(
+                f"{p['threshold']:28} seed {p['seed']:<8g} proposed {proposed:<8} "
+                f"({p['exceedances']}/{p['windows']} windows over it){delays}"
+            )
+    if args.write:
+        values = check(
+            {
+                p["threshold"]: p["proposed"]
+                for p in report["proposals"]
+                if p["proposed"] is not None
+            },
+            per_model=True,
+        )
+        now = int(time.time() * 1000)
+        with EventProducer.from_settings(settings) as producer:
+            producer.send(
+                "Thresholds",
+                {
+                    "event_id": stable_id(
+                        "thresholds", model, json.dumps(values, sort_keys=True), now
+                    ),
+                    "event_time": now,
+                    "model_version": model,
+                    "values": values,
+                    "set_by": "calibration",
+                    "reason": f"calibrated on {report['windows']} windows for "
+                    f"{args.target_per_week:g} false alarm(s) a week",
+                },
+            )
+        print(f"written to the thresholds topic for {model}")
     return 0
 
 
@@ -1034,8 +1114,8 @@ def build_parser(
         "thresholds",
         help="per-model thresholds, applied live: set, unset, get, list; names and defaults",
     )
-    p.add_argument("action", choices=["set", "unset", "get", "list", "names"])
-    p.add_argument("model_version", nargs="?", help="model version (set, unset, get)")
+    p.add_argument("action", choices=["set", "unset", "get", "list", "names", "calibrate"])
+    p.add_argument("model_version", nargs="?", help="model version (set, unset, get, calibrate)")
     p.add_argument("values", nargs="*", help="set: name=value ...; unset: name ...")
     p.add_argument("--reason", help="why (recorded on the event)")
     p.add_argument(
@@ -1043,6 +1123,27 @@ def build_parser(
         action="store_true",
         help="set: allow a model that is neither registered nor has a baseline yet",
     )
+    p.add_argument("--from", dest="start", help="calibrate: first event time (ISO-8601 or ms)")
+    p.add_argument("--to", dest="end", help="calibrate: last event time (ISO-8601 or ms)")
+    p.add_argument("--from-archive", help="calibrate: read the archive folder instead of Kafka")
+    p.add_argument(
+        "--target-per-week",
+        type=float,
+        default=1.0,
+        help="calibrate: false alarms per signal per week the history may show (default 1)",
+    )
+    p.add_argument("--window-s", type=float, default=3600, help="calibrate: window, seconds")
+    p.add_argument("--hop-s", type=float, default=300, help="calibrate: hop, seconds")
+    p.add_argument(
+        "--freeze-after", type=int, default=1000, help="calibrate: turns a baseline is frozen from"
+    )
+    p.add_argument(
+        "--stored-baseline",
+        action="store_true",
+        help="calibrate: compare with the model's baseline on the topic (default: its first turns)",
+    )
+    p.add_argument("--json", action="store_true", help="calibrate: print the report as JSON")
+    p.add_argument("--write", action="store_true", help="calibrate: write the proposal")
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_thresholds)
 
