@@ -12,6 +12,7 @@ import pytest
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetter
 from producers.producer import EventProducer
+from schemas.ids import stable_id
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import wait_for
 from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc, metric
@@ -215,6 +216,16 @@ def test_worker_killed_mid_batch_answers_every_call_once(broker, prefix, stack):
     repeats = sum(per_id.values()) - len(ids)
     _, gw_metrics = gateway.get("/metrics")
     assert metric(gw_metrics, "continuum_gateway_duplicate_responses_total") == repeats
+    # Each repeat also wrote its ChatTurn measurement again, with the same derived id (so stage 1
+    # folds it once), and its response with the same id.
+    d = AvroDeserializer()
+    turns_topic = topic_spec("chat.turns").full_name(prefix)
+    turns = [d.decode(v).record for v, _ in read_topic(broker.bootstrap, turns_topic)]
+    by_id = Counter(t["event_id"] for t in turns)
+    assert set(by_id) == {stable_id("turn", rid) for rid in ids}
+    assert sum(by_id.values()) == len(turns) == len(ids) + repeats
+    response_ids = {r["event_id"] for r in responses(broker.bootstrap, prefix)}
+    assert response_ids == {stable_id("response", rid, "ok") for rid in ids}
     print(f"killed after {killed_after} answers; Kafka-level repeats after restart: {repeats}")
 
 
