@@ -12,6 +12,7 @@ import faust
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from continuum.topics import topic_spec
 from streams.agents import alerts, fold, rollup
 from streams.logic.alerts import memory_requests, store_requests, worker_requests
 from streams.pipeline import Pipeline
@@ -139,6 +140,11 @@ def internal_topics(app: faust.App, pipe: Pipeline) -> dict[str, tuple[int, dict
     changelog (compacted), with their partition counts."""
     n = app.conf.topic_partitions
     topics = {pipe.partials_topic.get_topic_name(): (pipe.partials_topic.partitions or n, {})}
+    # Declared topics this worker consumes and that an older deployment may not have created:
+    # the alert owner's requests, and the threshold overrides the mirror reads from the start.
+    for name in ("alert-requests", "thresholds"):
+        spec = topic_spec(name)
+        topics[spec.full_name(pipe.settings.topic_prefix)] = (spec.partitions, spec.config())
     for source, name in pipe.stage1_changelogs.items():
         topics[name] = (pipe.stage1_partitions[source], {"cleanup.policy": "compact"})
     for table in app.tables.values():

@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,21 @@ def wait_for(
         time.sleep(interval)
     described = what() if callable(what) else what
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {described}")
+
+
+@pytest.fixture()
+def worker_factory(broker: Broker, prefix: str, tmp_path: Path):
+    """Start streams workers on the test broker (each with its own home); stopped at the end."""
+    from tests.integration.streams_worker import StreamsWorker
+
+    workers: list[StreamsWorker] = []
+
+    def make(**kw) -> StreamsWorker:
+        w = StreamsWorker(broker.bootstrap, prefix, tmp_path / f"home{len(workers)}", **kw)
+        workers.append(w)
+        wait_for(w.ready, 90, what=lambda: "streams worker web server:\n" + w.tail())
+        return w
+
+    yield make
+    for w in workers:
+        w.stop()

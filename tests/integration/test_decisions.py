@@ -55,21 +55,6 @@ def records(broker: Broker, prefix: str, topic: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture()
-def worker_factory(broker: Broker, prefix: str, tmp_path: Path):
-    workers: list[StreamsWorker] = []
-
-    def make(**kw: Any) -> StreamsWorker:
-        w = StreamsWorker(broker.bootstrap, prefix, tmp_path / "home", **kw)
-        workers.append(w)
-        wait_for(w.ready, 90, what=lambda: "streams worker web server:\n" + w.tail())
-        return w
-
-    yield make
-    for w in workers:
-        w.stop()
-
-
 def _latency(worker: StreamsWorker) -> list[dict[str, Any]]:
     status, body = worker.get("/drift/history/?model=okla-v1.0&signal=latency_increase")
     return body["points"] if status == 200 else []

@@ -4,7 +4,6 @@ clean traffic), exactly-once totals across SIGKILL, web views, metrics."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -72,21 +71,6 @@ def ab_totals(worker: StreamsWorker) -> tuple[int, int] | None:
         body["control"]["turns"] + body["treatment"]["turns"],
         body["control"]["feedback"] + body["treatment"]["feedback"],
     )
-
-
-@pytest.fixture()
-def worker_factory(broker: Broker, prefix: str, tmp_path: Path):
-    workers: list[StreamsWorker] = []
-
-    def make(**kw) -> StreamsWorker:
-        w = StreamsWorker(broker.bootstrap, prefix, tmp_path / f"home{len(workers)}", **kw)
-        workers.append(w)
-        wait_for(w.ready, 90, what=lambda: "streams worker web server:\n" + w.tail())
-        return w
-
-    yield make
-    for w in workers:
-        w.stop()
 
 
 def test_injected_latency_and_fallback_drift_is_signalled_and_alerted(
