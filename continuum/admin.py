@@ -9,6 +9,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from continuum.retry import is_transient, with_retry
 from continuum.topics import TopicSpec, all_specs
 
 
@@ -40,23 +41,35 @@ class TopicAdmin:
             for s in specs
         ]
         result: dict[str, str] = {}
-        errors: list[str] = []
-        for name, fut in self.admin.create_topics(new, operation_timeout=timeout).items():
-            try:
-                fut.result(timeout)
-                result[name] = "created"
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    result[name] = "exists"
-                else:
-                    errors.append(f"{name}: {err.str()}")
-        if errors:
-            raise RuntimeError("could not create topics: " + "; ".join(errors))
+
+        def attempt() -> None:
+            todo = [t for t in new if t.topic not in result]
+            if not todo:
+                return
+            transient: KafkaException | None = None
+            errors: list[str] = []
+            for name, fut in self.admin.create_topics(todo, operation_timeout=timeout).items():
+                try:
+                    fut.result(timeout)
+                    result[name] = "created"
+                except KafkaException as exc:
+                    err: KafkaError = exc.args[0]
+                    if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                        result[name] = "exists"
+                    elif is_transient(exc):
+                        transient = exc  # a cluster still starting: the rest again
+                    else:
+                        errors.append(f"{name}: {err.str()}")
+            if errors:
+                raise RuntimeError("could not create topics: " + "; ".join(errors))
+            if transient is not None:
+                raise transient
+
+        with_retry(attempt, "creating topics")
         return result
 
     def list(self, timeout: float = 10.0) -> dict[str, int]:
-        md = self.admin.list_topics(timeout=timeout)
+        md = with_retry(lambda: self.admin.list_topics(timeout=timeout), "listing topics")
         return {
             name: len(t.partitions)
             for name, t in sorted(md.topics.items())

@@ -962,6 +962,12 @@ def build_parser(
         default=4.0,
         help="seconds between the real chats sent through the gateway to the LLM",
     )
+    p.add_argument(
+        "--ready-timeout-s",
+        type=float,
+        default=180.0,
+        help="longest wait for every service and a first chat before the traffic starts",
+    )
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_demo)
 

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,7 +33,6 @@ from rich.table import Table
 from continuum.admin import TopicAdmin
 from continuum.localkafka import LocalKafka, free_port
 from continuum.settings import Settings
-from continuum.topics import topic_spec
 from schemas.serde import deserializer_for
 
 
@@ -130,6 +130,28 @@ class Service:
     proc: subprocess.Popen[bytes]
     url: str
     log: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0
+
+    def tail(self, lines: int = 12) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def restart(self) -> None:
+        """Start the service again (same command, same log file)."""
+        self.restarts += 1
+        out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "continuum.cli", *self.argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        out.close()
 
     def ready(self, path: str) -> bool:
         if self.proc.poll() is not None:
@@ -164,7 +186,99 @@ def _spawn(
         start_new_session=True,
     )
     out.close()
-    return Service(name, proc, url, log)
+    return Service(name, proc, url, log, list(argv), child_env)
+
+
+PROBES = {"streams": "/health/", "inference": "/health", "gateway": "/health"}
+
+
+def revive(svc: Service, say: Callable[[str], None]) -> bool:
+    """A service that exited is started once more, its log tail shown; False when it already was
+    (it stays down)."""
+    if svc.proc.poll() is None:
+        return True
+    if svc.restarts >= 1:
+        return False
+    say(
+        f"[red]{svc.name} exited[/] (code {svc.proc.returncode}); starting it once more. "
+        f"Last lines of {svc.log}:\n{svc.tail()}"
+    )
+    svc.restart()
+    return True
+
+
+def first_chat(gateway_url: str, timeout_s: float = 60.0) -> str | None:
+    """One request through the gateway and back; None when it worked, else why not."""
+    try:
+        r = httpx.post(
+            f"{gateway_url}/v1/chat/completions",
+            json={
+                "model": DEMO_MODEL,
+                "messages": [{"role": "user", "content": "Hola"}],
+                "max_tokens": 4,
+            },
+            timeout=timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:160]}"
+
+
+def wait_ready(
+    services: dict[str, Service], say: Callable[[str], None], deadline_s: float
+) -> tuple[dict[str, str], float | None]:
+    """Until every service answers its health endpoint and one chat went through the gateway
+    and back (a service that dies meanwhile is restarted once). Returns what is still not ready
+    (service -> why) and the seconds the first chat took to be answered from the start."""
+    began = time.monotonic()
+    up: dict[str, bool] = {}
+    problems: dict[str, str] = {}
+    last_error = ""
+    while time.monotonic() - began < deadline_s:
+        for name, svc in services.items():
+            if name in problems:
+                continue
+            if not revive(svc, say):
+                problems[name] = f"exited twice (code {svc.proc.returncode}); see {svc.log}"
+                continue
+            if not up.get(name):
+                up[name] = svc.ready(PROBES[name]) if name in PROBES else True
+        if "gateway" in problems or "inference" in problems:
+            break
+        if up.get("gateway") and up.get("inference"):
+            why = first_chat(services["gateway"].url)
+            if why is None:
+                if all(up.get(n) for n in services if n not in problems):
+                    return problems, time.monotonic() - began
+            else:
+                last_error = why
+        time.sleep(0.5)
+    for name in services:
+        if not up.get(name) and name not in problems:
+            problems[name] = "not ready in time; see " + str(services[name].log)
+    if "chat" not in problems and last_error:
+        problems["chat"] = f"the first chat through the gateway failed: {last_error}"
+    return problems, None
+
+
+def dead_letters(bootstrap: str, prefix: str) -> int:
+    """Records on every dead-letter topic of this run."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from continuum.retry import with_retry
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "continuum-demo-dlq-count"})
+    try:
+        md = with_retry(lambda: c.list_topics(timeout=10), "demo: listing topics")
+        total = 0
+        for name, topic in md.topics.items():
+            if name.startswith(prefix) and name.endswith(".dlq"):
+                for p in topic.partitions:
+                    lo, hi = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+                    total += max(0, hi - lo)
+        return total
+    finally:
+        c.close()
 
 
 def _start_services(settings: Settings, sink_url: str) -> dict[str, Service]:
@@ -389,7 +503,15 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             f"  LLM metrics     {services['inference'].url}/metrics\n"
             f"  webhook sink    {sink.url}"
         )
-        probes = {"streams": "/drift/", "inference": "/health", "gateway": "/health"}
+        # Readiness end to end before any traffic: every health endpoint, one chat answered.
+        with console.status(
+            "waiting for the services: health endpoints, then one chat through the gateway..."
+        ):
+            not_ready, first_chat_s = wait_ready(services, console.print, args.ready_timeout_s)
+        if first_chat_s is not None:
+            console.print(f"[green]ready[/]: first chat answered {first_chat_s:.1f} s after start")
+        for name, why in not_ready.items():
+            console.print(f"[red]not ready[/] {name}: {why}")
         up: dict[str, bool] = {}
         chat = ChatStats()
         stop = threading.Event()
@@ -427,12 +549,6 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     previous_sigint = signal.signal(signal.SIGINT, on_sigint)
     try:
         consumer.wait_assigned(30)
-        # One undecodable record, to show it landing in the dead-letter topic with its reason.
-        producer.produce_raw(
-            topic_spec("chat.turns").full_name(settings.topic_prefix),
-            b"{not avro}",
-            key=b"demo-corrupt",
-        )
         threads.append(
             threading.Thread(
                 target=run,
@@ -474,10 +590,13 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 if time.monotonic() - last_probe >= 1:
                     last_probe = time.monotonic()
                     for name, svc in services.items():
+                        if svc.proc.poll() is not None:
+                            up[name] = False
+                            revive(svc, live.console.print)
                         if not up.get(name):
                             up[name] = (
-                                svc.ready(probes[name])
-                                if name in probes
+                                svc.ready(PROBES[name])
+                                if name in PROBES
                                 else svc.proc.poll() is None
                             )
                     if up.get("gateway") and up.get("inference") and not chatting:
@@ -543,6 +662,11 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             t.join(10)
         consumer.close()
         producer.close(raise_on_failure=False)
+        try:
+            dlq = dead_letters(bootstrap, settings.topic_prefix)
+        except Exception as exc:  # the count is a report, never a reason to leave children
+            console.print(f"could not count dead letters: {exc}")
+            dlq = -1
         # Producers of events first, then the consumers of them.
         for name in ("gateway", "inference", "streams", "alerts"):
             _stop_process(services[name].proc)
@@ -558,6 +682,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         f"consumed {turns} chat turns, {sum(s.feedback for s in stats.values())} feedback events, "
         f"{consumer.decoder.dead_lettered} dead-lettered; {chat.ok} chats answered through the "
         f"gateway ({chat.errors} failed); {sink.count} alert posts delivered to the webhook; "
-        f"{len(breaches)} drift signals breached at the end"
+        f"{len(breaches)} drift signals breached at the end; {dlq} dead letters on all topics"
     )
+    if chat.ok == 0:
+        why = "; ".join(f"{n}: {w}" for n, w in not_ready.items()) or chat.last or "no chat sent"
+        gone = [
+            f"{n} exited (code {s.proc.returncode})"
+            for n, s in services.items()
+            if s.proc.returncode not in (None, 0, -15)
+        ]
+        console.print(f"[red]no chat was answered[/]: {'; '.join([why, *gone])}")
     return 0

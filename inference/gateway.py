@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -34,6 +34,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from inference.metrics import DURATION_BUCKETS_MS
@@ -142,15 +143,24 @@ class ReplyListener(threading.Thread):
         self.error: BaseException | None = None
 
     def assign(self) -> None:
-        md = self.consumer.list_topics(timeout=10)
-        if self.reply_topic not in md.topics:
-            raise RuntimeError(f"reply topic {self.reply_topic!r} does not exist")
-        tps = []
-        for p in md.topics[self.reply_topic].partitions:
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.reply_topic, p), timeout=10
-            )
-            tps.append(TopicPartition(self.reply_topic, p, high))
+        """Assign the reply topic from its current end. A cluster that is still electing leaders
+        (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE, a topic not known yet) is waited out up
+        to the retry deadline."""
+
+        def ends() -> tuple[Any, list[TopicPartition]]:
+            md = self.consumer.list_topics(timeout=10)
+            topic = md.topics.get(self.reply_topic)
+            if topic is None or topic.error is not None:
+                raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+            tps = []
+            for p in topic.partitions:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.reply_topic, p), timeout=10
+                )
+                tps.append(TopicPartition(self.reply_topic, p, high))
+            return md, tps
+
+        md, tps = with_retry(ends, f"gateway: reading the end of {self.reply_topic}")
         if self.experiments_topic and self.experiments_topic in md.topics:
             tps += [
                 TopicPartition(self.experiments_topic, p, OFFSET_BEGINNING)

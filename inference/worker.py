@@ -26,6 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from inference.engines.base import Engine, EngineError
@@ -216,7 +217,9 @@ class InferenceWorker:
     # -- rebalance and commits ---------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        committed = consumer.committed(partitions, timeout=10)
+        committed = with_retry(
+            lambda: consumer.committed(partitions, timeout=10), "inference worker: reading offsets"
+        )
         with self._lock:
             for tp in committed:
                 self._book.assign(tp.topic, tp.partition, tp.offset, tp.metadata)

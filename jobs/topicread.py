@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from schemas.serde import deserializer_for
@@ -25,11 +26,16 @@ def messages_to_end(
         {"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
     )
     try:
-        md = c.list_topics(name, timeout=timeout_s).topics[name]
+        md = with_retry(
+            lambda: c.list_topics(name, timeout=timeout_s).topics[name], f"reading {name}"
+        )
         if md.error is not None:
             raise RuntimeError(f"topic {name}: {md.error} (run `continuum topics create`)")
         ends = {
-            p: c.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)[1]
+            p: with_retry(
+                lambda p=p: c.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)[1],
+                f"reading the end of {name}[{p}]",
+            )
             for p in md.partitions
         }
         c.assign([TopicPartition(name, p, 0) for p in md.partitions])

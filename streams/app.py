@@ -12,6 +12,7 @@ import faust
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from continuum.retry import is_transient, with_retry
 from continuum.topics import topic_spec
 from streams.agents import alerts, fold, rollup
 from streams.logic.alerts import memory_requests, store_requests, worker_requests
@@ -164,20 +165,41 @@ def declare_internal_topics(
     creation has propagated, logs "Ignoring missing topic", and stage 2 stays unassigned until the
     next metadata refresh (minutes): no drift signals, no A/B results (seen in the demo test)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [
-            NewTopic(name, num_partitions=parts, replication_factor=1, config=config)
-            for name, (parts, config) in topics.items()
-        ]
-    )
-    for name, future in futures.items():
-        try:
-            future.result(timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"could not create internal topic {name}: {exc}") from exc
+    done: set[str] = set()
+
+    def create() -> None:
+        todo = [n for n in topics if n not in done]
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=topics[name][0],
+                    replication_factor=1,
+                    config=topics[name][1],
+                )
+                for name in todo
+            ]
+        )
+        transient: KafkaException | None = None
+        for name, future in futures.items():
+            try:
+                future.result(timeout_s)
+                done.add(name)
+            except KafkaException as exc:
+                if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    done.add(name)
+                elif is_transient(exc):
+                    transient = exc
+                else:
+                    raise RuntimeError(f"could not create internal topic {name}: {exc}") from exc
+        if transient is not None:
+            raise transient
+
+    with_retry(create, "streams worker: creating its internal topics")
     deadline = time.monotonic() + timeout_s
-    while missing := set(topics) - set(admin.list_topics(timeout=5).topics):
+    while missing := set(topics) - set(
+        with_retry(lambda: admin.list_topics(timeout=5), "streams worker: listing topics").topics
+    ):
         if time.monotonic() > deadline:
             raise RuntimeError(f"internal topics not visible after {timeout_s} s: {missing}")
         time.sleep(0.2)

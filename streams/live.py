@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from continuum.retry import with_retry
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from schemas.serde import deserializer_for
@@ -140,7 +141,7 @@ class TopicMirror(threading.Thread):
         self.ready = threading.Event()
 
     def _assign(self) -> None:
-        md = self._consumer.list_topics(timeout=10)
+        md = with_retry(lambda: self._consumer.list_topics(timeout=10), "views: listing topics")
         tps = [
             TopicPartition(name, p, OFFSET_BEGINNING)
             for name in self._names

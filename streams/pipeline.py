@@ -120,9 +120,7 @@ class Pipeline:
         # Turn buckets older than any window or baseline reads are closed and their partials
         # dropped; stage 2 forgets the same buckets after evaluating them.
         self.folder = Stage1Folder(
-            self.cfg.hop_ms,
-            retention_ms=self.cfg.window_ms + 2 * self.cfg.hop_ms,
-            session_gap_ms=int(settings.session_gap_s * 1000),
+            self.cfg.hop_ms, retention_ms=self.cfg.window_ms + 2 * self.cfg.hop_ms
         )
         self.serializer = AvroSerializer()
         self.outputs = Outputs(app, p, self.serializer)

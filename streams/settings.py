@@ -52,13 +52,6 @@ class StreamsSettings(Settings):
             "on a CRITICAL alert, seconds; 0 = never"
         },
     )
-    session_gap_s: float = field(
-        default=1800.0,
-        metadata={
-            "help": "An A/B session idle this long (event time) is closed; a later turn starts a "
-            "new one (the unit of the session-level tests), seconds"
-        },
-    )
     dedupe_ids: int = field(
         default=20_000,
         metadata={

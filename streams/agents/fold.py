@@ -32,6 +32,7 @@ import mode
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from continuum.retry import with_retry
 from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
 from schemas.serde import leading_event_id
@@ -40,7 +41,6 @@ from streams.logic.rollup import (
     FEEDBACK_SOURCE,
     OUTCOME,
     PREDICTION,
-    SESSION_KINDS,
     TURN,
     WINDOWED_KIND,
     source_of,
@@ -110,7 +110,10 @@ class Stage1:
             by_source.setdefault(self.sources[tp.topic], []).append(tp.partition)
             self.assigned.add((tp.topic, tp.partition))
             self.pipe.stage1_assigned.add(f"{tp.topic}[{tp.partition}]")
-        for tp in consumer.committed(partitions, timeout=10):
+        committed = with_retry(
+            lambda: consumer.committed(partitions, timeout=10), "stage 1: reading its offsets"
+        )
+        for tp in committed:
             recent = self.recent[(tp.topic, tp.partition)] = RecentIds(self.dedupe_ids)
             if tp.offset >= 0:
                 self.next_offset[(tp.topic, tp.partition)] = tp.offset
@@ -282,8 +285,6 @@ class Stage1:
                 partition=part["p"],
                 on_delivery=self._delivered,
             )
-            if part["k"] in SESSION_KINDS:
-                continue  # stage 1's own bookkeeping: stage 2 needs only the arm's sums
             produce(
                 self.partials_topic,
                 value,
@@ -357,12 +358,15 @@ def read_changelog(
             }
         )
         try:
-            todo = []
-            for p in partitions:
-                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if hi > lo:
-                    todo.append(TopicPartition(topic, p, lo))
-            ends = {tp.partition: c.get_watermark_offsets(tp, timeout=10)[1] for tp in todo}
+            marks = {
+                p: with_retry(
+                    lambda p=p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
+                    f"stage 1: restoring {topic}[{p}]",
+                )
+                for p in partitions
+            }
+            todo = [TopicPartition(topic, p, lo) for p, (lo, hi) in marks.items() if hi > lo]
+            ends = {tp.partition: marks[tp.partition][1] for tp in todo}
             if not todo:
                 return
             c.assign(todo)
@@ -397,7 +401,10 @@ def read_tail(bootstrap: str, group: str) -> Callable[[str, int, int, int], Iter
             }
         )
         try:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            lo, hi = with_retry(
+                lambda: c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10),
+                f"stage 1: reading the tail of {topic}[{partition}]",
+            )
             start, end = max(start, lo), min(end, hi)
             if end <= start:
                 return

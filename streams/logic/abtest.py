@@ -11,6 +11,7 @@ p-value so looking at the dashboard every minute does not inflate false positive
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,42 +23,31 @@ from streams.logic.running import RunningStats
 
 CONTROL, TREATMENT = "control", "treatment"
 WEIGHTS = {"satisfaction": 3, "lead_capture": 2, "latency": 1, "confidence": 1}
-# Per-session sums kept for each metric (the unit of assignment is the session).
+# The session-level analysis: each arm's sessions are hashed into a fixed number of buckets and
+# every metric's total and count is kept per bucket. A session always lands in the same bucket,
+# so buckets are clusters of whole sessions, independent of each other: their totals give the
+# cluster-robust (delta-method) variance of a ratio metric with no per-session state, exact
+# under replay like any other sum in the arm's partial (streams.logic.cluster).
+BUCKETS = 64
 CLUSTERED = ("sat", "lead", "lat", "conf")
 METRIC_OF = {"sat": "satisfaction", "lead": "lead_capture", "lat": "latency", "conf": "confidence"}
-# Sessions per arm before the session-level tests are used (the delta method is asymptotic).
+# Non-empty buckets per arm before the session-level tests are used (the delta method is
+# asymptotic in the number of clusters).
 MIN_CLUSTERS = 30
 
 
-def turn_contributions(turn: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    """What one turn adds to its session's totals, per clustered metric: (sum, count)."""
-    out = {"lead": (1.0 if turn.get("lead_captured") else 0.0, 1.0)}
+def bucket_of(session_id: str) -> int:
+    return zlib.crc32(session_id.encode()) % BUCKETS
+
+
+def turn_contributions(turn: Mapping[str, Any]) -> list[tuple[str, float]]:
+    """(metric, value) that one turn adds to its session's bucket, one unit each."""
+    out = [("lead", 1.0 if turn.get("lead_captured") else 0.0)]
     if turn.get("latency_ms") is not None:
-        out["lat"] = (float(turn["latency_ms"]), 1.0)
+        out.append(("lat", float(turn["latency_ms"])))
     if turn.get("confidence") is not None:
-        out["conf"] = (float(turn["confidence"]), 1.0)
+        out.append(("conf", float(turn["confidence"])))
     return out
-
-
-def feedback_contributions(fb: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    return {"sat": (1.0 if is_satisfied(fb) else 0.0, 1.0)}
-
-
-# Events a session remembers (offset, contributions): enough to rebuild its totals at the arm's
-# watermark after a crash that kept the session's write and lost the arm's (one batch's span).
-JOURNAL = 8
-
-
-def session_add(
-    session: dict[str, Any], contributions: Mapping[str, tuple[float, float]], offset: int
-) -> None:
-    """Add contributions to a session's running totals (plain data: {metric: [sum, count]},
-    and ``j``, the journal of its last events)."""
-    for m, (y, n) in contributions.items():
-        old = session.get(m) or [0.0, 0.0]
-        session[m] = [old[0] + y, old[1] + n]
-    journal = [*session.get("j", []), [offset, {m: list(v) for m, v in contributions.items()}]]
-    session["j"] = journal[-JOURNAL:]
 
 
 class ArmTally:
@@ -74,36 +64,26 @@ class ArmTally:
         self.confidence = RunningStats()
         self.feedback = 0
         self.satisfied = 0
-        self.clusters: dict[str, ClusterSums] = {m: ClusterSums() for m in CLUSTERED}
+        # metric -> [totals per bucket, counts per bucket] (session-level analysis)
+        self.buckets: dict[str, list[list[float]]] = {}
 
-    def add_session(
-        self,
-        contributions: Mapping[str, tuple[float, float]],
-        session: dict[str, Any],
-        offset: int,
-        applied: bool = False,
-    ) -> None:
-        """Fold one event's contributions into the per-session sums, given its session's totals.
-        ``applied``: the session's totals already include this event and maybe later ones (its
-        write survived a crash that the arm's did not): its totals before the event are rebuilt
-        from the session's journal of recent events; beyond the journal the event is left out of
-        the session sums (never counted twice)."""
-        if applied:
-            later = [c for o, c in session.get("j", []) if o >= offset]
-            if not any(o == offset for o, _ in session.get("j", [])):
-                return
-            for m, (y, n) in contributions.items():
-                tot_y, tot_n = session.get(m) or (0.0, 0.0)
-                old_y = tot_y - sum(c.get(m, (0.0, 0.0))[0] for c in later)
-                old_n = tot_n - sum(c.get(m, (0.0, 0.0))[1] for c in later)
-                self.clusters[m].add(y, n, old_y, old_n)
-            return
-        for m, (y, n) in contributions.items():
-            old_y, old_n = session.get(m) or (0.0, 0.0)
-            self.clusters[m].add(y, n, old_y, old_n)
-        session_add(session, contributions, offset)
+    def _add(self, session_id: Any, metric: str, value: float) -> None:
+        cell = self.buckets.get(metric)
+        if cell is None:
+            cell = self.buckets[metric] = [[0.0] * BUCKETS, [0.0] * BUCKETS]
+        b = bucket_of(str(session_id))
+        cell[0][b] += value
+        cell[1][b] += 1.0
+
+    def clusters(self, metric: str) -> ClusterSums:
+        """The metric's cluster sums over the non-empty session buckets."""
+        cell = self.buckets.get(metric)
+        return ClusterSums() if cell is None else ClusterSums.of(cell[0], cell[1])
 
     def update_turn(self, turn: Mapping[str, Any]) -> None:
+        if turn.get("session_id"):
+            for metric, value in turn_contributions(turn):
+                self._add(turn["session_id"], metric, value)
         self.n += 1
         self.sessions += turn.get("turn_index") == 0
         self.leads += bool(turn.get("lead_captured"))
@@ -114,7 +94,10 @@ class ArmTally:
 
     def update_feedback(self, fb: Mapping[str, Any]) -> None:
         self.feedback += 1
-        self.satisfied += is_satisfied(fb)
+        ok = is_satisfied(fb)
+        self.satisfied += ok
+        if fb.get("session_id"):
+            self._add(fb["session_id"], "sat", 1.0 if ok else 0.0)
 
     def update_outcome(self, outcome: Mapping[str, Any]) -> None:
         """An outcome that says whether the prediction was right counts as rated feedback."""
@@ -131,8 +114,13 @@ class ArmTally:
         self.confidence.merge(other.confidence)
         self.feedback += other.feedback
         self.satisfied += other.satisfied
-        for m in CLUSTERED:
-            self.clusters[m].merge(other.clusters[m])
+        for m, (totals, counts) in other.buckets.items():
+            mine = self.buckets.get(m)
+            if mine is None:
+                self.buckets[m] = [list(totals), list(counts)]
+            else:
+                mine[0] = [a + b for a, b in zip(mine[0], totals, strict=True)]
+                mine[1] = [a + b for a, b in zip(mine[1], counts, strict=True)]
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +132,7 @@ class ArmTally:
             "conf": self.confidence.to_dict(),
             "fb": self.feedback,
             "sat": self.satisfied,
-            "cl": {m: c.to_list() for m, c in self.clusters.items() if c.k},
+            "bk": self.buckets,
         }
 
     @classmethod
@@ -157,8 +145,7 @@ class ArmTally:
             int(d["sat"]),
         )
         a.sessions = int(d.get("ses", 0))
-        for m, c in (d.get("cl") or {}).items():
-            a.clusters[m] = ClusterSums.from_list(c)
+        a.buckets = {m: [list(t), list(c)] for m, (t, c) in (d.get("bk") or {}).items()}
         a.latency, a.confidence = (
             RunningStats.from_dict(d["lat"]),
             RunningStats.from_dict(d["conf"]),
@@ -382,8 +369,9 @@ def analyze(
         welch("confidence", control.confidence, treatment.confidence, alpha),
     ]
     tests = []
+    clusters = {m: (control.clusters(m), treatment.clusters(m)) for m in CLUSTERED}
     for t, m in zip(per_turn, CLUSTERED, strict=True):
-        ca, cb = control.clusters[m], treatment.clusters[m]
+        ca, cb = clusters[m]
         if min(ca.k, cb.k) >= MIN_CLUSTERS:
             tests.append(cluster_test(t.metric, ca, cb, alpha, lower_is_better=m == "lat"))
         else:
@@ -407,7 +395,7 @@ def analyze(
         "confidence": _means(control.confidence, treatment.confidence),
     }
     for m, name in METRIC_OF.items():  # at the session level once there are enough sessions
-        ca, cb = control.clusters[m], treatment.clusters[m]
+        ca, cb = clusters[m]
         va_, vb_ = ca.variance(), cb.variance()
         if min(ca.k, cb.k) >= MIN_CLUSTERS and va_ is not None and vb_ is not None:
             looks[name] = (cb.ratio - ca.ratio, va_ + vb_)  # type: ignore[operator]

@@ -16,14 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from streams.logic.abtest import (
-    CONTROL,
-    TREATMENT,
-    ArmTally,
-    feedback_contributions,
-    session_add,
-    turn_contributions,
-)
+from streams.logic.abtest import CONTROL, TREATMENT, ArmTally
 from streams.logic.feedback import FeedbackTally
 from streams.logic.predictions import OutcomeTally, PredictionStats
 from streams.logic.window import TurnStats
@@ -37,10 +30,6 @@ PREDICTIONS, OUTCOMES, OUTCOME_BUCKETS = "pred", "out", "outb"
 FEEDBACK_BUCKETS = "fbb"
 # A/B arms of a predictive model's experiment, from predictions and from outcomes.
 AB_PREDICTIONS, AB_OUTCOMES = "abp", "abo"
-# Per-session totals of a chat experiment's arm (turns; feedback), kept by stage 1 only (its
-# changelog, never the partials topic) so the arm's session-level sums can be updated exactly.
-AB_SESSION_TURNS, AB_SESSION_FEEDBACK = "abst", "absf"
-SESSION_KINDS = (AB_SESSION_TURNS, AB_SESSION_FEEDBACK)
 ALL_VARIANTS = "*"
 ARMS = (CONTROL, TREATMENT)
 
@@ -82,7 +71,7 @@ def window_kind(group: str) -> str:
 
 def source_of(kind: str) -> str:
     """The stage-1 source whose partitions a partial of ``kind`` follows."""
-    if kind in (TURNS, AB_TURNS, AB_SESSION_TURNS):
+    if kind in (TURNS, AB_TURNS):
         return TURN
     if kind in (PREDICTIONS, AB_PREDICTIONS):
         return PREDICTION
@@ -180,18 +169,13 @@ class Stage1Folder:
     from zero (stage 2 would take the restart's smaller snapshot for the newer one).
     """
 
-    def __init__(
-        self, hop_ms: int, retention_ms: int | None = None, session_gap_ms: int = 1_800_000
-    ) -> None:
+    def __init__(self, hop_ms: int, retention_ms: int | None = None) -> None:
         if hop_ms <= 0:
             raise ValueError(f"hop must be > 0 ms, got {hop_ms}")
         if retention_ms is not None and retention_ms < hop_ms:
             raise ValueError(f"retention ({retention_ms} ms) must be >= the hop ({hop_ms} ms)")
         self.hop_ms = hop_ms
         self.retention_ms = retention_ms
-        # An experiment session idle this long (event time, in its partition) is closed: its
-        # totals are dropped (its sums stay in the arm); a later turn starts a new session.
-        self.session_gap_ms = session_gap_ms
         # (windowed kind, source partition) -> newest bucket folded
         self.newest: dict[tuple[str, int], int] = {}
         self.skipped = 0
@@ -222,11 +206,6 @@ class Stage1Folder:
         """Keys of the windowed partials that lie wholly before their partition's horizon."""
         out = []
         for key, part in partials:
-            if part["k"] in SESSION_KINDS:
-                newest = self.newest.get((BUCKETED_KIND[source_of(part["k"])], part["p"]))
-                if newest is not None and part["st"].get("t", 0) < newest - self.session_gap_ms:
-                    out.append(key)
-                continue
             if part["k"] not in WINDOWED:
                 continue
             h = self.horizon(part["p"], part["k"])
@@ -286,24 +265,12 @@ class Stage1Folder:
                         }
                     )
                     partials[key] = part
-                session = None
-                if kind in (AB_TURNS, AB_FEEDBACK) and rec.get("session_id"):
-                    session = self._session(kind, subject, group, partition, rec, partials, load)
                 if offset <= part["wm"]:
                     self.skipped += 1
-                    if session is not None and offset > session["wm"]:
-                        # The arm's write survived a crash that the session's did not.
-                        session_add(session["st"], _contributions(kind, rec), offset)
-                        _touch(session, rec, offset)
                     continue
                 st = states.get(key)
                 if st is None:
                     st = states[key] = state_of(part)
-                if session is not None:
-                    applied = offset <= session["wm"]
-                    st.add_session(_contributions(kind, rec), session["st"], offset, applied)
-                    if not applied:
-                        _touch(session, rec, offset)
                 if kind in (AB_TURNS, AB_PREDICTIONS):
                     st.update_turn(rec)
                 elif kind == AB_FEEDBACK:
@@ -317,48 +284,6 @@ class Stage1Folder:
         for key, st in states.items():
             partials[key]["st"] = st.to_dict()
         return partials
-
-    def _session(
-        self,
-        kind: str,
-        subject: str,
-        group: str,
-        partition: int,
-        rec: Mapping[str, Any],
-        partials: dict[str, dict[str, Any]],
-        load: Callable[[str], Mapping[str, Any] | None],
-    ) -> dict[str, Any]:
-        """The session's totals slot in this arm (created empty)."""
-        skind = AB_SESSION_TURNS if kind == AB_TURNS else AB_SESSION_FEEDBACK
-        ssubject = f"{subject}|{rec['session_id']}"
-        key = slot_key(skind, ssubject, 0, partition)
-        slot = partials.get(key)
-        if slot is None:
-            stored = load(key)
-            if stored:
-                st = {m: list(v) if isinstance(v, list) else v for m, v in stored["st"].items()}
-                slot = {**stored, "st": st}  # the journal's entries are never mutated
-            else:
-                slot = {
-                    "k": skind,
-                    "s": ssubject,
-                    "g": group,
-                    "b": 0,
-                    "p": partition,
-                    "wm": -1,
-                    "st": {},
-                }
-            partials[key] = slot
-        return slot
-
-
-def _contributions(kind: str, rec: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    return turn_contributions(rec) if kind == AB_TURNS else feedback_contributions(rec)
-
-
-def _touch(session: dict[str, Any], rec: Mapping[str, Any], offset: int) -> None:
-    session["wm"] = offset
-    session["st"]["t"] = max(int(session["st"].get("t", 0)), int(rec.get("event_time") or 0))
 
 
 def newer(stored: Mapping[str, Any] | None, incoming: Mapping[str, Any]) -> bool:

@@ -385,8 +385,7 @@ def test_predictions_and_outcomes_have_their_own_changelogs_and_model_groups(
         by_topic.setdefault(topic, set()).add((key.decode().split("|")[0], partition))
     assert by_topic[pipe.stage1_changelogs["prediction"]] == {("pred", 1)}
     assert by_topic[pipe.stage1_changelogs["outcome"]] == {("out", 1), ("outb", 1)}
-    # The arm's per-session totals ("abst") stay in stage 1's changelog: not a partial.
-    assert by_topic[pipe.stage1_changelogs["turn"]] == {("turns", 1), ("abt", 1), ("abst", 1)}
+    assert by_topic[pipe.stage1_changelogs["turn"]] == {("turns", 1), ("abt", 1)}
     groups = {
         json.loads(v)["g"]
         for t, v, _, _ in producer.records
@@ -403,7 +402,7 @@ def test_predictions_and_outcomes_have_their_own_changelogs_and_model_groups(
     assert m.events.labels("Outcome")._value.get() == 1
     assert ("prediction", 1, "xgb-v2", "latency_ms") in pipe.detectors
     stage1.on_revoke(consumer, [TopicPartition(topics["prediction"], 1)])
-    assert {p["k"] for p in stage1.slots.values()} == {"turns", "abt", "abst", "out", "outb"}
+    assert {p["k"] for p in stage1.slots.values()} == {"turns", "abt", "out", "outb"}
     assert not [d for d in pipe.detectors if d[0] == "prediction"]
     assert ("turn", 1, "okla-v1.0", "latency_ms") in pipe.detectors
 
