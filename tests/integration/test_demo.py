@@ -132,6 +132,11 @@ def test_demo_shows_drift_on_the_dashboard_and_stops_clean(tmp_path: Path) -> No
     assert summary, out[-2000:]
     answered, _failed, posts = map(int, summary.groups())
     assert answered >= 1, out[-2000:]
+    # Nothing but Avro events produced through the SDK reached any topic of the run.
+    assert re.search(r"\b0 dead letters on all topics", out), out[-2000:]
+    ready = re.search(r"first chat answered ([\d.]+) s after start", out)
+    assert ready, out[-3000:]
+    print(f"services ready, first chat answered {ready.group(1)} s after they started")
     assert posts >= 1, out[-2000:]
     assert not any(_listening(u) for u in (dashboard, gateway, worker))
     assert _processes_with(home) == []
