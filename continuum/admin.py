@@ -9,6 +9,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from continuum.logthrottle import quiet_client
 from continuum.retry import is_transient, with_retry
 from continuum.topics import TopicSpec, all_specs
 
@@ -23,7 +24,7 @@ class TopicState:
 
 class TopicAdmin:
     def __init__(self, bootstrap_servers: str, prefix: str = "") -> None:
-        self.admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+        self.admin = AdminClient({"bootstrap.servers": bootstrap_servers, **quiet_client()})
         self.prefix = prefix
 
     def create(

@@ -34,6 +34,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from continuum.logthrottle import quiet_client
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
@@ -136,6 +137,7 @@ class ReplyListener(threading.Thread):
                 "fetch.wait.max.ms": 10,
                 "socket.nagle.disable": True,
                 "fetch.min.bytes": 1,
+                **quiet_client(),
             }
         )
         self.stop_event = threading.Event()

@@ -26,6 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from continuum.logthrottle import quiet_client
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
@@ -135,6 +136,7 @@ class InferenceWorker:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": self.config.session_timeout_ms,
                 "on_commit": self._on_commit,
+                **quiet_client(),
             }
         )
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)

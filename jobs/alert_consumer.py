@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
+from continuum.logthrottle import quiet_client
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from jobs.notify import (
@@ -147,6 +148,7 @@ class AlertDelivery:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 10_000,
+                **quiet_client(),
             }
         )
         self.consumer.subscribe([self.topic])

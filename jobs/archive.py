@@ -27,6 +27,7 @@ from typing import Any
 import fastavro
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from continuum.logthrottle import quiet_client
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from producers.consumer import consume_available
@@ -144,6 +145,7 @@ class ArchiveSink:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 10_000,
+                **quiet_client(),
             }
         )
         self.states: dict[tuple[str, int], PartitionState] = {}

@@ -10,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from continuum.logthrottle import quiet_client
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
@@ -23,7 +24,12 @@ def messages_to_end(
     its end as of the call, assigned without committing. Raises when the topic is missing or the
     end is not reached within 3 x ``timeout_s``."""
     c = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            **quiet_client(),
+        }
     )
     try:
         md = with_retry(

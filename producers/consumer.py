@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
+from continuum.logthrottle import quiet_client
 from continuum.topics import TopicSpec, topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
@@ -75,6 +76,7 @@ class EventConsumer:
         config: Mapping[str, Any] | None = None,
     ) -> None:
         conf = dict(CONSUMER_DEFAULTS)
+        conf.update(quiet_client())
         conf.update(config or {})
         conf.update({"bootstrap.servers": bootstrap_servers, "group.id": group_id})
         self._consumer = Consumer(conf)

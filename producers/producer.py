@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from continuum import logthrottle
 from continuum.settings import Settings
 from continuum.topics import TopicSpec, topic_for_schema, topic_spec
 from schemas.catalog import default_catalog
@@ -111,9 +112,11 @@ class EventProducer:
         # so the client keeps its defaults; per-message reports are served every 1000 sends.
         if client is None:
             conf = dict(PRODUCER_DEFAULTS)
+            conf.setdefault("log_level", 2)  # librdkafka's stderr: critical only; errors below
             conf.update(config or {})
             conf["bootstrap.servers"] = bootstrap_servers
             conf.setdefault("error_cb", self._on_client_error)
+            logthrottle.install()  # the error callback's lines: one per kind per 30 s
             client = Producer(conf)
         self._producer = client
         self.serializer = serializer or AvroSerializer(default_catalog())

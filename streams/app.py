@@ -12,6 +12,7 @@ import faust
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from continuum import logthrottle
 from continuum.retry import is_transient, with_retry
 from continuum.topics import topic_spec
 from streams.agents import alerts, fold, rollup
@@ -113,6 +114,7 @@ def consumer_lag(
             "bootstrap.servers": bootstrap,
             "group.id": group,
             "enable.auto.commit": False,
+            **logthrottle.quiet_client(),
         }
     )
     try:
@@ -164,7 +166,7 @@ def declare_internal_topics(
     them. On a fresh cluster Faust's consumer otherwise fetches metadata before its own topic
     creation has propagated, logs "Ignoring missing topic", and stage 2 stays unassigned until the
     next metadata refresh (minutes): no drift signals, no A/B results (seen in the demo test)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **logthrottle.quiet_client()})
     done: set[str] = set()
 
     def create() -> None:
@@ -210,6 +212,9 @@ def run_worker(settings: StreamsSettings, loglevel: str = "warn") -> None:
 
     app, pipe = create_app(settings)
     declare_internal_topics(settings.bootstrap_servers, internal_topics(app, pipe))
+    # aiokafka (Faust's client) logs every failed request while a broker is away: once per
+    # kind of line per 30 s, with a count, instead.
+    logthrottle.install()
     sys.argv = [
         "continuum-streams",
         "worker",

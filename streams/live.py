@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from continuum.logthrottle import quiet_client
 from continuum.retry import with_retry
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
@@ -134,6 +135,7 @@ class TopicMirror(threading.Thread):
                 "group.id": "continuum-mirror-unused",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                **quiet_client(),
             }
         )
         self._names = {topic_spec(n).full_name(prefix): topic_spec(n) for n in MIRRORED}

@@ -32,6 +32,7 @@ import mode
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from continuum.logthrottle import quiet_client
 from continuum.retry import with_retry
 from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
@@ -62,6 +63,10 @@ def group_partition(group: str, partitions: int) -> int:
     key as Faust's JSON key serializer writes it, so stage 2's tables and views, which locate a
     group with Faust's own partitioner, find it where stage 1 sent it."""
     return (murmur2(json.dumps(group).encode()) & 0x7FFFFFFF) % partitions
+
+
+# Longest wait for a batch's writes: the producers' message timeout (5 min), plus a margin.
+FLUSH_DEADLINE_S = 330.0
 
 
 class Stage1:
@@ -100,6 +105,7 @@ class Stage1:
         self.max_buffered = 20 * self.batch_size
         self.stop = threading.Event()
         self.batches = 0
+        self.commit_failures = 0
         self._errors: list[str] = []
 
     # -- rebalance ---------------------------------------------------------------------------
@@ -304,10 +310,7 @@ class Stage1:
         for schema, event, topic in pipe.change_events():
             self.outputs.send(schema, event, topic=topic)
         self._flush()
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            asynchronous=False,
-        )
+        self._commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         self.batches += 1
         m = pipe.metrics
         m.replays_skipped.inc(folder.skipped - skipped)
@@ -326,8 +329,26 @@ class Stage1:
         if err is not None:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
 
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit the batch's offsets. A failure that is not fatal (the group's coordinator
+        moved or forgot this member while a broker was away: UNKNOWN_MEMBER_ID, a rebalance, a
+        broker unreachable) is not a reason to stop: the batch's writes are acknowledged and the
+        partials carry their offsets, so if it is delivered again (here after rejoining, or to
+        the partition's next owner) it is skipped. The next batch's commit covers it."""
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise
+            self.commit_failures += 1
+            log.warning("stage 1: offsets not committed (%s); carrying on", err.str())
+
     def _flush(self) -> None:
-        """Every write of the batch acknowledged, or raise before its offsets are committed."""
+        """Every write of the batch acknowledged, or raise before its offsets are committed.
+        While Kafka is away the writes wait in the producers (up to their message timeout, five
+        minutes): stage 1 waits with them, saying so every 30 s, rather than giving up."""
+        started = time.monotonic()
         for name, producer in (
             ("partials", self.producer),
             ("outputs", self.outputs),
@@ -335,7 +356,23 @@ class Stage1:
         ):
             if producer is None:
                 continue
-            remaining = producer.flush(30.0)
+            said = 0.0
+            while remaining := producer.flush(1.0):
+                if self._errors or self.stop.is_set():
+                    break
+                waited = time.monotonic() - started
+                if waited > FLUSH_DEADLINE_S:
+                    raise RuntimeError(
+                        f"stage 1: {remaining} {name} write(s) not acknowledged after {waited:.0f}s"
+                    )
+                if waited - said >= 30.0:
+                    said = waited
+                    log.warning(
+                        "stage 1: waiting for Kafka to acknowledge %d %s write(s) (%.0fs)",
+                        remaining,
+                        name,
+                        waited,
+                    )
             if remaining:
                 raise RuntimeError(f"stage 1: {remaining} {name} write(s) not acknowledged")
         if self._errors or self.outputs.failed:
@@ -355,6 +392,7 @@ def read_changelog(
                 "group.id": f"{group}-restore",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                **quiet_client(),
             }
         )
         try:
@@ -398,6 +436,7 @@ def read_tail(bootstrap: str, group: str) -> Callable[[str, int, int, int], Iter
                 "group.id": f"{group}-tail",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                **quiet_client(),
             }
         )
         try:
@@ -457,6 +496,7 @@ class Stage1Service(mode.Service):
                 # stage 2 wait, or evaluate windows that only one partition had filled).
                 "max.partition.fetch.bytes": 64 * 1024,
                 "socket.nagle.disable": True,
+                **quiet_client(),
             }
         )
         producer = Producer(
@@ -466,6 +506,9 @@ class Stage1Service(mode.Service):
                 "acks": "all",
                 "linger.ms": 2,
                 "socket.nagle.disable": True,
+                # Ride out a broker restart (the batch is not committed until acknowledged).
+                "message.timeout.ms": 300_000,
+                **quiet_client(),
             }
         )
         outputs = EventProducer.from_settings(s)

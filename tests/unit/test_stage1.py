@@ -439,3 +439,37 @@ def test_each_windowed_source_keeps_its_own_pace(pipe: Pipeline) -> None:
     taken = sorted((m.topic(), m.partition(), m.timestamp()[1]) for m in stage1.take())
     # Turns up to partition 1's newest (1500); partition 1 of predictions is now caught up.
     assert taken == sorted([(t, 0, 1000), (t, 1, 1500), (p, 0, 30)])
+
+
+def test_a_lost_membership_at_commit_is_carried_through(pipe: Pipeline) -> None:
+    """The broker came back and the coordinator forgot this member: the commit fails with
+    UNKNOWN_MEMBER_ID. Stage 1 carries on (the writes are acknowledged and the watermarks make
+    a re-delivery exact) and the next batch's commit covers both."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    msgs = turn_messages(pipe, turns=200)
+    stage1, consumer, _, _ = make_stage1(pipe)
+    assign_all(stage1, consumer)
+    real_commit = consumer.commit
+    failures = [KafkaException(KafkaError(KafkaError.UNKNOWN_MEMBER_ID))]
+
+    def commit(offsets: list[TopicPartition], asynchronous: bool) -> None:
+        if failures:
+            raise failures.pop()
+        real_commit(offsets, asynchronous)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    stage1.process(msgs[:100])
+    assert stage1.commit_failures == 1 and consumer.commits == []
+    stage1.process(msgs[:100])  # delivered again after the rejoin: skipped by the watermarks
+    stage1.process(msgs[100:])
+    assert len(consumer.commits) == 2
+    total = sum(
+        p["st"]["n"] for k, p in stage1.slots.items() if k.startswith("turns|") and "|*|" in k
+    )
+    assert total == len(msgs)
+    # A fatal client error still stops stage 1.
+    fatal = KafkaError(KafkaError._FATAL, fatal=True)
+    failures.append(KafkaException(fatal))
+    with pytest.raises(KafkaException):
+        stage1.process(msgs[:10])
