@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,8 @@ from continuum.logthrottle import quiet_client
 from continuum.retry import is_transient, with_retry
 from continuum.topics import TopicSpec, all_specs
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TopicState:
@@ -22,22 +25,58 @@ class TopicState:
     config: dict[str, str]
 
 
+def replication_for(
+    brokers: int, replication_factor: int = 0, min_insync: int = 0
+) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a cluster of ``brokers``: what is asked, or
+    by default 3 and 2 on three or more brokers, 1 and 1 below. Asking for more replicas than
+    there are brokers is an error naming both."""
+    rf = replication_factor or (3 if brokers >= 3 else 1)
+    if rf > brokers:
+        raise ValueError(
+            f"replication factor {rf} (CONTINUUM_REPLICATION_FACTOR) exceeds the {brokers} "
+            "broker(s) of the cluster"
+        )
+    isr = min_insync or (2 if rf >= 3 else 1)
+    if isr > rf:
+        raise ValueError(
+            f"min.insync.replicas {isr} (CONTINUUM_MIN_INSYNC_REPLICAS) exceeds the replication "
+            f"factor {rf}"
+        )
+    return rf, isr
+
+
 class TopicAdmin:
-    def __init__(self, bootstrap_servers: str, prefix: str = "") -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        prefix: str = "",
+        *,
+        replication_factor: int = 0,
+        min_insync_replicas: int = 0,
+    ) -> None:
         self.admin = AdminClient({"bootstrap.servers": bootstrap_servers, **quiet_client()})
+        self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
+        self.weaker: list[str] = []  # existing topics with fewer replicas than asked
         self.prefix = prefix
+
+    def replication(self) -> tuple[int, int]:
+        md = with_retry(lambda: self.admin.list_topics(timeout=10), "reading the cluster")
+        return replication_for(len(md.brokers), self.replication_factor, self.min_insync_replicas)
 
     def create(
         self, specs: Iterable[TopicSpec] | None = None, timeout: float = 30.0
     ) -> dict[str, str]:
         """Create missing topics; returns name -> created | exists. Raises on any other error."""
         specs = list(specs if specs is not None else all_specs())
+        rf, isr = self.replication()
         new = [
             NewTopic(
                 s.full_name(self.prefix),
                 num_partitions=s.partitions,
-                replication_factor=1,
-                config=s.config(),
+                replication_factor=rf,
+                config={**s.config(), "min.insync.replicas": str(isr)},
             )
             for s in specs
         ]
@@ -67,7 +106,30 @@ class TopicAdmin:
                 raise transient
 
         with_retry(attempt, "creating topics")
+        self.weaker = self.check_replication([n for n, st in result.items() if st == "exists"], rf)
         return result
+
+    def check_replication(self, names: Iterable[str], rf: int) -> list[str]:
+        """Existing topics replicated fewer times than ``rf``, each named with its factor (a
+        warning, not an error: increasing replication is a reassignment an operator runs)."""
+        md = with_retry(lambda: self.admin.list_topics(timeout=10), "reading the cluster")
+        weaker = []
+        for name in names:
+            topic = md.topics.get(name)
+            if topic is None or not topic.partitions:
+                continue
+            have = min(len(p.replicas) for p in topic.partitions.values())
+            if have < rf:
+                weaker.append(f"{name} (replication {have} < {rf})")
+        if weaker:
+            log.warning(
+                "%d topic(s) exist with fewer replicas than the cluster supports: %s; "
+                "reassign their partitions (kafka-reassign-partitions) to reach %d",
+                len(weaker),
+                ", ".join(weaker[:10]),
+                rf,
+            )
+        return weaker
 
     def list(self, timeout: float = 10.0) -> dict[str, int]:
         md = with_retry(lambda: self.admin.list_topics(timeout=timeout), "listing topics")

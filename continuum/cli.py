@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,8 +53,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
-    from continuum.localkafka import LocalKafka
+    from continuum.localkafka import LocalCluster, LocalKafka
 
+    size = args.brokers if args.brokers > 1 else LocalCluster.saved_size(settings.home)
+    if size > 1 and not (args.action == "start" and args.brokers == 1):
+        cluster = LocalCluster.from_settings(settings, size)
+        if args.action == "start":
+            print(f"Kafka cluster of {cluster.size} nodes (KRaft) at {cluster.start()}")
+        elif args.action == "stop":
+            print("stopped" if cluster.stop() else "not running")
+        elif args.action == "reset":
+            cluster.stop()
+            shutil.rmtree(cluster.cluster_id_file.parent, ignore_errors=True)
+            print(f"stopped and removed {cluster.cluster_id_file.parent}")
+        else:
+            print(json.dumps(cluster.status(), indent=2))
+        return 0
     kafka = LocalKafka.from_settings(settings)
     if args.action == "start":
         bootstrap = kafka.start()
@@ -78,7 +93,12 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from continuum.admin import TopicAdmin
     from continuum.topics import all_specs
 
-    admin = TopicAdmin(settings.bootstrap_servers, settings.topic_prefix)
+    admin = TopicAdmin(
+        settings.bootstrap_servers,
+        settings.topic_prefix,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+    )
     if args.action == "create":
         for name, state in admin.create().items():
             print(f"{state:8} {name}")
@@ -901,8 +921,15 @@ def build_parser(
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("broker", help="run the local single-node Apache Kafka (KRaft)")
+    p = sub.add_parser("broker", help="run the local Apache Kafka (KRaft): one node, or a cluster")
     p.add_argument("action", choices=["start", "stop", "status", "reset"])
+    p.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="nodes: 1 (default), or a local cluster for trying failover (3: replication 3, "
+        "min.insync.replicas 2); stop and status act on both",
+    )
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_broker)
 

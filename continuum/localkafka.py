@@ -31,8 +31,8 @@ CLASSPATH_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
 SERVER_PROPERTIES = """\
 # Written by `continuum broker start`; edits are overwritten.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -41,13 +41,15 @@ inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 num.partitions=3
 auto.create.topics.enable=true
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor={rf}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={rf}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=5
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={rf}
+share.coordinator.state.topic.min.isr={min_isr}
+default.replication.factor={rf}
+min.insync.replicas={min_isr}
 # Consumers (and Faust workers) join at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
 log.retention.check.interval.ms=60000
@@ -58,6 +60,10 @@ log.segment.bytes=67108864
 
 class BrokerError(RuntimeError):
     pass
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def kafka_version() -> str:
@@ -87,6 +93,11 @@ class LocalKafka:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    # One node of a cluster (LocalCluster): its id, the controller quorum, the shared cluster id.
+    node_id: int = 1
+    voters: str = ""
+    cluster_id: str = ""
+    cluster_size: int = 1
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -97,6 +108,8 @@ class LocalKafka:
 
     @property
     def dir(self) -> Path:
+        if self.cluster_size > 1:
+            return self.home / "kafka-cluster" / f"node-{self.node_id}"
         return self.home / "kafka"
 
     @property
@@ -205,14 +218,21 @@ class LocalKafka:
 
     def format_storage(self, cp: str) -> None:
         props = self.dir / "server.properties"
+        rf = 3 if self.cluster_size >= 3 else 1
         props.write_text(
             SERVER_PROPERTIES.format(
-                port=self.port, controller_port=self.controller_port, data=self.data_dir
+                port=self.port,
+                controller_port=self.controller_port,
+                data=self.data_dir,
+                node_id=self.node_id,
+                voters=self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
+                rf=rf,
+                min_isr=2 if rf >= 3 else 1,
             )
         )
         if (self.data_dir / "meta.properties").exists():
             return
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = self.cluster_id or new_cluster_id()
         proc = subprocess.run(
             [
                 self._java(),
@@ -232,8 +252,9 @@ class LocalKafka:
         if proc.returncode != 0:
             raise BrokerError(f"kafka StorageTool format failed:\n{proc.stdout}{proc.stderr}")
 
-    def start(self, timeout: float = 90.0) -> str:
-        """Start the broker (if not running) and wait until it answers metadata requests."""
+    def start(self, timeout: float = 90.0, *, wait: bool = True) -> str:
+        """Start the broker (if not running) and wait until it answers metadata requests (a node
+        of a cluster: ``wait=False``, the cluster waits for its quorum)."""
         if self.running():
             self.wait_ready(timeout)
             return self.bootstrap
@@ -264,6 +285,8 @@ class LocalKafka:
         out.close()
         self._proc = proc
         self.pid_file.write_text(str(proc.pid))
+        if not wait:
+            return self.bootstrap
         try:
             self.wait_ready(timeout, proc=proc)
         except BrokerError:
@@ -343,3 +366,127 @@ class LocalKafka:
             "log": str(self.log_file),
             "reachable": port_open("127.0.0.1", self.port),
         }
+
+
+@dataclass
+class LocalCluster:
+    """Several KRaft nodes (broker and controller each) on loopback, for trying failover: with 3
+    nodes, internal topics are replicated 3 times with min.insync.replicas 2. Node N keeps its
+    data in ``$CONTINUUM_HOME/kafka-cluster/node-N``; ports: the configured ones for node 1, then
+    pairs from the broker port + 100."""
+
+    home: Path
+    size: int = 3
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "384m"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, size: int) -> LocalCluster:
+        return cls(settings.home, size, settings.kafka_port, settings.kafka_controller_port)
+
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.home / "kafka-cluster" / "cluster.id"
+
+    @staticmethod
+    def saved_size(home: Path) -> int:
+        """The size of the cluster last started under ``home`` (0: none)."""
+        try:
+            return int((home / "kafka-cluster" / "size").read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    def nodes(self) -> list[LocalKafka]:
+        ports = [(self.port, self.controller_port)] + [
+            (self.port + 100 + 2 * i, self.port + 101 + 2 * i) for i in range(self.size - 1)
+        ]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_p, c) in enumerate(ports))
+        if self.cluster_id_file.exists():
+            cid = self.cluster_id_file.read_text().strip()
+        else:
+            cid = new_cluster_id()
+        return [
+            LocalKafka(
+                self.home,
+                p,
+                c,
+                self.heap,
+                node_id=i + 1,
+                voters=voters,
+                cluster_id=cid,
+                cluster_size=self.size,
+            )
+            for i, (p, c) in enumerate(ports)
+        ]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes())
+
+    def start(self, timeout: float = 180.0) -> str:
+        nodes = self.nodes()
+        self.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+        self.cluster_id_file.write_text(nodes[0].cluster_id)
+        (self.cluster_id_file.parent / "size").write_text(str(self.size))
+        for node in nodes:
+            if not node.running():
+                node.start(timeout, wait=False)
+        self.wait_ready(timeout)
+        return self.bootstrap
+
+    def wait_ready(self, timeout: float = 180.0, brokers: int | None = None) -> None:
+        """Until the cluster's metadata lists ``brokers`` (default: every node)."""
+        from confluent_kafka.admin import AdminClient
+
+        want = self.size if brokers is None else brokers
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            live = [n for n in self.nodes() if port_open("127.0.0.1", n.port)]
+            if live:
+                admin = AdminClient({"bootstrap.servers": live[0].bootstrap, "log_level": 2})
+                try:
+                    seen = len(admin.list_topics(timeout=2).brokers)
+                    if seen >= want:
+                        return
+                except Exception:
+                    pass
+            time.sleep(0.3)
+        raise BrokerError(f"cluster has {seen} of {want} brokers after {timeout:.0f}s")
+
+    def node(self, node_id: int) -> LocalKafka:
+        return self.nodes()[node_id - 1]
+
+    def stop(self) -> bool:
+        stopped = [n.stop() for n in self.nodes()]
+        return any(stopped)
+
+    def status(self) -> dict[str, object]:
+        """Each node, and per topic the leaders and the partitions under-replicated."""
+        from confluent_kafka.admin import AdminClient
+
+        out: dict[str, object] = {
+            "nodes": [
+                {"node_id": n.node_id, "running": n.running(), "bootstrap": n.bootstrap}
+                for n in self.nodes()
+            ]
+        }
+        live = [n for n in self.nodes() if port_open("127.0.0.1", n.port)]
+        if live:
+            try:
+                md = AdminClient(
+                    {"bootstrap.servers": live[0].bootstrap, "log_level": 2}
+                ).list_topics(timeout=5)
+                under = []
+                leaders: dict[str, int] = {}
+                for name, t in md.topics.items():
+                    for p in t.partitions.values():
+                        leaders[str(p.leader)] = leaders.get(str(p.leader), 0) + 1
+                        if len(p.isrs) < len(p.replicas):
+                            under.append(f"{name}[{p.id}]")
+                out["partitions_led_by_node"] = leaders
+                out["under_replicated"] = sorted(under)
+            except Exception as exc:  # status is a report
+                out["error"] = str(exc)
+        return out

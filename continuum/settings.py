@@ -47,6 +47,17 @@ class Settings:
         default=9093, metadata={"help": "Controller port of the local broker"}
     )
     kafka_heap: str = field(default="512m", metadata={"help": "Heap of the local broker JVM"})
+    replication_factor: int = field(
+        default=0,
+        metadata={
+            "help": "Replicas of every topic Continuum creates; 0 = what the cluster supports (3 "
+            "on three or more brokers, else 1)"
+        },
+    )
+    min_insync_replicas: int = field(
+        default=0,
+        metadata={"help": "min.insync.replicas of those topics; 0 = 2 with 3 replicas, else 1"},
+    )
     api_token: str = field(
         default="", metadata={"help": "Bearer token for mutating web endpoints", "secret": True}
     )

@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from continuum import logthrottle
+from continuum.admin import TopicAdmin
 from continuum.retry import is_transient, with_retry
 from continuum.topics import topic_spec
 from streams.agents import alerts, fold, rollup
@@ -24,7 +25,11 @@ from streams.settings import StreamsSettings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
+def create_app(
+    settings: StreamsSettings, replication: tuple[int, int] = (1, 1)
+) -> tuple[faust.App, Pipeline]:
+    """``replication``: (replication factor, min.insync.replicas) of the topics the app creates
+    (``run_worker`` asks the cluster; see continuum.admin.replication_for)."""
     datadir = settings.home / "streams" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -35,7 +40,7 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
         web_port=settings.web_port,
         canonical_url=settings.canonical_url(),
         topic_partitions=settings.partials_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=replication[0],
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
         broker_commit_interval=1.0,
@@ -69,9 +74,8 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
 
     me = settings.canonical_url().removeprefix("http://")
     limit = settings.memory_limit_mb * 2**20 if settings.memory_limit_mb else memory_limit_bytes()
-    kafka_down: dict[str, int] = {}
 
-    @app.timer(interval=10.0)
+    @app.timer(interval=5.0)
     async def _lag() -> None:
         loop = asyncio.get_running_loop()
         lag, error = await loop.run_in_executor(
@@ -91,12 +95,15 @@ def create_app(settings: StreamsSettings) -> tuple[faust.App, Pipeline]:
         # DATABASE_ERROR, raised once (the owner de-duplicates) and resolved when it answers.
         key = f"database:kafka@{me}"
         if error is not None:
-            since = kafka_down.setdefault(key, now)
-            for req in store_requests(f"kafka@{me}", error, now, since):
-                await alerts.send_request(pipe, req)
-        elif kafka_down.pop(key, None) is not None or key in open_keys:
-            for req in store_requests(f"kafka@{me}", None, now):
-                await alerts.send_request(pipe, req)
+            if pipe.kafka_down_since is None:  # once per outage (Faust's producer holds it)
+                pipe.kafka_down_since = now
+                for req in store_requests(f"kafka@{me}", error, now):
+                    await alerts.send_request(pipe, req)
+        else:
+            was_down, pipe.kafka_down_since = pipe.kafka_down_since, None
+            if was_down is not None or key in open_keys:
+                for req in store_requests(f"kafka@{me}", None, now):
+                    await alerts.send_request(pipe, req)
         for req in memory_requests(f"streams@{me}", rss_bytes(), limit, now, pipe.cfg.alerts):
             if req["status"] == "OPEN" or req["dedup_key"] in open_keys:
                 await alerts.send_request(pipe, req)
@@ -118,7 +125,7 @@ def consumer_lag(
         }
     )
     try:
-        md = c.list_topics(timeout=5)
+        md = c.list_topics(timeout=3)
         out: dict[str, int] = {}
         for topic in topics:
             if topic not in md.topics:
@@ -160,7 +167,10 @@ def internal_topics(app: faust.App, pipe: Pipeline) -> dict[str, tuple[int, dict
 
 
 def declare_internal_topics(
-    bootstrap: str, topics: dict[str, tuple[int, dict[str, str]]], timeout_s: float = 30.0
+    bootstrap: str,
+    topics: dict[str, tuple[int, dict[str, str]]],
+    timeout_s: float = 30.0,
+    replication: tuple[int, int] = (1, 1),
 ) -> None:
     """Create the app's internal topics before Faust subscribes, and wait until the broker lists
     them. On a fresh cluster Faust's consumer otherwise fetches metadata before its own topic
@@ -176,8 +186,8 @@ def declare_internal_topics(
                 NewTopic(
                     name,
                     num_partitions=topics[name][0],
-                    replication_factor=1,
-                    config=topics[name][1],
+                    replication_factor=replication[0],
+                    config={**topics[name][1], "min.insync.replicas": str(replication[1])},
                 )
                 for name in todo
             ]
@@ -210,8 +220,16 @@ def declare_internal_topics(
 def run_worker(settings: StreamsSettings, loglevel: str = "warn") -> None:
     import sys
 
-    app, pipe = create_app(settings)
-    declare_internal_topics(settings.bootstrap_servers, internal_topics(app, pipe))
+    admin = TopicAdmin(
+        settings.bootstrap_servers,
+        replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+    )
+    replication = admin.replication()
+    app, pipe = create_app(settings, replication)
+    topics = internal_topics(app, pipe)
+    declare_internal_topics(settings.bootstrap_servers, topics, replication=replication)
+    admin.check_replication(topics, replication[0])
     # aiokafka (Faust's client) logs every failed request while a broker is away: once per
     # kind of line per 30 s, with a count, instead.
     logthrottle.install()

@@ -139,6 +139,7 @@ class Pipeline:
         self.ab_last_eval: dict[str, float] = {}
         self.ab_dirty: dict[str, int] = {}
         self.lag: dict[str, int] = {}
+        self.kafka_down_since: int | None = None  # epoch ms; set by the lag watch
         self.started = time.time()
 
     # -- thresholds ----------------------------------------------------------------------------

@@ -79,6 +79,12 @@ def _health(pipe: Pipeline) -> dict[str, Any]:
         consumer_lag=lag,
         thresholds=pipe.health_thresholds,
     )
+    if pipe.kafka_down_since is not None:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pipe.kafka_down_since / 1000))
+        reason = f"Kafka unreachable since {since}"
+        report["checks"]["kafka"] = {"status": "UNHEALTHY", "reason": reason, "value": since}
+        report["reasons"].append(f"kafka: {reason}")
+        report["status"] = "UNHEALTHY"
     pipe.metrics.health.set({"HEALTHY": 0, "DEGRADED": 1, "UNHEALTHY": 2}[report["status"]])
     # The input partitions this worker's stage 1 folds (empty until its consumer joined).
     report["partitions"] = sorted(pipe.stage1_assigned)
