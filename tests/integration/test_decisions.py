@@ -19,14 +19,14 @@ import pytest
 from continuum.settings import Settings
 from jobs.alert_consumer import AlertDelivery, Target
 from jobs.notify import RetryPolicy
-from producers.producer import EventProducer
-from producers.simulator import DriftInjection, SimulatorConfig, run
+from producers.simulator import DriftInjection, SimulatorConfig
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import Broker, wait_for
 from tests.integration.kafka_read import read_topic
 from tests.integration.streams_worker import StreamsWorker
 from tests.integration.test_alert_delivery import FakeSlack
-from tests.integration.test_streams import START, ab_totals, produce
+from tests.integration.test_streams import START, produce
+from tests.integration.traffic import Feed, wait_exact, wait_part_way
 
 pytestmark = pytest.mark.integration
 
@@ -196,44 +196,24 @@ def test_every_alert_transition_reaches_the_webhook_once_across_sigkills(
     deliverer = threading.Thread(target=deliver, daemon=True)
     deliverer.start()
     worker = worker_factory()
-    counts = {"ChatTurn": 0, "Feedback": 0, "Experiment": 0}
-    producer = EventProducer(broker.bootstrap, topic_prefix=prefix)
-
-    def send(schema: str, ev: dict[str, Any]) -> None:
-        producer.send(schema, ev, prepare=False)
-        counts[schema] += 1
-
     cfg = SimulatorConfig(
         turns=40_000,
         rate=1000,
         seed=41,
         drift=DriftInjection(at_s=15, kinds=("latency", "fallback")),
     )
-    feeder = threading.Thread(target=run, args=(send, cfg), kwargs={"realtime": True})
-    feeder.start()
     rng = random.Random(7)
     kills = 0
-    try:
+    with Feed(broker.bootstrap, prefix, cfg) as feed:
         for threshold in (rng.randint(3000, 9000), rng.randint(14_000, 22_000)):
-            wait_for(
-                lambda t=threshold, w=worker: (ab_totals(w) or (0, 0))[0] >= t,
-                90,
-                what=lambda w=worker: "the worker to be part-way:\n" + w.tail(),
-            )
+            wait_part_way(worker, threshold)
             time.sleep(rng.random())  # anywhere inside a batch, an evaluation or a send
             worker.kill()
             kills += 1
-            assert feeder.is_alive(), "traffic ended before the kill: nothing was tested"
+            assert feed.alive(), "traffic ended before the kill: nothing was tested"
             worker = worker_factory()
-    finally:
-        feeder.join()
-        producer.close()
-    expected = (counts["ChatTurn"], counts["Feedback"])
-    wait_for(
-        lambda: ab_totals(worker) == expected,
-        180,
-        what=lambda: f"totals {expected}, last seen {ab_totals(worker)}:\n{worker.tail()}",
-    )
+        expected = feed.finish()
+    wait_exact(worker, expected, 180)
     # Let the last windows be evaluated and their alerts delivered.
     wait_for(lambda: records(broker, prefix, "alerts"), 60)
     time.sleep(8)

@@ -4,7 +4,6 @@ leader moves and the totals are exact."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -13,11 +12,10 @@ import pytest
 from continuum.admin import TopicAdmin
 from continuum.localkafka import LocalCluster, free_port
 from continuum.topics import all_specs, topic_spec
-from producers.producer import EventProducer
-from producers.simulator import SimulatorConfig, run
+from producers.simulator import SimulatorConfig
 from tests.integration.conftest import wait_for
 from tests.integration.streams_worker import StreamsWorker
-from tests.integration.test_streams import ab_totals
+from tests.integration.traffic import Feed, wait_exact, wait_part_way
 
 pytestmark = pytest.mark.integration
 
@@ -35,43 +33,27 @@ def test_a_broker_killed_mid_stream_on_a_three_node_cluster(tmp_path: Path) -> N
         turns = md.topics[topic_spec("chat.turns").full_name(prefix)]
         assert {len(p.replicas) for p in turns.partitions.values()} == {3}
         worker = StreamsWorker(bootstrap, prefix, tmp_path / "home")
-        producer = EventProducer(bootstrap, topic_prefix=prefix)
-        counts = {"ChatTurn": 0, "Feedback": 0, "Experiment": 0}
         try:
             wait_for(worker.ready, 120, what=lambda: "streams worker:\n" + worker.tail())
             wait_for(lambda: worker.get("/health/")[1]["partitions"], 90)
-
-            def send(schema: str, ev: dict) -> None:
-                producer.send(schema, ev, prepare=False)
-                counts[schema] += 1
-
-            cfg = SimulatorConfig(turns=20_000, rate=500, seed=13)
-            feeder = threading.Thread(target=run, args=(send, cfg), kwargs={"realtime": True})
-            feeder.start()
-            wait_for(lambda: (ab_totals(worker) or (0, 0))[0] >= 2000, 90, what=worker.tail)
-            victim = cluster.node(2)
-            victim.stop(kill=True)
-            # The controller fences the dead broker and moves its partitions' leadership.
-            wait_for(
-                lambda: "2" not in cluster.status().get("partitions_led_by_node", {"2": 1}),
-                60,
-                what=lambda: str(cluster.status()),
-            )
-            time.sleep(3)
-            worker.check_alive("streams worker with a broker down")
-            victim.start(wait=False)
-            cluster.wait_ready(120)
-            feeder.join()
-            assert producer.flush(120) == 0
-            expected = (counts["ChatTurn"], counts["Feedback"])
-            wait_for(
-                lambda: ab_totals(worker) == expected,
-                240,
-                what=lambda: f"totals {expected}, last {ab_totals(worker)}:\n{worker.tail()}",
-            )
+            with Feed(bootstrap, prefix, SimulatorConfig(turns=20_000, rate=500, seed=13)) as feed:
+                wait_part_way(worker, 2000)
+                victim = cluster.node(2)
+                victim.stop(kill=True)
+                # The controller fences the dead broker and moves its partitions' leadership.
+                wait_for(
+                    lambda: "2" not in cluster.status().get("partitions_led_by_node", {"2": 1}),
+                    60,
+                    what=lambda: str(cluster.status()),
+                )
+                time.sleep(3)
+                worker.check_alive("streams worker with a broker down")
+                victim.start(wait=False)
+                cluster.wait_ready(120)
+                expected = feed.finish()
+            wait_exact(worker, expected)
             worker.check_alive("streams worker after the failover")
         finally:
-            producer.close(raise_on_failure=False)
             worker.stop()
     finally:
         cluster.stop()

@@ -11,7 +11,7 @@ from producers.consumer import EventConsumer
 from producers.producer import EventProducer
 from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator
 from tests.integration.conftest import Broker, wait_for
-from tests.integration.streams_worker import StreamsWorker
+from tests.integration.traffic import Feed, ab_totals, wait_exact, wait_part_way
 
 pytestmark = pytest.mark.integration
 START = 1_767_225_600_000
@@ -61,16 +61,6 @@ def simulate_predictions(broker: Broker, prefix: str, *args: str) -> str:
         capture_output=True,
         text=True,
     ).stdout
-
-
-def ab_totals(worker: StreamsWorker) -> tuple[int, int] | None:
-    status, body = worker.get("/ab/v1-vs-v2/")
-    if status != 200:
-        return None
-    return (
-        body["control"]["turns"] + body["treatment"]["turns"],
-        body["control"]["feedback"] + body["treatment"]["feedback"],
-    )
 
 
 def test_injected_latency_and_fallback_drift_is_signalled_and_alerted(
@@ -163,43 +153,14 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     """Traffic keeps flowing while the worker is SIGKILLed and restarted; the totals still equal
     what was produced (no loss, no double count)."""
-    import threading
-
-    from producers.simulator import run
-
     worker = worker_factory()
-    counts = {"ChatTurn": 0, "Feedback": 0, "Experiment": 0}
-    producer = EventProducer(broker.bootstrap, topic_prefix=prefix)
-
-    def send(schema: str, ev: dict) -> None:
-        producer.send(schema, ev, prepare=False)
-        counts[schema] += 1
-
-    feeder = threading.Thread(
-        target=run,
-        args=(send, SimulatorConfig(turns=30_000, rate=1000, seed=5)),
-        kwargs={"realtime": True},
-    )
-    feeder.start()
-    try:
-        wait_for(
-            lambda: (ab_totals(worker) or (0, 0))[0] >= 2000,
-            60,
-            what=lambda: "the worker to be part-way:\n" + worker.tail(),
-        )
+    with Feed(broker.bootstrap, prefix, SimulatorConfig(turns=30_000, rate=1000, seed=5)) as feed:
+        wait_part_way(worker, 2000, 60)
         worker.kill()
-        assert feeder.is_alive(), "traffic ended before the kill: nothing was tested"
+        assert feed.alive(), "traffic ended before the kill: nothing was tested"
         worker = worker_factory()
-    finally:
-        feeder.join()
-        producer.close()
-    expected = (counts["ChatTurn"], counts["Feedback"])
-    assert expected[0] == 30_000
-    wait_for(
-        lambda: ab_totals(worker) == expected,
-        180,
-        what=lambda: f"totals {expected}, last seen {ab_totals(worker)}:\n{worker.tail()}",
-    )
+        expected = feed.finish()
+    wait_exact(worker, expected, 180)
 
 
 def test_views_experiments_and_auth(broker: Broker, prefix: str, worker_factory) -> None:
