@@ -1,10 +1,11 @@
-"""A local three-node cluster (replication 3, min.insync.replicas 2): one broker is SIGKILLed while
-A/B traffic flows through the streams worker, then started again. The worker rides through the
-leader moves and the totals are exact."""
+"""A local three-node cluster (replication 3, min.insync.replicas 2) while A/B traffic flows
+through the streams worker: one broker SIGKILLed and started again, and a rolling restart of all
+three. The worker rides through the leader moves and the totals are exact."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,36 @@ from tests.integration.traffic import Feed, wait_exact, wait_part_way
 pytestmark = pytest.mark.integration
 
 
-def test_a_broker_killed_mid_stream_on_a_three_node_cluster(tmp_path: Path) -> None:
+def _kill_one(cluster: LocalCluster) -> None:
+    """SIGKILL node 2; once its partitions have new leaders, start it again."""
+    victim = cluster.node(2)
+    victim.stop(kill=True)
+    # The controller fences the dead broker and moves its partitions' leadership.
+    wait_for(
+        lambda: "2" not in cluster.status().get("partitions_led_by_node", {"2": 1}),
+        60,
+        what=lambda: str(cluster.status()),
+    )
+    time.sleep(3)
+    victim.start(wait=False)
+    cluster.wait_ready(120)
+
+
+def _rolling_restart(cluster: LocalCluster) -> None:
+    """Each node in turn stopped (controlled shutdown) and started again, as patching does."""
+    for node in cluster.nodes():
+        node.stop()
+        time.sleep(2)
+        node.start(wait=False)
+        cluster.wait_ready(120)
+        # The next node goes only once nothing is under-replicated (as an operator waits).
+        wait_for(lambda: not cluster.status().get("under_replicated", ["?"]), 90)
+
+
+@pytest.mark.parametrize("disruption", [_kill_one, _rolling_restart], ids=["kill", "rolling"])
+def test_the_streams_worker_rides_through_on_a_three_node_cluster(
+    tmp_path: Path, disruption: Callable[[LocalCluster], None]
+) -> None:
     cluster = LocalCluster(tmp_path / "cluster", 3, port=free_port(), controller_port=free_port())
     bootstrap = cluster.start(timeout=240)
     prefix = "fo-"
@@ -36,23 +66,15 @@ def test_a_broker_killed_mid_stream_on_a_three_node_cluster(tmp_path: Path) -> N
         try:
             wait_for(worker.ready, 120, what=lambda: "streams worker:\n" + worker.tail())
             wait_for(lambda: worker.get("/health/")[1]["partitions"], 90)
-            with Feed(bootstrap, prefix, SimulatorConfig(turns=20_000, rate=500, seed=13)) as feed:
+            cfg = SimulatorConfig(turns=40_000, rate=500, seed=13)
+            with Feed(bootstrap, prefix, cfg) as feed:
                 wait_part_way(worker, 2000)
-                victim = cluster.node(2)
-                victim.stop(kill=True)
-                # The controller fences the dead broker and moves its partitions' leadership.
-                wait_for(
-                    lambda: "2" not in cluster.status().get("partitions_led_by_node", {"2": 1}),
-                    60,
-                    what=lambda: str(cluster.status()),
-                )
-                time.sleep(3)
-                worker.check_alive("streams worker with a broker down")
-                victim.start(wait=False)
-                cluster.wait_ready(120)
+                disruption(cluster)
+                worker.check_alive("streams worker after the disruption")
+                assert feed.alive(), "traffic ended during the disruption: test it longer"
                 expected = feed.finish()
             wait_exact(worker, expected)
-            worker.check_alive("streams worker after the failover")
+            worker.check_alive("streams worker at the end")
         finally:
             worker.stop()
     finally:

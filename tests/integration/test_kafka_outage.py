@@ -78,3 +78,49 @@ def test_a_broker_outage_is_ridden_through(tmp_path: Path) -> None:
     finally:
         worker.stop()
         kafka.stop()
+
+
+def test_inference_calls_during_an_outage_are_answered_or_fail_clearly(tmp_path: Path) -> None:
+    """Chats sent to the gateway while the only broker is down for 15 s: the gateway and the
+    inference worker keep running, and every call ends, answered once Kafka is back or with
+    the gateway's timeout error; none hangs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc
+
+    kafka = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    bootstrap = kafka.start(timeout=180)
+    prefix = "outage-inf-"
+    TopicAdmin(bootstrap, prefix).create(all_specs())
+    worker = InferenceWorkerProc(bootstrap, prefix)
+    gateway = GatewayProc(bootstrap, prefix, "--request-timeout-s", "60")
+    pool = ThreadPoolExecutor(4)
+    try:
+        for proc in (worker, gateway):
+            wait_for(proc.up, 120, 0.3, what=lambda p=proc: f"{p.what} up:\n{p.tail()}")
+        body = {"messages": [{"role": "user", "content": "Hola"}], "max_tokens": 8}
+        assert gateway.chat(body)[0] == 200
+        marks = (len(worker.lines), len(gateway.lines))
+        kafka.stop()
+        calls = [
+            pool.submit(gateway.chat, body, {"X-Request-Id": f"out-{i}"}, 120) for i in range(4)
+        ]
+        time.sleep(OUTAGE_S)
+        for proc in (worker, gateway):
+            proc.check_alive(f"{proc.what} during the outage")
+        lines = (len(worker.lines) - marks[0], len(gateway.lines) - marks[1])
+        kafka.start(timeout=180)
+        results = [c.result(timeout=150) for c in calls]  # none hangs
+        statuses = [s for s, _ in results]
+        assert set(statuses) <= {200, 504}, results
+        for status, answer in results:
+            if status == 504:
+                assert answer["error"]["type"], answer  # OpenAI-shaped, says what happened
+        print(f"calls during the outage: {statuses}; log lines (worker, gateway): {lines}")
+        assert max(lines) < 50, worker.tail(60) + gateway.tail(60)
+        assert gateway.chat(body)[0] == 200  # and the path works again
+    finally:
+        pool.shutdown(wait=False)
+        for proc in (gateway, worker):
+            proc.stop()
+        kafka.stop()
