@@ -83,3 +83,35 @@ def test_third_party_images_are_pinned_to_a_release() -> None:
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image!r} is not a release tag"
     base = re.findall(r"^FROM (\S+)", DOCKERFILE, flags=re.M)
     assert all(":" in b and not b.endswith(":latest") for b in base), base
+
+
+def test_the_three_broker_override_is_one_consistent_cluster() -> None:
+    """deploy/compose/kafka-ha.yml (on top of docker-compose.yml): three KRaft nodes that are each
+    other's voters, replication 3 and min ISR 2 as Continuum derives for three brokers, and every
+    service that talks to Kafka given all three brokers."""
+    from continuum.admin import replication_for
+
+    ha = yaml.safe_load((ROOT / "deploy/compose/kafka-ha.yml").read_text())["services"]
+    nodes = {n: s for n, s in ha.items() if n == "kafka" or n.startswith("kafka-")}
+    assert sorted(nodes) == ["kafka", "kafka-2", "kafka-3"]
+    rf, isr = replication_for(len(nodes))
+    voters = set()
+    for name, svc in nodes.items():
+        env = svc["environment"]
+        node_id = env["KAFKA_NODE_ID"]
+        voters.add(f"{node_id}@{name}:9093")
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == rf
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == rf
+        assert int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == isr
+        assert (svc.get("image") or COMPOSE["services"][name]["image"]) == COMPOSE["services"][
+            "kafka"
+        ]["image"]
+    assert len(voters) == 3  # distinct node ids
+    for svc in nodes.values():  # every node names the same three voters
+        assert set(svc["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+    brokers = {f"{n}:9092" for n in nodes}
+    for name, svc in COMPOSE["services"].items():
+        if "CONTINUUM_BOOTSTRAP_SERVERS" in (svc.get("environment") or {}):
+            env = ha[name]["environment"]
+            assert set(env["CONTINUUM_BOOTSTRAP_SERVERS"].split(",")) == brokers, name

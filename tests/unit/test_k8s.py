@@ -150,3 +150,36 @@ def test_images_match_compose_and_are_pinned() -> None:
         for c in w["spec"]["template"]["spec"]["containers"]:
             if not c["image"].startswith("continuum"):
                 assert c["image"] in pinned, f"{c['image']} differs from docker-compose.yml"
+
+
+def test_kafka_is_three_nodes_replicating_three_times_with_two_in_sync() -> None:
+    """Every node is a voter reachable at its pod's stable name through the headless service,
+    and the cluster's replication defaults are the ones Continuum derives for three brokers."""
+    from continuum.admin import replication_for
+
+    kafka = _by_kind("StatefulSet")["kafka"]
+    spec = kafka["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    n = spec["replicas"]
+    assert n == 3 and spec["podManagementPolicy"] == "Parallel"
+    headless = _by_kind("Service")[spec["serviceName"]]
+    assert headless["spec"]["clusterIP"] == "None"
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert voters == [
+        f"{i + 1}@kafka-{i}.{spec['serviceName']}.continuum.svc:9093" for i in range(n)
+    ]
+    # The node id is the ordinal + 1, the advertised name the pod's own.
+    script = " ".join(container["args"])
+    assert "KAFKA_NODE_ID=$(( ${HOSTNAME##*-} + 1 ))" in script
+    assert f"${{HOSTNAME}}.{spec['serviceName']}.continuum.svc:9092" in script
+    rf, isr = replication_for(n)
+    assert (rf, isr) == (3, 2)
+    assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]
+    assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == rf
+    assert (
+        int(env["KAFKA_MIN_INSYNC_REPLICAS"])
+        == int(env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"])
+        == isr
+    )
+    assert len(env["CLUSTER_ID"]) == 22  # a base64 UUID, the same on every node
