@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,17 +68,27 @@ class TopicAdmin:
     def create(
         self, specs: Iterable[TopicSpec] | None = None, timeout: float = 30.0
     ) -> dict[str, str]:
-        """Create missing topics; returns name -> created | exists. Raises on any other error."""
+        """Create missing declared topics; returns name -> created | exists."""
         specs = list(specs if specs is not None else all_specs())
+        return self.create_named(
+            {s.full_name(self.prefix): (s.partitions, s.config()) for s in specs}, timeout
+        )
+
+    def create_named(
+        self, topics: Mapping[str, tuple[int, Mapping[str, str]]], timeout: float = 30.0
+    ) -> dict[str, str]:
+        """Create missing topics (full name -> (partitions, config)) with the cluster's
+        replication; returns name -> created | exists. A cluster still starting is waited out;
+        any other error raises, naming the topics."""
         rf, isr = self.replication()
         new = [
             NewTopic(
-                s.full_name(self.prefix),
-                num_partitions=s.partitions,
+                name,
+                num_partitions=parts,
                 replication_factor=rf,
-                config={**s.config(), "min.insync.replicas": str(isr)},
+                config={**config, "min.insync.replicas": str(isr)},
             )
-            for s in specs
+            for name, (parts, config) in topics.items()
         ]
         result: dict[str, str] = {}
 

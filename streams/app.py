@@ -9,12 +9,10 @@ import logging
 import time
 
 import faust
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, TopicPartition
 
 from continuum import logthrottle
 from continuum.admin import TopicAdmin
-from continuum.retry import is_transient, with_retry
 from continuum.topics import topic_spec
 from streams.agents import alerts, fold, rollup
 from streams.logic.alerts import memory_requests, store_requests, worker_requests
@@ -75,6 +73,7 @@ def create_app(
     me = settings.canonical_url().removeprefix("http://")
     limit = settings.memory_limit_mb * 2**20 if settings.memory_limit_mb else memory_limit_bytes()
 
+    # Every 5 s: an outage shows on /health and as DATABASE_ERROR within seconds.
     @app.timer(interval=5.0)
     async def _lag() -> None:
         loop = asyncio.get_running_loop()
@@ -167,51 +166,15 @@ def internal_topics(app: faust.App, pipe: Pipeline) -> dict[str, tuple[int, dict
 
 
 def declare_internal_topics(
-    bootstrap: str,
-    topics: dict[str, tuple[int, dict[str, str]]],
-    timeout_s: float = 30.0,
-    replication: tuple[int, int] = (1, 1),
+    admin: TopicAdmin, topics: dict[str, tuple[int, dict[str, str]]], timeout_s: float = 30.0
 ) -> None:
     """Create the app's internal topics before Faust subscribes, and wait until the broker lists
     them. On a fresh cluster Faust's consumer otherwise fetches metadata before its own topic
     creation has propagated, logs "Ignoring missing topic", and stage 2 stays unassigned until the
     next metadata refresh (minutes): no drift signals, no A/B results (seen in the demo test)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **logthrottle.quiet_client()})
-    done: set[str] = set()
-
-    def create() -> None:
-        todo = [n for n in topics if n not in done]
-        futures = admin.create_topics(
-            [
-                NewTopic(
-                    name,
-                    num_partitions=topics[name][0],
-                    replication_factor=replication[0],
-                    config={**topics[name][1], "min.insync.replicas": str(replication[1])},
-                )
-                for name in todo
-            ]
-        )
-        transient: KafkaException | None = None
-        for name, future in futures.items():
-            try:
-                future.result(timeout_s)
-                done.add(name)
-            except KafkaException as exc:
-                if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    done.add(name)
-                elif is_transient(exc):
-                    transient = exc
-                else:
-                    raise RuntimeError(f"could not create internal topic {name}: {exc}") from exc
-        if transient is not None:
-            raise transient
-
-    with_retry(create, "streams worker: creating its internal topics")
+    admin.create_named(topics, timeout_s)
     deadline = time.monotonic() + timeout_s
-    while missing := set(topics) - set(
-        with_retry(lambda: admin.list_topics(timeout=5), "streams worker: listing topics").topics
-    ):
+    while missing := set(topics) - set(admin.list(timeout=5)):
         if time.monotonic() > deadline:
             raise RuntimeError(f"internal topics not visible after {timeout_s} s: {missing}")
         time.sleep(0.2)
@@ -227,9 +190,7 @@ def run_worker(settings: StreamsSettings, loglevel: str = "warn") -> None:
     )
     replication = admin.replication()
     app, pipe = create_app(settings, replication)
-    topics = internal_topics(app, pipe)
-    declare_internal_topics(settings.bootstrap_servers, topics, replication=replication)
-    admin.check_replication(topics, replication[0])
+    declare_internal_topics(admin, internal_topics(app, pipe))
     # aiokafka (Faust's client) logs every failed request while a broker is away: once per
     # kind of line per 30 s, with a count, instead.
     logthrottle.install()

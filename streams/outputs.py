@@ -7,7 +7,7 @@ from typing import Any
 
 import faust
 
-from continuum.topics import topic_for_schema, topic_spec
+from continuum.topics import TopicSpec, topic_for_schema, topic_spec
 from producers.producer import prepare_event
 from schemas import AvroSerializer
 
@@ -20,12 +20,11 @@ class Outputs:
         self.app = app
         self.sent: dict[str, int] = {}
 
-    def topic(self, schema: str) -> Any:
-        """The Faust topic of a schema's topic (or of a declared topic name)."""
-        t = self._topics.get(schema)
+    def topic(self, spec: TopicSpec) -> Any:
+        """The Faust topic of a declared topic (made once)."""
+        t = self._topics.get(spec.name)
         if t is None:
-            spec = topic_for_schema(schema) if schema[:1].isupper() else topic_spec(schema)
-            t = self._topics[schema] = self.app.topic(
+            t = self._topics[spec.name] = self.app.topic(
                 spec.full_name(self.prefix), key_serializer="raw", value_serializer="raw"
             )
         return t
@@ -39,8 +38,6 @@ class Outputs:
         name = spec.full_name(self.prefix)
         value = self.serializer.encode(schema, record, topic=name)
         key = record.get(spec.key_field) if spec.key_field else None
-        await self.topic(schema if topic is None else topic).send(
-            key=None if key is None else str(key).encode(), value=value
-        )
+        await self.topic(spec).send(key=None if key is None else str(key).encode(), value=value)
         self.sent[schema] = self.sent.get(schema, 0) + 1
         return record

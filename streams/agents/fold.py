@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -380,48 +380,62 @@ class Stage1:
             raise RuntimeError(f"stage 1: writes refused by the broker: {errors[:5]}")
 
 
+def read_range(
+    bootstrap: str, group: str, topic: str, ranges: dict[int, tuple[int, int | None]]
+) -> Iterator[Any]:
+    """The records of each partition in [start, end) (end None: the partition's current end),
+    clamped to what the partition holds; assigned without a group, nothing committed."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            **quiet_client(),
+        }
+    )
+    try:
+        bounds: dict[int, tuple[int, int]] = {}
+        for p, (start, end) in ranges.items():
+            lo, hi = with_retry(
+                lambda p=p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
+                f"stage 1: reading {topic}[{p}]",
+            )
+            first, last = max(start, lo), hi if end is None else min(end, hi)
+            if last > first:
+                bounds[p] = (first, last)
+        if not bounds:
+            return
+        c.assign([TopicPartition(topic, p, first) for p, (first, _) in bounds.items()])
+        done: set[int] = set()
+        while len(done) < len(bounds):
+            for msg in c.consume(1000, 1.0):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        done.add(msg.partition())
+                        continue
+                    raise KafkaException(err)
+                p, end = msg.partition(), bounds[msg.partition()][1]
+                if p in done or msg.offset() >= end:
+                    done.add(p)
+                    continue
+                yield msg
+                if msg.offset() + 1 >= end:
+                    done.add(p)
+    finally:
+        c.close()
+
+
 def read_changelog(
     bootstrap: str, group: str
 ) -> Callable[[str, list[int]], Iterable[tuple[bytes, bytes | None]]]:
     """A restore reader: the records of a changelog's partitions, beginning to end."""
 
     def read(topic: str, partitions: list[int]) -> Iterable[tuple[bytes, bytes | None]]:
-        c = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{group}-restore",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                **quiet_client(),
-            }
-        )
-        try:
-            marks = {
-                p: with_retry(
-                    lambda p=p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
-                    f"stage 1: restoring {topic}[{p}]",
-                )
-                for p in partitions
-            }
-            todo = [TopicPartition(topic, p, lo) for p, (lo, hi) in marks.items() if hi > lo]
-            ends = {tp.partition: marks[tp.partition][1] for tp in todo}
-            if not todo:
-                return
-            c.assign(todo)
-            done: set[int] = set()
-            while len(done) < len(todo):
-                for msg in c.consume(1000, 1.0):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            done.add(msg.partition())
-                            continue
-                        raise KafkaException(err)
-                    yield msg.key(), msg.value()
-                    if msg.offset() + 1 >= ends[msg.partition()]:
-                        done.add(msg.partition())
-        finally:
-            c.close()
+        ranges: dict[int, tuple[int, int | None]] = {p: (0, None) for p in partitions}
+        for msg in read_range(bootstrap, f"{group}-restore", topic, ranges):
+            yield msg.key(), msg.value()
 
     return read
 
@@ -430,39 +444,8 @@ def read_tail(bootstrap: str, group: str) -> Callable[[str, int, int, int], Iter
     """A tail reader: the values of one partition's records in [start, end)."""
 
     def read(topic: str, partition: int, start: int, end: int) -> Iterable[bytes | None]:
-        c = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{group}-tail",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                **quiet_client(),
-            }
-        )
-        try:
-            lo, hi = with_retry(
-                lambda: c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10),
-                f"stage 1: reading the tail of {topic}[{partition}]",
-            )
-            start, end = max(start, lo), min(end, hi)
-            if end <= start:
-                return
-            c.assign([TopicPartition(topic, partition, start)])
-            while True:
-                msgs = c.consume(1000, 1.0)
-                for msg in msgs:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            return
-                        raise KafkaException(err)
-                    if msg.offset() >= end:
-                        return
-                    yield msg.value()
-                    if msg.offset() + 1 >= end:
-                        return
-        finally:
-            c.close()
+        for msg in read_range(bootstrap, f"{group}-tail", topic, {partition: (start, end)}):
+            yield msg.value()
 
     return read
 

@@ -19,10 +19,11 @@ def _group_partials(pipe: Pipeline, group: str) -> list[dict[str, Any]]:
     return [v for v in pipe.group_slots.values() if v["g"] == group]
 
 
-# Decisions (alert requests, retrain triggers) of a group's last evaluations kept in its state:
-# re-sent the first time this process touches the group, so a crash between an evaluation's
-# state write and its sends (the uncommitted span, redelivered) loses none (same ids: the alert
-# owner and every reader de-duplicate).
+# Decisions of a group's last evaluations kept in its state: re-sent the first time this process
+# touches the group, so a crash between an evaluation's state write and its sends (the
+# uncommitted span, redelivered) loses none (same ids: the alert owner and every reader
+# de-duplicate). Retrain triggers fire once and raise requests may be a window's only breach;
+# resolve requests are not kept: every later window within its threshold sends one again.
 OUTBOX = 48
 
 
@@ -70,7 +71,7 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
         await pipe.outputs.send("Alert", request, topic="alert-requests")
     for trig in out["triggers"]:
         await pipe.outputs.send("RetrainTrigger", trig)
-    decided = [("Alert", r) for r in out["alerts"]]
+    decided = [("Alert", r) for r in out["alerts"] if r["status"] == "OPEN"]
     decided += [("RetrainTrigger", t) for t in out["triggers"]]
     if decided:
         new_state["outbox"] = [*state.get("outbox", []), *decided][-OUTBOX:]

@@ -629,9 +629,7 @@ def memory_requests(
     ]
 
 
-def store_requests(
-    component: str, error: str | None, at_ms: int, since_ms: int | None = None
-) -> list[dict[str, Any]]:
+def store_requests(component: str, error: str | None, at_ms: int) -> list[dict[str, Any]]:
     """DATABASE_ERROR: a state store (Kafka, for the tables and changelogs; the delivery store of
     the alert consumer) failing; resolved when it answers again."""
     key = f"database:{component}"
@@ -643,7 +641,7 @@ def store_requests(
             "HIGH",
             key,
             f"{component} is failing",
-            at_ms if since_ms is None else since_ms,
+            at_ms,
             message=error,
             recommendation=RECOMMENDATIONS["DATABASE_ERROR"],
         )
