@@ -1,9 +1,12 @@
 """Broker failures on a local three-node KRaft cluster (replication 3, min.insync.replicas 2).
 
-1. Streams worker: live A/B traffic at --rate turns/s; a broker is SIGKILLed (each node in turn,
-   --kills times) and restarted once the worker caught up. Resume time = from the kill until the
-   worker has processed every turn sent up to one second after the kill (leader moves, client
-   metadata refresh and the catch-up together). p50 and max over the kills.
+1. Streams worker and inference path: live A/B traffic at --rate turns/s, and chats sent to the
+   gateway one after another (the inference worker answers through the request and reply
+   topics); a broker is SIGKILLed (each node in turn, --kills times) and restarted once both
+   caught up. Streams resume time = from the kill until the worker has processed every turn sent
+   up to one second after the kill (leader moves, client metadata refresh and the catch-up
+   together). Inference resume time = from the kill until a chat sent after it is answered.
+   p50 and max over the kills.
 2. The cost of replication: the SDK producer (acks=all) sending --events ChatTurns to a topic
    replicated 3 times vs once, on the same cluster, in one run: events/s and the ratio.
 
@@ -28,6 +31,11 @@ from continuum.localkafka import LocalCluster, free_port  # noqa: E402
 from continuum.topics import all_specs, topic_spec  # noqa: E402
 from producers.producer import EventProducer  # noqa: E402
 from producers.simulator import SimulatorConfig, TrafficSimulator, run  # noqa: E402
+from tests.integration.inference_procs import (  # noqa: E402
+    ChatProbe,
+    GatewayProc,
+    InferenceWorkerProc,
+)
 
 
 def wait(pred, timeout: float, what: str) -> None:
@@ -38,7 +46,9 @@ def wait(pred, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def resume_times(cluster: LocalCluster, bootstrap: str, kills: int, rate: float) -> list[float]:
+def resume_times(
+    cluster: LocalCluster, bootstrap: str, kills: int, rate: float
+) -> tuple[list[float], list[float]]:
     prefix = "fb-"
     TopicAdmin(bootstrap, prefix).create(all_specs())
     port = free_port()
@@ -46,6 +56,8 @@ def resume_times(cluster: LocalCluster, bootstrap: str, kills: int, rate: float)
     stop = threading.Event()
     with tempfile.TemporaryDirectory() as home:
         worker = start_worker(bootstrap, prefix, home, port, hop_s=5, window_s=30)
+        inference = InferenceWorkerProc(bootstrap, prefix)
+        gateway = GatewayProc(bootstrap, prefix, "--request-timeout-s", "60")
         producer = EventProducer(bootstrap, topic_prefix=prefix)
 
         def send(schema: str, ev: dict) -> None:
@@ -62,28 +74,41 @@ def resume_times(cluster: LocalCluster, bootstrap: str, kills: int, rate: float)
         )
         try:
             wait(lambda: processed(port) >= 0, 120, "the streams worker")
+            wait(lambda: inference.up() and gateway.up(), 240, "the inference worker and gateway")
             feeder.start()
             wait(lambda: processed(port) >= 2 * rate, 120, "traffic to be folded")
-            out = []
-            for i in range(kills):
-                node = cluster.nodes()[i % cluster.size]
-                node.stop(kill=True)
-                killed = time.monotonic()
-                time.sleep(1.0)
-                target = sent["ChatTurn"]
-                wait(lambda t=target: processed(port) >= t, 300, "the worker to catch up")
-                out.append(time.monotonic() - killed)
-                print(
-                    f"  kill {i + 1} (node {node.node_id}): resumed in {out[-1]:.1f} s", flush=True
-                )
-                node.start(wait=False)
-                cluster.wait_ready(180)
-                wait(lambda: not cluster.status().get("under_replicated", ["?"]), 180, "in-sync")
-            return out
+            streams, chats = [], []
+            with ChatProbe(gateway, pause_s=0.2) as probe:
+                wait(lambda: probe.answered_after(0) is not None, 120, "a first chat")
+                for i in range(kills):
+                    node = cluster.nodes()[i % cluster.size]
+                    node.stop(kill=True)
+                    killed = time.monotonic()
+                    time.sleep(1.0)
+                    target = sent["ChatTurn"]
+                    wait(lambda t=target: processed(port) >= t, 300, "the worker to catch up")
+                    streams.append(time.monotonic() - killed)
+                    wait(lambda k=killed: probe.answered_after(k) is not None, 300, "a chat")
+                    chats.append((probe.answered_after(killed) or 0) - killed)
+                    print(
+                        f"  kill {i + 1} (node {node.node_id}): streams resumed in "
+                        f"{streams[-1]:.1f} s, chats answered again after {chats[-1]:.1f} s",
+                        flush=True,
+                    )
+                    node.start(wait=False)
+                    cluster.wait_ready(180)
+                    wait(
+                        lambda: not cluster.status().get("under_replicated", ["?"]), 180, "in-sync"
+                    )
+                failed = [c for c in probe.calls if c[2] != 200]
+            print(f"  chats: {len(probe.calls)} sent, {len(failed)} not answered", flush=True)
+            return streams, chats
         finally:
             stop.set()
             feeder.join(10)
             producer.close(raise_on_failure=False)
+            for proc in (gateway, inference):
+                proc.stop()
             worker.terminate()
             worker.wait(60)
 
@@ -113,7 +138,7 @@ def main() -> int:
         bootstrap = cluster.start(timeout=240)
         try:
             print(f"three-node cluster at {bootstrap}", flush=True)
-            times = resume_times(cluster, bootstrap, args.kills, args.rate)
+            times, chats = resume_times(cluster, bootstrap, args.kills, args.rate)
             rf1 = produce_rate(bootstrap, "rf1-", 1, args.events)
             rf3 = produce_rate(bootstrap, "rf3-", 3, args.events)
         finally:
@@ -121,6 +146,10 @@ def main() -> int:
     print(
         f"\nstreams worker, broker SIGKILLed at {args.rate:.0f} turns/s: resumed in p50 "
         f"{statistics.median(times):.1f} s, max {max(times):.1f} s over {len(times)} kills"
+    )
+    print(
+        f"inference path (gateway -> worker -> gateway), broker SIGKILLed: a chat answered "
+        f"again after p50 {statistics.median(chats):.1f} s, max {max(chats):.1f} s"
     )
     print(
         f"SDK producer, acks=all: replication 1 {rf1:,.0f} events/s, replication 3 "

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import ConfigResource, NewTopic
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
+from continuum.kafka import Connection
 from continuum.retry import is_transient, with_retry
+from continuum.settings import Settings
 from continuum.topics import TopicSpec, all_specs
 
 log = logging.getLogger(__name__)
@@ -49,13 +51,13 @@ def replication_for(
 class TopicAdmin:
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: str | Connection | Settings,
         prefix: str = "",
         *,
         replication_factor: int = 0,
         min_insync_replicas: int = 0,
     ) -> None:
-        self.admin = AdminClient({"bootstrap.servers": bootstrap_servers, **quiet_client()})
+        self.admin = clients.admin(kafka)
         self.replication_factor = replication_factor
         self.min_insync_replicas = min_insync_replicas
         self.weaker: list[str] = []  # existing topics with fewer replicas than asked

@@ -23,8 +23,8 @@ S = TypeVar("S", bound=Settings)
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("connection (flags override the environment)")
     for f in fields(Settings):
-        if f.metadata.get("secret"):
-            continue  # secrets come from the environment only, never from argv
+        if f.metadata.get("secret") or f.metadata.get("flag") is False:
+            continue  # secrets come from the environment (or files) only, never from argv
         flag = "--" + f.name.replace("_", "-")
         g.add_argument(
             flag,
@@ -70,11 +70,18 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps(cluster.status(), indent=2))
         return 0
     kafka = LocalKafka.from_settings(settings)
+    kafka.secure_port = kafka.configured_secure_port()
+    if args.action == "start" and (args.secure or args.secure_port):
+        kafka.secure_port = args.secure_port or kafka.secure_port or settings.kafka_port + 2
     if args.action == "start":
         bootstrap = kafka.start()
         print(
             f"Kafka {kafka.status()['kafka_version']} (KRaft) running at {bootstrap}, data in {kafka.data_dir}"
         )
+        if kafka.secure_port:
+            print(f"SASL_SSL listener at {kafka.secure_bootstrap}; a service connects with:")
+            for name, value in kafka.client_env().items():
+                print(f"  export {name}={value}")
     elif args.action == "stop":
         print("stopped" if kafka.stop() else "not running")
     elif args.action == "reset":
@@ -94,7 +101,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from continuum.topics import all_specs
 
     admin = TopicAdmin(
-        settings.bootstrap_servers,
+        settings,
         settings.topic_prefix,
         replication_factor=settings.replication_factor,
         min_insync_replicas=settings.min_insync_replicas,
@@ -930,6 +937,15 @@ def build_parser(
         help="nodes: 1 (default), or a local cluster for trying failover (3: replication 3, "
         "min.insync.replicas 2); stop and status act on both",
     )
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="start: add a SASL_SSL listener (SCRAM-SHA-512, a CA made for this broker home) "
+        "on --secure-port, next to the plain one; prints the settings a service needs for it",
+    )
+    p.add_argument(
+        "--secure-port", type=int, default=0, help="port of the SASL_SSL listener (default 9094)"
+    )
     _add_settings_flags(p)
     p.set_defaults(handler=cmd_broker)
 
@@ -1239,6 +1255,10 @@ def build_parser(
     return parser
 
 
+# Commands that do not connect to the configured Kafka (the demo runs its own local broker).
+OFFLINE = frozenset({"broker", "demo", "evaluate", "baseline"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1248,6 +1268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = _settings(args)
+        if args.command not in OFFLINE:
+            from continuum import kafka
+
+            kafka.preflight(settings.kafka)  # bad credentials or TLS: one line, exit 1
         return int(args.handler(args, settings) or 0)
     except KeyboardInterrupt:
         return 130

@@ -30,6 +30,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from continuum import kafka as clients
 from continuum.admin import TopicAdmin
 from continuum.localkafka import LocalKafka, free_port
 from continuum.settings import Settings
@@ -261,13 +262,13 @@ def wait_ready(
     return problems, None
 
 
-def dead_letters(bootstrap: str, prefix: str) -> int:
+def dead_letters(kafka: str | clients.Connection, prefix: str) -> int:
     """Records on every dead-letter topic of this run."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
     from continuum.retry import with_retry
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "continuum-demo-dlq-count"})
+    c = clients.consumer(kafka, "continuum-demo-dlq-count")
     try:
         md = with_retry(lambda: c.list_topics(timeout=10), "demo: listing topics")
         total = 0
@@ -524,7 +525,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             bootstrap,
             f"continuum-demo-{os.getpid()}",
             ["chat.turns", "chat.feedback", "drift-signals", "alerts"],
-            deserializer=deserializer_for(settings.schema_registry_url),
+            deserializer=deserializer_for(settings),
             dlq_producer=producer,
             topic_prefix=settings.topic_prefix,
             config={"auto.offset.reset": "latest", **quiet},

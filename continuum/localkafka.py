@@ -20,8 +20,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from continuum.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from continuum.kafka import Connection
 
 POM = PROJECT_ROOT / "deploy" / "local" / "pom.xml"
 LOG4J = PROJECT_ROOT / "deploy" / "local" / "log4j2.properties"
@@ -33,10 +37,10 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id={node_id}
 controller.quorum.voters={voters}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{secure_listener}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}{secure_listener}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 num.partitions=3
@@ -56,6 +60,19 @@ log.retention.check.interval.ms=60000
 log.cleaner.backoff.ms=1000
 log.segment.bytes=67108864
 """
+
+# The secured listener (``continuum broker start --secure``): TLS with the broker home's own CA,
+# SCRAM-SHA-512 users created when the storage is formatted.
+SECURE_PROPERTIES = """\
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\\
+  org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
+listener.name.sasl_ssl.ssl.keystore.password={store_password}
+listener.name.sasl_ssl.ssl.key.password={store_password}
+"""
+SCRAM_USER = "continuum"
 
 
 class BrokerError(RuntimeError):
@@ -98,7 +115,10 @@ class LocalKafka:
     voters: str = ""
     cluster_id: str = ""
     cluster_size: int = 1
+    # A SASL_SSL listener on this port next to the plain one (0: none).
+    secure_port: int = 0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _scram_pending: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
@@ -216,22 +236,143 @@ class LocalKafka:
             f"-Dlog4j2.configurationFile={LOG4J}",
         ]
 
+    # -- the secured listener --------------------------------------------------------------------
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.secure_port}"
+
+    def configured_secure_port(self) -> int:
+        """The SASL_SSL port this broker home was last started with (0: none)."""
+        try:
+            text = (self.dir / "server.properties").read_text()
+        except OSError:
+            return 0
+        m = re.search(r"^listeners=.*SASL_SSL://[^:,]+:(\d+)", text, re.MULTILINE)
+        return int(m.group(1)) if m else 0
+
+    def secure_connection(self) -> Connection:
+        """How a client reaches the SASL_SSL listener: SCRAM-SHA-512, the broker home's CA,
+        hostname verification on."""
+        from continuum.kafka import Connection
+
+        return Connection(
+            self.secure_bootstrap,
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=SCRAM_USER,
+            sasl_password=self._secret("client.password"),
+            ssl_ca_location=str(self.tls_dir / "ca.pem"),
+        )
+
+    def client_env(self) -> dict[str, str]:
+        """The environment a Continuum service needs for the secured listener (the password by
+        file, as a secrets mount would give it)."""
+        return {
+            "CONTINUUM_BOOTSTRAP_SERVERS": self.secure_bootstrap,
+            "CONTINUUM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "CONTINUUM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "CONTINUUM_KAFKA_SASL_USERNAME": SCRAM_USER,
+            "CONTINUUM_KAFKA_SASL_PASSWORD_FILE": str(self.tls_dir / "client.password"),
+            "CONTINUUM_KAFKA_SSL_CA_LOCATION": str(self.tls_dir / "ca.pem"),
+        }
+
+    def _secret(self, name: str) -> str:
+        path = self.tls_dir / name
+        if not path.exists():
+            import secrets
+
+            self.tls_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(24))
+        return path.read_text().strip()
+
+    def make_tls(self) -> None:
+        """A CA and a broker certificate for 127.0.0.1 / localhost, made once with the JDK's
+        keytool (no other tool needed): ``ca.pem`` for clients, ``broker.p12`` for the broker."""
+        d = self.tls_dir
+        if (d / "broker.p12").exists() and (d / "ca.pem").exists():
+            return
+        d.mkdir(parents=True, exist_ok=True)
+        pw = self._secret("store.password")
+        java_home = Path(self._java()).resolve().parent
+        keytool = str(java_home / "keytool") if (java_home / "keytool").exists() else "keytool"
+        san = "SAN=ip:127.0.0.1,dns:localhost"
+        for f in ("ca.p12", "broker.p12"):
+            (d / f).unlink(missing_ok=True)
+        steps = [
+            ["-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048",
+             "-dname", "CN=Continuum local CA", "-ext", "bc:c", "-validity", "3650",
+             "-keystore", "ca.p12", "-storetype", "PKCS12", "-storepass", pw],
+            ["-exportcert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-storepass", pw,
+             "-file", "ca.pem"],
+            ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+             "-dname", "CN=localhost", "-ext", san, "-validity", "3650",
+             "-keystore", "broker.p12", "-storetype", "PKCS12", "-storepass", pw],
+            ["-certreq", "-alias", "broker", "-keystore", "broker.p12", "-storepass", pw,
+             "-file", "broker.csr"],
+            ["-gencert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-storepass", pw,
+             "-infile", "broker.csr", "-outfile", "broker.pem", "-ext", san, "-validity", "3650"],
+            ["-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem",
+             "-keystore", "broker.p12", "-storepass", pw],
+            ["-importcert", "-alias", "broker", "-file", "broker.pem",
+             "-keystore", "broker.p12", "-storepass", pw],
+        ]  # fmt: skip
+        for step in steps:
+            proc = subprocess.run([keytool, *step], cwd=d, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BrokerError(f"keytool {step[0]} failed:\n{proc.stdout}{proc.stderr}")
+
+    def _ensure_scram_user(self) -> None:
+        """The SCRAM user of a broker formatted before it was secured, set through the plain
+        listener (a fresh one gets it at format time)."""
+        from confluent_kafka.admin import (
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
+        upsert = UserScramCredentialUpsertion(
+            SCRAM_USER,
+            ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+            self._secret("client.password").encode(),
+        )
+        for fut in admin.alter_user_scram_credentials([upsert]).values():
+            fut.result(timeout=30)
+
     def format_storage(self, cp: str) -> None:
         props = self.dir / "server.properties"
         rf = 3 if self.cluster_size >= 3 else 1
-        props.write_text(
-            SERVER_PROPERTIES.format(
-                port=self.port,
-                controller_port=self.controller_port,
-                data=self.data_dir,
-                node_id=self.node_id,
-                voters=self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
-                rf=rf,
-                min_isr=2 if rf >= 3 else 1,
-            )
+        text = SERVER_PROPERTIES.format(
+            port=self.port,
+            controller_port=self.controller_port,
+            data=self.data_dir,
+            node_id=self.node_id,
+            voters=self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
+            rf=rf,
+            min_isr=2 if rf >= 3 else 1,
+            secure_listener=f",SASL_SSL://127.0.0.1:{self.secure_port}" if self.secure_port else "",
         )
+        scram: list[str] = []
+        if self.secure_port:
+            self.make_tls()
+            text += SECURE_PROPERTIES.format(
+                keystore=self.tls_dir / "broker.p12", store_password=self._secret("store.password")
+            )
+            password = self._secret("client.password")
+            scram = [f"--add-scram=SCRAM-SHA-512=[name={SCRAM_USER},password={password}]"]
+        props.write_text(text)
+        props.chmod(0o600)  # holds the keystore password
         if (self.data_dir / "meta.properties").exists():
+            self._scram_pending = bool(self.secure_port)
             return
+        self._scram_pending = False
         cid = self.cluster_id or new_cluster_id()
         proc = subprocess.run(
             [
@@ -245,6 +386,7 @@ class LocalKafka:
                 # read as a flag (seen: "--cluster-id: expected one argument", 1 start in 64).
                 f"--cluster-id={cid}",
                 f"--config={props}",
+                *scram,
             ],
             capture_output=True,
             text=True,
@@ -258,8 +400,8 @@ class LocalKafka:
         if self.running():
             self.wait_ready(timeout)
             return self.bootstrap
-        for p in (self.port, self.controller_port):
-            if port_open("127.0.0.1", p):
+        for p in (self.port, self.controller_port, self.secure_port):
+            if p and port_open("127.0.0.1", p):
                 raise BrokerError(
                     f"port {p} on 127.0.0.1 is taken by another process; set CONTINUUM_KAFKA_PORT / "
                     "CONTINUUM_KAFKA_CONTROLLER_PORT or stop it"
@@ -289,6 +431,8 @@ class LocalKafka:
             return self.bootstrap
         try:
             self.wait_ready(timeout, proc=proc)
+            if self._scram_pending:
+                self._ensure_scram_user()
         except BrokerError:
             self.stop()
             raise
@@ -365,6 +509,11 @@ class LocalKafka:
             "data_dir": str(self.data_dir),
             "log": str(self.log_file),
             "reachable": port_open("127.0.0.1", self.port),
+            **(
+                {"secure_bootstrap": self.secure_bootstrap, "secure_env": self.client_env()}
+                if self.secure_port
+                else {}
+            ),
         }
 
 

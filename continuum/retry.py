@@ -52,6 +52,19 @@ TRANSIENT = frozenset(
 )
 
 
+# What waiting does not fix: the cluster refused who we are (credentials, TLS trust, ACLs).
+REFUSED = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError._SSL,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
+
+
 class KafkaUnavailable(RuntimeError):
     """Kafka did not answer usefully within the deadline (the message says what was tried)."""
 
@@ -67,7 +80,7 @@ def is_transient(exc: BaseException) -> bool:
     err = kafka_error(exc)
     if err is None:
         return False
-    if err.fatal():
+    if err.fatal() or err.code() in REFUSED:
         return False
     return err.code() in TRANSIENT or bool(err.retriable())
 

@@ -6,7 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from continuum.kafka import Connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,6 +21,37 @@ def _env_bool(raw: str) -> bool:
     if value in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(f"expected a boolean (1/0, true/false, yes/no), got {raw!r}")
+
+
+PASSTHROUGH = "CONTINUUM_LIBRDKAFKA_"
+
+
+def passthrough(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """librdkafka properties from ``CONTINUUM_LIBRDKAFKA_<PROPERTY>`` (``_`` for ``.``)."""
+    return tuple(
+        sorted(
+            (name[len(PASSTHROUGH) :].lower().replace("_", "."), value)
+            for name, value in env.items()
+            if name.startswith(PASSTHROUGH) and len(name) > len(PASSTHROUGH)
+        )
+    )
+
+
+def sensitive(prop: str) -> bool:
+    """A librdkafka property whose value is a secret."""
+    return any(w in prop for w in ("password", "secret", "token", ".pem", "jaas"))
+
+
+def _secret_file(env: Mapping[str, str], name: str) -> str | None:
+    """A secret from the file named by ``<NAME>_FILE`` (the Docker / Kubernetes secrets
+    convention), without its trailing newline."""
+    path = env.get(name + "_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).expanduser().read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{name}_FILE={path}: cannot read it ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)
@@ -58,6 +92,68 @@ class Settings:
         default=0,
         metadata={"help": "min.insync.replicas of those topics; 0 = 2 with 3 replicas, else 1"},
     )
+    # -- Kafka security (one connection for every client: continuum.kafka.Connection) -------
+    kafka_security_protocol: str = field(
+        default="PLAINTEXT",
+        metadata={"help": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"},
+    )
+    kafka_sasl_mechanism: str = field(
+        default="",
+        metadata={"help": "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (with SASL_*)"},
+    )
+    kafka_sasl_username: str = field(default="", metadata={"help": "SASL user name"})
+    kafka_sasl_password: str = field(
+        default="", metadata={"help": "SASL password (or *_FILE)", "secret": True}
+    )
+    kafka_ssl_ca_location: str = field(
+        default="", metadata={"help": "CA certificate (PEM) that signed the brokers' certificates"}
+    )
+    kafka_ssl_certificate_location: str = field(
+        default="", metadata={"help": "client certificate (PEM) for mutual TLS"}
+    )
+    kafka_ssl_key_location: str = field(
+        default="", metadata={"help": "client private key (PEM) for mutual TLS"}
+    )
+    kafka_ssl_key_password: str = field(
+        default="", metadata={"help": "password of the client key (or *_FILE)", "secret": True}
+    )
+    kafka_ssl_check_hostname: bool = field(
+        default=True, metadata={"help": "verify that the broker certificate names the host"}
+    )
+    kafka_oauth_token_url: str = field(
+        default="", metadata={"help": "OAUTHBEARER: the OIDC token endpoint"}
+    )
+    kafka_oauth_client_id: str = field(default="", metadata={"help": "OAUTHBEARER: client id"})
+    kafka_oauth_client_secret: str = field(
+        default="", metadata={"help": "OAUTHBEARER: client secret (or *_FILE)", "secret": True}
+    )
+    kafka_oauth_scope: str = field(default="", metadata={"help": "OAUTHBEARER: scope"})
+    librdkafka: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata={
+            "help": "other librdkafka properties, from CONTINUUM_LIBRDKAFKA_<PROPERTY> "
+            "(dots as underscores)",
+            "flag": False,
+        },
+    )
+    # -- Schema Registry credentials --------------------------------------------------------
+    schema_registry_username: str = field(
+        default="", metadata={"help": "Schema Registry basic-auth user (API key)"}
+    )
+    schema_registry_password: str = field(
+        default="",
+        metadata={"help": "Schema Registry basic-auth password (or *_FILE)", "secret": True},
+    )
+    schema_registry_token: str = field(
+        default="", metadata={"help": "Schema Registry bearer token (or *_FILE)", "secret": True}
+    )
+    schema_registry_logical_cluster: str = field(
+        default="",
+        metadata={"help": "Schema Registry logical cluster (Confluent Cloud, with a token)"},
+    )
+    schema_registry_ca_location: str = field(
+        default="", metadata={"help": "CA certificate (PEM) of the Schema Registry's TLS"}
+    )
     api_token: str = field(
         default="", metadata={"help": "Bearer token for mutating web endpoints", "secret": True}
     )
@@ -73,7 +169,12 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name == "librdkafka":
+                values[f.name] = passthrough(env)
+                continue
             raw = env.get(cls.env_name(f.name))
+            if raw is None and f.metadata.get("secret"):
+                raw = _secret_file(env, cls.env_name(f.name))
             if raw is None:
                 continue
             try:
@@ -82,6 +183,42 @@ class Settings:
                 raise ValueError(f"{cls.env_name(f.name)}={raw!r}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    @property
+    def registry_conf(self) -> dict[str, Any]:
+        """confluent-kafka ``SchemaRegistryClient`` properties for the credentials and TLS."""
+        conf: dict[str, Any] = {}
+        if self.schema_registry_username or self.schema_registry_password:
+            if self.schema_registry_token:
+                raise ValueError(
+                    "Schema Registry: set basic auth (CONTINUUM_SCHEMA_REGISTRY_USERNAME/_PASSWORD) "
+                    "or a bearer token (CONTINUUM_SCHEMA_REGISTRY_TOKEN), not both"
+                )
+            if ":" in self.schema_registry_username:
+                raise ValueError("CONTINUUM_SCHEMA_REGISTRY_USERNAME must not contain ':'")
+            conf["basic.auth.credentials.source"] = "USER_INFO"
+            conf["basic.auth.user.info"] = (
+                f"{self.schema_registry_username}:{self.schema_registry_password}"
+            )
+        elif self.schema_registry_token:
+            conf["bearer.auth.credentials.source"] = "STATIC_TOKEN"
+            conf["bearer.auth.token"] = self.schema_registry_token
+            conf["bearer.auth.logical.cluster"] = self.schema_registry_logical_cluster
+        if self.schema_registry_ca_location:
+            if not Path(self.schema_registry_ca_location).is_file():
+                raise ValueError(
+                    f"CONTINUUM_SCHEMA_REGISTRY_CA_LOCATION={self.schema_registry_ca_location}: "
+                    "no such file"
+                )
+            conf["ssl.ca.location"] = self.schema_registry_ca_location
+        return conf
+
+    @property
+    def kafka(self) -> Connection:
+        """The Kafka connection every client of this service uses (checked when built)."""
+        from continuum.kafka import Connection
+
+        return Connection.from_settings(self)
 
     @staticmethod
     def env_name(name: str) -> str:
@@ -116,6 +253,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.metadata.get("secret") and value:
                 value = "***"
+            elif f.name == "librdkafka":
+                value = [(k, "***" if sensitive(k) else v) for k, v in value]
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 

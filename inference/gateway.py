@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -34,7 +34,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
@@ -128,17 +128,12 @@ class ReplyListener(threading.Thread):
             if gateway.config.follow_experiments
             else None
         )
-        self.decoder = deserializer_for(settings.schema_registry_url)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": f"continuum-gateway-{uuid.uuid4()}",  # never committed
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-                "socket.nagle.disable": True,
-                "fetch.min.bytes": 1,
-                **quiet_client(),
-            }
+        self.decoder = deserializer_for(settings)
+        self.consumer = clients.consumer(
+            settings,
+            f"continuum-gateway-{uuid.uuid4()}",  # assigned, never committed
+            {"fetch.wait.max.ms": 10, "socket.nagle.disable": True, "fetch.min.bytes": 1},
+            offset_reset="latest",
         )
         self.stop_event = threading.Event()
         self.ready = threading.Event()

@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
@@ -91,7 +91,7 @@ class InferenceWorker:
         self.producer = producer or EventProducer.from_settings(
             settings, config=LOW_LATENCY_PRODUCER
         )
-        self.deserializer = deserializer_for(settings.schema_registry_url)
+        self.deserializer = deserializer_for(settings)
         self.topic = topic_spec(REQUESTS).full_name(settings.topic_prefix)
         self._consumer_factory = consumer_factory
         self._consumer: Any = None
@@ -127,17 +127,18 @@ class InferenceWorker:
         poller.start()
         kafka = ThreadPoolExecutor(1, thread_name_prefix="consume")
         self._consumer = self._consumer_factory(
-            {
-                "bootstrap.servers": self.settings.bootstrap_servers,
-                "socket.nagle.disable": True,
-                "fetch.wait.max.ms": 100,
-                "group.id": self.config.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": self.config.session_timeout_ms,
-                "on_commit": self._on_commit,
-                **quiet_client(),
-            }
+            clients.client_config(
+                self.settings,
+                {
+                    "socket.nagle.disable": True,
+                    "fetch.wait.max.ms": 100,
+                    "group.id": self.config.group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": self.config.session_timeout_ms,
+                    "on_commit": self._on_commit,
+                },
+            )
         )
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("inference worker %s: %s on %s", self.worker_id, self.engine.info(), self.topic)

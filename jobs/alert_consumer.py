@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from jobs.notify import (
@@ -140,16 +140,11 @@ class AlertDelivery:
         self.topic = topic_spec("alerts").full_name(settings.topic_prefix)
         self.producer = producer or EventProducer.from_settings(settings)
         self.dlq = DeadLetterQueue(self.producer.dead_letter_sink)
-        self.decoder = SafeDecoder(deserializer_for(settings.schema_registry_url), self.dlq)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": group_id or f"continuum-alerts-{target.name}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10_000,
-                **quiet_client(),
-            }
+        self.decoder = SafeDecoder(deserializer_for(settings), self.dlq)
+        self.consumer = clients.consumer(
+            settings,
+            group_id or f"continuum-alerts-{target.name}",
+            {"session.timeout.ms": 10_000},
         )
         self.consumer.subscribe([self.topic])
         # httpx logs every request line, URL included; the URL is a secret.

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from producers.consumer import consume_available
@@ -135,19 +135,10 @@ class ArchiveSink:
         self.catalog = default_catalog()
         self.producer = producer or EventProducer.from_settings(settings)
         self.decoder = SafeDecoder(
-            deserializer_for(settings.schema_registry_url),
+            deserializer_for(settings),
             DeadLetterQueue(self.producer.dead_letter_sink),
         )
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10_000,
-                **quiet_client(),
-            }
-        )
+        self.consumer = clients.consumer(settings, group_id, {"session.timeout.ms": 10_000})
         self.states: dict[tuple[str, int], PartitionState] = {}
         self.stop_event = threading.Event()
         self.archived = 0
@@ -191,7 +182,9 @@ class ArchiveSink:
             groups[(topic, part, day_of(int(ms)))].append(rec)
         if not nexts:
             return 0
-        if self.decoder.dead_lettered and self.producer.flush(30):
+        if self.producer.pending and self.producer.flush(330):
+            # Dead letters wait in the producer while Kafka is away (its message timeout, 5 min);
+            # nothing is checkpointed before they are acknowledged.
             raise RuntimeError("dead letters not acknowledged; not checkpointing")
         touched: dict[tuple[str, int], dict[str, int]] = defaultdict(dict)
         for (topic, part, day), records in groups.items():

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import Consumer, TopicPartition
 
+from continuum import kafka as clients
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from jobs.archive import archive_files, read_archive
@@ -177,15 +178,8 @@ class BaselineReplay:
         name = topic_spec(topic).full_name(settings.topic_prefix)
         source = f"kafka:{settings.bootstrap_servers}/{name}:{self.spec}"
         state = self._resume(source)
-        c = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": "continuum-replay",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-            }
-        )
-        decoder = deserializer_for(settings.schema_registry_url)
+        c = clients.consumer(settings, "continuum-replay")
+        decoder = deserializer_for(settings)
         try:
             parts = sorted(c.list_topics(name, timeout=10).topics[name].partitions)
             starts, ends = self._bounds(c, name, parts)

@@ -8,9 +8,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
+from continuum.kafka import Connection
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
@@ -18,19 +19,15 @@ from schemas.serde import deserializer_for
 
 
 def messages_to_end(
-    bootstrap: str, name: str, timeout_s: float = 10.0, group_id: str = "continuum-read"
+    kafka: str | Connection | Settings,
+    name: str,
+    timeout_s: float = 10.0,
+    group_id: str = "continuum-read",
 ) -> Iterator[Message]:
     """Every message of the (full-named) topic ``name``, each partition from its beginning up to
     its end as of the call, assigned without committing. Raises when the topic is missing or the
     end is not reached within 3 x ``timeout_s``."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            **quiet_client(),
-        }
-    )
+    c = clients.consumer(kafka, group_id)
     try:
         md = with_retry(
             lambda: c.list_topics(name, timeout=timeout_s).topics[name], f"reading {name}"
@@ -66,11 +63,9 @@ def read_to_end(
     """Decoded records of ``topic`` (unprefixed name) in partition order; undecodable records
     raise (these readers serve operators, who should see them)."""
     spec = topic_spec(topic)
-    decoder = deserializer_for(settings.schema_registry_url)
+    decoder = deserializer_for(settings)
     name = spec.full_name(settings.topic_prefix)
-    for m in messages_to_end(
-        settings.bootstrap_servers, name, timeout_s, f"continuum-read-{topic}"
-    ):
+    for m in messages_to_end(settings, name, timeout_s, f"continuum-read-{topic}"):
         if m.value() is not None:
             yield decoder.decode(m.value(), spec.schema).record
 

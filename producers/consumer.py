@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
+from continuum.kafka import Connection
 from continuum.topics import TopicSpec, topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
@@ -66,7 +67,7 @@ class ConsumedEvent:
 class EventConsumer:
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: str | Connection,
         group_id: str,
         topics: Iterable[str],
         *,
@@ -75,20 +76,16 @@ class EventConsumer:
         topic_prefix: str = "",
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        conf = dict(CONSUMER_DEFAULTS)
-        conf.update(quiet_client())
-        conf.update(config or {})
-        conf.update({"bootstrap.servers": bootstrap_servers, "group.id": group_id})
-        self._consumer = Consumer(conf)
+        """``kafka``: a bootstrap string (plaintext) or the service's :class:`Connection`."""
+        conf = {**CONSUMER_DEFAULTS, **(config or {}), "group.id": group_id}
+        self._consumer = clients.consumer(kafka, group_id, conf)
         self.topic_prefix = topic_prefix
         self._specs: dict[str, TopicSpec] = {}
         for name in topics:
             spec = topic_spec(name)
             self._specs[spec.full_name(topic_prefix)] = spec
         self._own_producer = dlq_producer is None
-        self._dlq_producer = dlq_producer or EventProducer(
-            bootstrap_servers, topic_prefix=topic_prefix
-        )
+        self._dlq_producer = dlq_producer or EventProducer(kafka, topic_prefix=topic_prefix)
         self.decoder = SafeDecoder(
             deserializer or AvroDeserializer(), DeadLetterQueue(self._dlq_producer.dead_letter_sink)
         )

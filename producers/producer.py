@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from continuum import kafka as clients
 from continuum import logthrottle
+from continuum.kafka import Connection
 from continuum.settings import Settings
 from continuum.topics import TopicSpec, topic_for_schema, topic_spec
 from schemas.catalog import default_catalog
@@ -97,7 +99,7 @@ class EventProducer:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: str | Connection,
         *,
         serializer: AvroSerializer | None = None,
         topic_prefix: str = "",
@@ -106,18 +108,21 @@ class EventProducer:
         max_block_s: float = 60.0,
         client: Any = None,
     ) -> None:
-        """``client`` replaces the confluent-kafka ``Producer`` (unit tests pass a fake)."""
+        """``kafka``: a bootstrap string (plaintext) or the service's :class:`Connection`
+        (``from_settings`` passes it); ``client`` replaces the confluent-kafka ``Producer`` (unit
+        tests pass a fake)."""
         # Measured (benchmarks/serde_produce.py): routing librdkafka's log through Python
         # logging or asking for error-only delivery reports both cost ~10-25% throughput here,
         # so the client keeps its defaults; per-message reports are served every 1000 sends.
         if client is None:
-            conf = dict(PRODUCER_DEFAULTS)
-            conf.setdefault("log_level", 2)  # librdkafka's stderr: critical only; errors below
-            conf.update(config or {})
-            conf["bootstrap.servers"] = bootstrap_servers
-            conf.setdefault("error_cb", self._on_client_error)
+            conf = {
+                **PRODUCER_DEFAULTS,
+                "log_level": 2,  # librdkafka's stderr: critical only; errors below
+                "error_cb": self._on_client_error,
+                **(config or {}),
+            }
             logthrottle.install()  # the error callback's lines: one per kind per 30 s
-            client = Producer(conf)
+            client = clients.producer(kafka, conf)
         self._producer = client
         self.serializer = serializer or AvroSerializer(default_catalog())
         self.topic_prefix = topic_prefix
@@ -132,9 +137,9 @@ class EventProducer:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> EventProducer:
-        registry = make_registry(settings.schema_registry_url)
+        registry = make_registry(settings)
         return cls(
-            settings.bootstrap_servers,
+            settings.kafka,
             serializer=AvroSerializer(default_catalog(), registry),
             topic_prefix=settings.topic_prefix,
             **kwargs,

@@ -35,19 +35,35 @@ class RegistryClient(Protocol):
     def get_schema(self, schema_id: int) -> Any: ...
 
 
-def make_registry(url: str) -> RegistryClient | None:
-    """A Schema Registry client for ``url``, or None when no registry is configured."""
+class RegistrySettings(Protocol):
+    """Where the Schema Registry is and how to authenticate (``continuum.settings.Settings``)."""
+
+    @property
+    def schema_registry_url(self) -> str: ...
+
+    @property
+    def registry_conf(self) -> Mapping[str, Any]: ...
+
+
+def make_registry(source: str | RegistrySettings) -> RegistryClient | None:
+    """A Schema Registry client for a URL (no credentials) or for settings (URL plus basic auth,
+    bearer token and CA file), or None when no registry is configured."""
+    if isinstance(source, str):
+        url, conf = source, {}
+    else:
+        url, conf = source.schema_registry_url, dict(source.registry_conf)
     if not url:
         return None
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient.new_client({"url": url})  # "mock://..." gives the in-process mock
+    # "mock://..." gives the in-process mock
+    return SchemaRegistryClient.new_client({**conf, "url": url})
 
 
-def deserializer_for(registry_url: str = "") -> AvroDeserializer:
+def deserializer_for(source: str | RegistrySettings = "") -> AvroDeserializer:
     """The deserializer a service uses: single-object records always, Confluent-framed ones too
     when a Schema Registry is configured (the producers frame with it then)."""
-    return AvroDeserializer(registry=make_registry(registry_url))
+    return AvroDeserializer(registry=make_registry(source))
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,15 @@ import logging
 import time
 
 import faust
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
+from continuum import kafka as clients
 from continuum import logthrottle
 from continuum.admin import TopicAdmin
+from continuum.kafka import Connection
 from continuum.topics import topic_spec
 from streams.agents import alerts, fold, rollup
+from streams.kafka_auth import faust_credentials
 from streams.logic.alerts import memory_requests, store_requests, worker_requests
 from streams.pipeline import Pipeline
 from streams.resources import memory_limit_bytes, rss_bytes
@@ -33,6 +36,7 @@ def create_app(
     app = faust.App(
         f"{settings.topic_prefix}{settings.app_id}",
         broker=f"kafka://{settings.bootstrap_servers}",
+        broker_credentials=faust_credentials(settings.kafka),
         store="memory://",
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -80,7 +84,7 @@ def create_app(
         lag, error = await loop.run_in_executor(
             None,
             consumer_lag,
-            settings.bootstrap_servers,
+            settings.kafka,
             pipe.stage1_group,
             list(pipe.stage1_topics.values()),
         )
@@ -111,18 +115,11 @@ def create_app(
 
 
 def consumer_lag(
-    bootstrap: str, group: str, topics: list[str]
+    kafka: str | Connection, group: str, topics: list[str]
 ) -> tuple[dict[str, int], str | None]:
     """Records between the group's committed offsets and the end of each input topic, and the
     error when Kafka could not tell."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            **logthrottle.quiet_client(),
-        }
-    )
+    c = clients.consumer(kafka, group)
     try:
         md = c.list_topics(timeout=3)
         out: dict[str, int] = {}
@@ -184,7 +181,7 @@ def run_worker(settings: StreamsSettings, loglevel: str = "warn") -> None:
     import sys
 
     admin = TopicAdmin(
-        settings.bootstrap_servers,
+        settings,
         replication_factor=settings.replication_factor,
         min_insync_replicas=settings.min_insync_replicas,
     )

@@ -12,13 +12,14 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
+from continuum.kafka import Connection
 from continuum.retry import with_retry
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
-from schemas.serde import deserializer_for
+from schemas.serde import RegistrySettings, deserializer_for
 from streams.logic.alerts import brief as alert_brief
 
 log = logging.getLogger(__name__)
@@ -119,27 +120,19 @@ class LiveState:
 class TopicMirror(threading.Thread):
     def __init__(
         self,
-        bootstrap: str,
+        kafka: str | Connection,
         prefix: str,
         state: LiveState,
         dlq_sink: Any,
-        registry_url: str = "",
+        registry: str | RegistrySettings = "",
     ) -> None:
         super().__init__(name="continuum-mirror", daemon=True)
         self.state = state
         self.prefix = prefix
         self._stop_event = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "continuum-mirror-unused",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                **quiet_client(),
-            }
-        )
+        self._consumer = clients.consumer(kafka, "continuum-mirror-unused")
         self._names = {topic_spec(n).full_name(prefix): topic_spec(n) for n in MIRRORED}
-        self.decoder = SafeDecoder(deserializer_for(registry_url), DeadLetterQueue(dlq_sink))
+        self.decoder = SafeDecoder(deserializer_for(registry), DeadLetterQueue(dlq_sink))
         self.ready = threading.Event()
 
     def _assign(self) -> None:

@@ -126,9 +126,7 @@ class Pipeline:
         self.outputs = Outputs(app, p, self.serializer)
         self.metrics = StreamsMetrics()
         self._dlq_producer: EventProducer | None = None
-        self.decoder = SafeDecoder(
-            deserializer_for(settings.schema_registry_url), DeadLetterQueue(self._dead_letter)
-        )
+        self.decoder = SafeDecoder(deserializer_for(settings), DeadLetterQueue(self._dead_letter))
         self.live = LiveState()
         self.live.listeners.append(self._on_live)
         self.mirror: TopicMirror | None = None
@@ -176,7 +174,7 @@ class Pipeline:
     def dlq_producer(self) -> EventProducer:
         """Created on first use, so a worker that never sees bad input opens no extra connection."""
         if self._dlq_producer is None:
-            self._dlq_producer = EventProducer(self.settings.bootstrap_servers)
+            self._dlq_producer = EventProducer(self.settings.kafka)
         return self._dlq_producer
 
     def dlq_producer_if_open(self) -> EventProducer | None:
@@ -196,11 +194,11 @@ class Pipeline:
 
     def start_mirror(self) -> None:
         self.mirror = TopicMirror(
-            self.settings.bootstrap_servers,
+            self.settings.kafka,
             self.settings.topic_prefix,
             self.live,
             lambda *letter: self.dlq_producer.dead_letter_sink(*letter),
-            registry_url=self.settings.schema_registry_url,
+            registry=self.settings,
         )
         self.mirror.start()
 

@@ -30,9 +30,10 @@ from typing import Any
 
 import mode
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from continuum.logthrottle import quiet_client
+from continuum import kafka as clients
+from continuum.kafka import Connection
 from continuum.retry import with_retry
 from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
@@ -381,19 +382,11 @@ class Stage1:
 
 
 def read_range(
-    bootstrap: str, group: str, topic: str, ranges: dict[int, tuple[int, int | None]]
+    kafka: str | Connection, group: str, topic: str, ranges: dict[int, tuple[int, int | None]]
 ) -> Iterator[Any]:
     """The records of each partition in [start, end) (end None: the partition's current end),
     clamped to what the partition holds; assigned without a group, nothing committed."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            **quiet_client(),
-        }
-    )
+    c = clients.consumer(kafka, group, {"enable.partition.eof": True})
     try:
         bounds: dict[int, tuple[int, int]] = {}
         for p, (start, end) in ranges.items():
@@ -428,23 +421,25 @@ def read_range(
 
 
 def read_changelog(
-    bootstrap: str, group: str
+    kafka: str | Connection, group: str
 ) -> Callable[[str, list[int]], Iterable[tuple[bytes, bytes | None]]]:
     """A restore reader: the records of a changelog's partitions, beginning to end."""
 
     def read(topic: str, partitions: list[int]) -> Iterable[tuple[bytes, bytes | None]]:
         ranges: dict[int, tuple[int, int | None]] = {p: (0, None) for p in partitions}
-        for msg in read_range(bootstrap, f"{group}-restore", topic, ranges):
+        for msg in read_range(kafka, f"{group}-restore", topic, ranges):
             yield msg.key(), msg.value()
 
     return read
 
 
-def read_tail(bootstrap: str, group: str) -> Callable[[str, int, int, int], Iterable[bytes | None]]:
+def read_tail(
+    kafka: str | Connection, group: str
+) -> Callable[[str, int, int, int], Iterable[bytes | None]]:
     """A tail reader: the values of one partition's records in [start, end)."""
 
     def read(topic: str, partition: int, start: int, end: int) -> Iterable[bytes | None]:
-        for msg in read_range(bootstrap, f"{group}-tail", topic, {partition: (start, end)}):
+        for msg in read_range(kafka, f"{group}-tail", topic, {partition: (start, end)}):
             yield msg.value()
 
     return read
@@ -465,12 +460,10 @@ class Stage1Service(mode.Service):
     def build(self) -> Stage1:
         s = self.pipe.settings
         group = self.pipe.stage1_group
-        consumer = Consumer(
+        consumer = clients.consumer(
+            s,
+            group,
             {
-                "bootstrap.servers": s.bootstrap_servers,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "fetch.wait.max.ms": 50,
@@ -479,20 +472,18 @@ class Stage1Service(mode.Service):
                 # stage 2 wait, or evaluate windows that only one partition had filled).
                 "max.partition.fetch.bytes": 64 * 1024,
                 "socket.nagle.disable": True,
-                **quiet_client(),
-            }
+            },
         )
-        producer = Producer(
+        producer = clients.producer(
+            s,
             {
-                "bootstrap.servers": s.bootstrap_servers,
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 2,
                 "socket.nagle.disable": True,
                 # Ride out a broker restart (the batch is not committed until acknowledged).
                 "message.timeout.ms": 300_000,
-                **quiet_client(),
-            }
+            },
         )
         outputs = EventProducer.from_settings(s)
         return Stage1(
@@ -500,8 +491,8 @@ class Stage1Service(mode.Service):
             consumer=consumer,
             producer=producer,
             outputs=outputs,
-            restore_reader=read_changelog(s.bootstrap_servers, group),
-            tail_reader=read_tail(s.bootstrap_servers, group),
+            restore_reader=read_changelog(s.kafka, group),
+            tail_reader=read_tail(s.kafka, group),
         )
 
     async def on_start(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -44,7 +46,14 @@ class HttpChild(Child):
 class InferenceWorkerProc(HttpChild):
     what = "inference worker"
 
-    def __init__(self, bootstrap: str, prefix: str, *extra: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        *extra: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         super().__init__(
             [
@@ -59,14 +68,16 @@ class InferenceWorkerProc(HttpChild):
                 str(self.port),
                 *extra,
             ],
-            _env(bootstrap, prefix),
+            {**_env(bootstrap, prefix), **(env or {})},
         )
 
 
 class GatewayProc(HttpChild):
     what = "gateway"
 
-    def __init__(self, bootstrap: str, prefix: str, *extra: str) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         super().__init__(
             [
@@ -81,7 +92,7 @@ class GatewayProc(HttpChild):
                 str(self.port),
                 *extra,
             ],
-            _env(bootstrap, prefix),
+            {**_env(bootstrap, prefix), **(env or {})},
         )
 
     def chat(
@@ -105,3 +116,57 @@ def metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+class ChatProbe:
+    """Chats sent to a gateway one after another on a thread, as a user keeps typing: each
+    (sent, ended, HTTP status) is kept, so a test can say every call ended and a benchmark can
+    say when answers came back after a failure."""
+
+    def __init__(
+        self,
+        gateway: GatewayProc,
+        *,
+        pause_s: float = 0.5,
+        timeout_s: float = 90,
+        model: str = "any",
+    ) -> None:
+        """``model``: a name outside any running experiment, so the probe's turns are not
+        counted in an A/B test the test also checks."""
+        self.gateway = gateway
+        self.model = model
+        self.pause_s = pause_s
+        self.timeout_s = timeout_s
+        self.calls: list[tuple[float, float, int]] = []
+        self.stuck: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": "Hola"}],
+            "max_tokens": 4,
+        }
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            try:
+                status, _ = self.gateway.chat(body, timeout=self.timeout_s)
+            except (OSError, json.JSONDecodeError) as exc:  # no answer within the timeout
+                self.stuck.append(f"{type(exc).__name__}: {exc}")
+                status = 0
+            self.calls.append((sent, time.monotonic(), status))
+            self._stop.wait(self.pause_s)
+
+    def __enter__(self) -> ChatProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout_s + 10)
+
+    def answered_after(self, t: float) -> float | None:
+        """When the first chat sent at or after ``t`` was answered (200), if one was."""
+        done = [end for sent, end, status in list(self.calls) if sent >= t and status == 200]
+        return min(done) if done else None

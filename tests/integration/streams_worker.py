@@ -6,6 +6,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ class StreamsWorker(Child):
         freeze_after: int = 500,
         port: int | None = None,
         extra: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """``env``: more environment (a secured cluster's connection settings)."""
         self.port = port or free_port()
         super().__init__(
             [
@@ -54,6 +57,7 @@ class StreamsWorker(Child):
                 "CONTINUUM_TOPIC_PREFIX": prefix,
                 "CONTINUUM_HOME": str(home),
                 "CONTINUUM_API_TOKEN": "test-token",
+                **(env or {}),
             },
         )
 

@@ -22,9 +22,9 @@ from jobs.notify import RetryPolicy
 from producers.simulator import DriftInjection, SimulatorConfig
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import Broker, wait_for
+from tests.integration.fakes import FakeSlack
 from tests.integration.kafka_read import read_topic
 from tests.integration.streams_worker import StreamsWorker
-from tests.integration.test_alert_delivery import FakeSlack
 from tests.integration.test_streams import START, produce
 from tests.integration.traffic import Feed, wait_exact, wait_part_way
 

@@ -1,6 +1,7 @@
 """A local three-node cluster (replication 3, min.insync.replicas 2) while A/B traffic flows
-through the streams worker: one broker SIGKILLed and started again, and a rolling restart of all
-three. The worker rides through the leader moves and the totals are exact."""
+through the streams worker and the archive and chats through the gateway and the inference
+worker: one broker SIGKILLed and started again, and a rolling restart of all three. Every service
+rides through the leader moves, the totals and the archive are exact, and every chat ends."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from continuum.localkafka import LocalCluster, free_port
 from continuum.topics import all_specs, topic_spec
 from producers.simulator import SimulatorConfig
 from tests.integration.conftest import wait_for
+from tests.integration.inference_procs import ChatProbe, GatewayProc, InferenceWorkerProc
 from tests.integration.streams_worker import StreamsWorker
-from tests.integration.traffic import Feed, wait_exact, wait_part_way
+from tests.integration.traffic import Feed, archived, cli_child, wait_exact, wait_part_way
 
 pytestmark = pytest.mark.integration
 
@@ -62,20 +64,50 @@ def test_the_streams_worker_rides_through_on_a_three_node_cluster(
         md = admin.admin.list_topics(timeout=10)
         turns = md.topics[topic_spec("chat.turns").full_name(prefix)]
         assert {len(p.replicas) for p in turns.partitions.values()} == {3}
-        worker = StreamsWorker(bootstrap, prefix, tmp_path / "home")
+        home = tmp_path / "home"
+        worker = StreamsWorker(bootstrap, prefix, home)
+        inference = InferenceWorkerProc(bootstrap, prefix)
+        gateway = GatewayProc(bootstrap, prefix, "--request-timeout-s", "60")
+        archive = cli_child(bootstrap, prefix, home, "archive", "--topics", "chat.feedback")
+        services = {
+            "streams worker": worker,
+            "inference worker": inference,
+            "gateway": gateway,
+            "archive": archive,
+        }
         try:
             wait_for(worker.ready, 120, what=lambda: "streams worker:\n" + worker.tail())
             wait_for(lambda: worker.get("/health/")[1]["partitions"], 90)
+            for proc in (inference, gateway):
+                wait_for(proc.up, 180, 0.3, what=lambda p=proc: f"{p.what} up:\n{p.tail()}")
             cfg = SimulatorConfig(turns=40_000, rate=500, seed=13)
-            with Feed(bootstrap, prefix, cfg) as feed:
+            with Feed(bootstrap, prefix, cfg) as feed, ChatProbe(gateway) as probe:
                 wait_part_way(worker, 2000)
+                began = time.monotonic()
                 disruption(cluster)
-                worker.check_alive("streams worker after the disruption")
+                ended = time.monotonic()
+                for name, child in services.items():
+                    child.check_alive(f"{name} after the disruption")
                 assert feed.alive(), "traffic ended during the disruption: test it longer"
                 expected = feed.finish()
+                back = time.monotonic()
+                wait_for(lambda: probe.answered_after(back) is not None, 90)  # chats work again
             wait_exact(worker, expected)
-            worker.check_alive("streams worker at the end")
+            for name, child in services.items():
+                child.check_alive(f"{name} at the end")
+            # Chats sent while leaders moved: each ended, answered or with the gateway's
+            # clear timeout error; none hung.
+            assert not probe.stuck, probe.stuck
+            during = [status for sent, _, status in probe.calls if began <= sent <= ended]
+            assert during, "no chat was sent during the disruption"
+            assert set(during) <= {200, 504}, during
+            print(f"chats during the disruption: {during.count(200)} answered of {len(during)}")
+            # The archive holds every feedback event once.
+            wait_for(lambda: len(archived(home, "chat.feedback")) >= expected[1], 90)
+            ids = archived(home, "chat.feedback")
+            assert len(ids) == len(set(ids)) == expected[1]
         finally:
-            worker.stop()
+            for child in (archive, gateway, inference, worker):
+                child.stop()
     finally:
         cluster.stop()

@@ -1,13 +1,19 @@
-"""Simulated A/B traffic sent in real time on a thread, counted as it is sent, and the wait for a
-streams worker's A/B totals to equal what was sent (no loss, no double count)."""
+"""Simulated A/B traffic sent in real time on a thread, counted as it is sent, the wait for a
+streams worker's A/B totals to equal what was sent (no loss, no double count), and the other
+services (``continuum ARGV``) as child processes with what their archive holds."""
 
 from __future__ import annotations
 
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
+from continuum.kafka import Connection
+from jobs.archive import archive_files, read_archive
 from producers.producer import EventProducer
 from producers.simulator import SimulatorConfig, run
+from tests.integration.child import Child
 from tests.integration.conftest import wait_for
 from tests.integration.streams_worker import StreamsWorker
 
@@ -24,7 +30,7 @@ def ab_totals(worker: StreamsWorker) -> tuple[int, int] | None:
 
 
 class Feed:
-    def __init__(self, bootstrap: str, prefix: str, cfg: SimulatorConfig) -> None:
+    def __init__(self, bootstrap: str | Connection, prefix: str, cfg: SimulatorConfig) -> None:
         self.producer = EventProducer(bootstrap, topic_prefix=prefix)
         self.counts = {"ChatTurn": 0, "Feedback": 0, "Experiment": 0}
         self.turns = cfg.turns
@@ -69,3 +75,21 @@ def wait_exact(worker: StreamsWorker, expected: tuple[int, int], timeout: float 
         timeout,
         what=lambda: f"totals {expected}, last seen {ab_totals(worker)}:\n{worker.tail()}",
     )
+
+
+def cli_child(bootstrap: str, prefix: str, home: Path, *argv: str, **env: str) -> Child:
+    """``continuum ARGV`` as a child process on the test broker."""
+    return Child(
+        [sys.executable, "-m", "continuum.cli", *argv],
+        {
+            "CONTINUUM_BOOTSTRAP_SERVERS": bootstrap,
+            "CONTINUUM_TOPIC_PREFIX": prefix,
+            "CONTINUUM_HOME": str(home),
+            **env,
+        },
+    )
+
+
+def archived(home: Path, topic: str) -> list[str]:
+    """Event ids in the archive under ``home`` for a topic, in file order."""
+    return [r["event_id"] for r in read_archive(archive_files(home / "archive", topic))]

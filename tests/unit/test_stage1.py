@@ -25,7 +25,7 @@ from streams.logic.rollup import targets_of_turn
 from streams.pipeline import Pipeline, key_partition
 from streams.settings import StreamsSettings
 from tests.examples import EXAMPLES
-from tests.unit.test_producer import FakeClient
+from tests.unit.fakes import FakeClient
 
 ENC = AvroSerializer()
 
