@@ -136,6 +136,9 @@ class Settings:
             "flag": False,
         },
     )
+    secret_files: tuple[tuple[str, str], ...] = field(
+        default=(), metadata={"help": "secrets read from *_FILE (field, path)", "flag": False}
+    )
     # -- Schema Registry credentials --------------------------------------------------------
     schema_registry_username: str = field(
         default="", metadata={"help": "Schema Registry basic-auth user (API key)"}
@@ -168,21 +171,35 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        from_files: list[tuple[str, str]] = []
         for f in fields(cls):
             if f.name == "librdkafka":
                 values[f.name] = passthrough(env)
                 continue
+            if f.name == "secret_files":
+                continue
             raw = env.get(cls.env_name(f.name))
             if raw is None and f.metadata.get("secret"):
                 raw = _secret_file(env, cls.env_name(f.name))
+                if raw is not None:
+                    from_files.append((f.name, env[cls.env_name(f.name) + "_FILE"]))
             if raw is None:
                 continue
             try:
                 values[f.name] = cls._coerce(f.type, raw)
             except ValueError as exc:
                 raise ValueError(f"{cls.env_name(f.name)}={raw!r}: {exc}") from None
+        values["secret_files"] = tuple(from_files)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def secret_file(self, name: str) -> Path | None:
+        """The file a secret setting was read from (``*_FILE``), for services that re-read it
+        when it is rotated."""
+        for field_name, path in self.secret_files:
+            if field_name == name:
+                return Path(path).expanduser()
+        return None
 
     @property
     def registry_conf(self) -> dict[str, Any]:

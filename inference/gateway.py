@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from continuum import kafka as clients
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
+from inference.auth import ApiKeys
 from inference.metrics import DURATION_BUCKETS_MS
 from inference.protocol import (
     ERR_INVALID,
@@ -214,6 +216,15 @@ class GatewayMetrics:
             buckets=DURATION_BUCKETS_MS,
             registry=r,
         )
+        self.refused = Counter(
+            f"{p}_refused_total",
+            "Calls refused before reaching Kafka: missing_key, wrong_key (401), rate_limited (429)",
+            ["reason"],
+            registry=r,
+        )
+        self.by_key = Counter(
+            f"{p}_key_requests_total", "Calls admitted, by API key name", ["key"], registry=r
+        )
 
 
 class Gateway:
@@ -223,9 +234,12 @@ class Gateway:
         config: GatewayConfig | None = None,
         *,
         producer: EventProducer | None = None,
+        keys: ApiKeys | None = None,
     ) -> None:
+        """``keys``: the API keys callers must present (None or none configured: open)."""
         self.settings = settings
         self.config = config or GatewayConfig()
+        self.keys = keys
         self.producer = producer or EventProducer.from_settings(
             settings, config=LOW_LATENCY_PRODUCER
         )
@@ -362,7 +376,53 @@ class Gateway:
         app.on_cleanup.append(on_cleanup)
         return app
 
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """401 for a missing or wrong API key, 429 past the key's rate; None to go on. Shaped as
+        OpenAI's errors; the presented key is never logged or echoed."""
+        if self.keys is None or not self.keys.enabled:
+            return None
+        name = self.keys.identify(request.headers)
+        if name is None:
+            missing = not request.headers.get("Authorization", "").strip()
+            self.metrics.refused.labels("missing_key" if missing else "wrong_key").inc()
+            message = (
+                "You didn't provide an API key: send 'Authorization: Bearer <key>'."
+                if missing
+                else "Incorrect API key provided."
+            )
+            body = {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            }
+            return web.json_response(
+                body, status=401, headers={"WWW-Authenticate": 'Bearer realm="continuum"'}
+            )
+        wait = self.keys.admit(name)
+        if wait > 0:
+            self.metrics.refused.labels("rate_limited").inc()
+            body = {
+                "error": {
+                    "message": f"Rate limit reached for API key {name!r} "
+                    f"({self.keys.rate_per_min:g} requests per minute); retry in {wait:.1f}s.",
+                    "type": "requests",
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+            }
+            return web.json_response(
+                body, status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))}
+            )
+        self.metrics.by_key.labels(name).inc()
+        return None
+
     async def _http_complete(self, request: web.Request) -> web.Response:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         try:
             body = await request.json()
         except ValueError as exc:
@@ -371,7 +431,10 @@ class Gateway:
         status, payload = await self.complete(body, request.headers)
         return web.json_response(payload, status=status)
 
-    async def _http_models(self, _: web.Request) -> web.Response:
+    async def _http_models(self, request: web.Request) -> web.Response:
+        refused = self._refusal(request)
+        if refused is not None:
+            return refused
         data = [
             {"id": m, "object": "model", "created": int(t), "owned_by": "continuum"}
             for m, t in sorted(self.models.items())

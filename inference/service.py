@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from inference.auth import ApiKeys
 from inference.engines.base import Engine, make_engine
 from inference.gateway import Gateway, GatewayConfig
 from inference.metrics import LlmMetrics
@@ -89,6 +90,25 @@ async def serve_worker(s: InferenceSettings) -> None:
         await runner.cleanup()
 
 
+def api_keys(s: InferenceSettings) -> ApiKeys:
+    """The gateway's keys: from CONTINUUM_GATEWAY_API_KEYS_FILE (re-read when it changes) or
+    CONTINUUM_GATEWAY_API_KEYS."""
+    path = s.secret_file("gateway_api_keys")
+    keys = ApiKeys(
+        "" if path else s.gateway_api_keys, path=path, rate_per_min=s.gateway_rate_limit_rpm
+    )
+    if keys.enabled:
+        log.warning(
+            "gateway: %d API key(s) (%s)%s",
+            len(keys.names()),
+            ", ".join(keys.names()),
+            f", {s.gateway_rate_limit_rpm:g} requests/min each" if keys.rate_per_min else "",
+        )
+    else:
+        log.warning("gateway: no API key configured; anyone who reaches the port may call it")
+    return keys
+
+
 async def serve_gateway(s: InferenceSettings) -> None:
     gateway = Gateway(
         s,
@@ -99,6 +119,7 @@ async def serve_gateway(s: InferenceSettings) -> None:
             timeout_s=s.request_timeout_s,
             models=(s.model_version,) if s.model_version else (),
         ),
+        keys=api_keys(s),
     )
     runner = web.AppRunner(gateway.app())
     await runner.setup()

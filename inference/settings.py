@@ -67,6 +67,18 @@ class InferenceSettings(Settings):
         default="inference.responses",
         metadata={"help": "Topic the gateway reads answers from (Continuum name or literal)"},
     )
+    gateway_api_keys: str = field(
+        default="",
+        metadata={
+            "help": "gateway API keys, comma-separated, each 'key' or 'name:key'; "
+            "*_FILE: one per line, re-read when the file changes; empty: the gateway is open",
+            "secret": True,
+        },
+    )
+    gateway_rate_limit_rpm: float = field(
+        default=0.0,
+        metadata={"help": "gateway requests per minute per API key (0: no limit; 429 beyond)"},
+    )
     request_timeout_s: float = field(
         default=30.0, metadata={"help": "Deadline of a gateway call, seconds (seed: 30 s)"}
     )

@@ -24,6 +24,15 @@ class StreamsSettings(Settings):
             "the key's owner); default the web host, or this machine's name when that is 0.0.0.0"
         },
     )
+    views_read_token: str = field(
+        default="",
+        metadata={
+            "help": "bearer token every read view needs (the API token works too); /health/, "
+            "/metrics and the dashboard page stay open (the page takes it as #token=...); "
+            "empty: reads are open",
+            "secret": True,
+        },
+    )
     window_s: int = field(default=3600, metadata={"help": "Drift window length, seconds"})
     hop_s: int = field(
         default=300, metadata={"help": "Drift window hop (and bucket size), seconds"}

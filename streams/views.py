@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
+from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -28,6 +29,22 @@ def _authorized(pipe: Pipeline, request: Request) -> bool:
     token = pipe.settings.api_token
     header = request.headers.get("Authorization", "")
     return bool(token) and hmac.compare_digest(header, f"Bearer {token}")
+
+
+# Reads that stay open with a read token set: probes, Prometheus, the dashboard page itself.
+OPEN_READS = ("/health/", "/metrics", "/dashboard/")
+
+
+def read_allowed(pipe: Pipeline, method: str, path: str, header: str) -> bool:
+    """Whether a request may read: no read token configured, an open path, or the read token
+    or API token presented (both compared in constant time). Mutations check ``_authorized``."""
+    token = getattr(pipe.settings, "views_read_token", "")
+    if not token or method not in ("GET", "HEAD") or path.startswith(OPEN_READS):
+        return True
+    ok = hmac.compare_digest(header.encode(), f"Bearer {token}".encode())
+    api = pipe.settings.api_token
+    ok |= bool(api) and hmac.compare_digest(header.encode(), f"Bearer {api}".encode())
+    return ok
 
 
 def owner_url(pipe: Pipeline, table: Any, key: str) -> str | None:
@@ -54,7 +71,10 @@ async def _routed(
     if request.headers.get("X-Continuum-Routed") or (url := owner_url(pipe, table, key)) is None:
         return await local()
     target = f"{url}{request.path}"
-    async with pipe.app.http_client.get(target, headers={"X-Continuum-Routed": "1"}) as resp:
+    headers = {"X-Continuum-Routed": "1"}
+    if "Authorization" in request.headers:  # the owner checks the read token too
+        headers["Authorization"] = request.headers["Authorization"]
+    async with pipe.app.http_client.get(target, headers=headers) as resp:
         return view.bytes(await resp.read(), status=resp.status, content_type="application/json")
 
 
@@ -98,6 +118,20 @@ def register(pipe: Pipeline) -> None:
     app = pipe.app
 
     page = DASHBOARD.read_text(encoding="utf-8")  # read once, not per request
+
+    @aioweb.middleware
+    async def read_token(request: Any, handler: Any) -> Any:
+        if not read_allowed(
+            pipe, request.method, request.path, request.headers.get("Authorization", "")
+        ):
+            return aioweb.json_response(
+                {"error": "missing or wrong bearer token (reads need the views read token)"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="continuum"'},
+            )
+        return await handler(request)
+
+    app.web.web_app.middlewares.append(read_token)
 
     @app.page("/dashboard/")
     class Dashboard(View):

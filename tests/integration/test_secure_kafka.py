@@ -1,6 +1,6 @@
 """Continuum against a secured Kafka: the embedded broker's SASL_SSL listener (SCRAM-SHA-512, a
 CA of its own, hostname verification on). Every service connects with the same settings, the
-secrets never reach a log, and a wrong password or an untrusted CA stops a service at start-up
+secrets never reach a log, the gateway asks for an API key, and a wrong password or an untrusted CA stops a service at start-up
 with one line naming the setting."""
 
 from __future__ import annotations
@@ -63,7 +63,11 @@ def test_every_service_runs_over_sasl_ssl_and_no_secret_is_logged(
     hook = FakeSlack()
     worker = StreamsWorker(conn.bootstrap_servers, prefix, home, env=env)
     inference = InferenceWorkerProc(conn.bootstrap_servers, prefix, env=env)
-    gateway = GatewayProc(conn.bootstrap_servers, prefix, env=env)
+    keys = tmp_path / "gateway.keys"
+    keys.write_text("chatbot:sk-chatbot-123\nci:sk-ci-456\n")
+    gateway = GatewayProc(
+        conn.bootstrap_servers, prefix, env={**env, "CONTINUUM_GATEWAY_API_KEYS_FILE": str(keys)}
+    )
     archive = cli_child(
         conn.bootstrap_servers, prefix, home, "archive", "--topics", "chat.turns", **env
     )
@@ -90,7 +94,10 @@ def test_every_service_runs_over_sasl_ssl_and_no_secret_is_logged(
         # The inference path: gateway -> request topic -> worker -> reply topic -> gateway
         # (a model outside the simulator's experiment, which names models no worker serves).
         body = {"model": "any", "messages": [{"role": "user", "content": "Hola"}], "max_tokens": 4}
-        status, answer = gateway.chat(body)
+        assert gateway.chat(body)[0] == 401  # no key
+        status, refused = gateway.chat(body, {"Authorization": "Bearer sk-guess"})
+        assert status == 401 and refused["error"]["code"] == "invalid_api_key", refused
+        status, answer = gateway.chat(body, {"Authorization": "Bearer sk-chatbot-123"})
         assert status == 200, answer
         # The archive and the alert consumer.
         wait_for(lambda: len(archived(home, "chat.turns")) >= expected[0], 90, what=archive.tail)
@@ -116,6 +123,7 @@ def test_every_service_runs_over_sasl_ssl_and_no_secret_is_logged(
     for child in children:
         log = "".join(child.lines)
         assert password not in log, "the SASL password reached a log"
+        assert "sk-chatbot-123" not in log and "sk-guess" not in log, "an API key reached a log"
         assert "Authentication failed" not in log
 
 
