@@ -34,7 +34,7 @@ from continuum import kafka as clients
 from continuum.admin import TopicAdmin
 from continuum.localkafka import LocalKafka, free_port
 from continuum.settings import Settings
-from schemas.serde import deserializer_for
+from producers.schema_topic import decoder_for
 
 
 @dataclass
@@ -525,7 +525,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             bootstrap,
             f"continuum-demo-{os.getpid()}",
             ["chat.turns", "chat.feedback", "drift-signals", "alerts"],
-            deserializer=deserializer_for(settings),
+            deserializer=decoder_for(settings),
             dlq_producer=producer,
             topic_prefix=settings.topic_prefix,
             config={"auto.offset.reset": "latest", **quiet},

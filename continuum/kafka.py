@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from continuum.settings import sensitive
@@ -333,6 +333,47 @@ def explain_refusal(conn: Connection, err: KafkaError) -> str | None:
 def _reason(text: str) -> str:
     """The broker's words, shortened; a secret is never part of them."""
     return text.strip()[:200]
+
+
+def read_to_end(
+    source: str | Connection | Settings,
+    name: str,
+    timeout_s: float = 10.0,
+    group_id: str = "continuum-read",
+) -> Iterator[Message]:
+    """Every message of the (full-named) topic ``name``, each partition from its beginning up to
+    its end as of the call, assigned without committing. Raises when the topic is missing or the
+    end is not reached within 3 x ``timeout_s``."""
+    from continuum.retry import with_retry
+
+    c = consumer(source, group_id)
+    try:
+        md = with_retry(
+            lambda: c.list_topics(name, timeout=timeout_s).topics[name], f"reading {name}"
+        )
+        if md.error is not None:
+            raise RuntimeError(f"topic {name}: {md.error} (run `continuum topics create`)")
+        ends = {
+            p: with_retry(
+                lambda p=p: c.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)[1],
+                f"reading the end of {name}[{p}]",
+            )
+            for p in md.partitions
+        }
+        c.assign([TopicPartition(name, p, 0) for p in md.partitions])
+        left = {p for p, end in ends.items() if end > 0}
+        deadline = time.monotonic() + timeout_s * 3
+        while left:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name}: partitions {sorted(left)} not read to the end")
+            for m in c.consume(500, 0.5):
+                if m.error():
+                    continue
+                yield m
+                if m.offset() + 1 >= ends[m.partition()]:
+                    left.discard(m.partition())
+    finally:
+        c.close()
 
 
 def producer(source: str | Connection | Settings, conf: Mapping[str, Any]) -> Producer:

@@ -213,7 +213,6 @@ class Settings:
                 )
             if ":" in self.schema_registry_username:
                 raise ValueError("CONTINUUM_SCHEMA_REGISTRY_USERNAME must not contain ':'")
-            conf["basic.auth.credentials.source"] = "USER_INFO"
             conf["basic.auth.user.info"] = (
                 f"{self.schema_registry_username}:{self.schema_registry_password}"
             )

@@ -178,6 +178,17 @@ TOPICS: tuple[TopicSpec, ...] = (
         cleanup_policy="compact",
         doc="Latest registry state per model version (compacted).",
     ),
+    TopicSpec(
+        "schemas",
+        None,
+        None,
+        partitions=1,
+        retention_ms=None,
+        cleanup_policy="compact",
+        has_dlq=False,
+        doc="Writer schemas by CRC-64-AVRO fingerprint (key: hex), JSON: how an older reader "
+        "decodes a newer producer's records without a Schema Registry (compacted).",
+    ),
 )
 
 _BY_NAME = {t.name: t for t in TOPICS}

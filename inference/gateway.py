@@ -54,8 +54,8 @@ from inference.protocol import (
 from producers.assignment import CONTROL, Assigner, make_assigner
 from producers.consumer import consume_available
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
+from producers.schema_topic import decoder_for
 from schemas.errors import DecodeError
-from schemas.serde import deserializer_for
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class ReplyListener(threading.Thread):
             if gateway.config.follow_experiments
             else None
         )
-        self.decoder = deserializer_for(settings)
+        self.decoder = decoder_for(settings)
         self.consumer = clients.consumer(
             settings,
             f"continuum-gateway-{uuid.uuid4()}",  # assigned, never committed

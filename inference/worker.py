@@ -46,9 +46,9 @@ from inference.protocol import (
 from producers.consumer import consume_available, is_record
 from producers.deadletter import DeadLetterQueue
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
+from producers.schema_topic import decoder_for
 from schemas.catalog import default_catalog
 from schemas.errors import DecodeError, EventValidationError
-from schemas.serde import deserializer_for
 from schemas.validation import validate_event
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class InferenceWorker:
         self.producer = producer or EventProducer.from_settings(
             settings, config=LOW_LATENCY_PRODUCER
         )
-        self.deserializer = deserializer_for(settings)
+        self.deserializer = decoder_for(settings)
         self.topic = topic_spec(REQUESTS).full_name(settings.topic_prefix)
         self._consumer_factory = consumer_factory
         self._consumer: Any = None

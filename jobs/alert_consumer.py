@@ -42,7 +42,7 @@ from jobs.notify import (
 from producers.consumer import consume_available
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
-from schemas.serde import deserializer_for
+from producers.schema_topic import decoder_for
 from streams.logic.alerts import raise_request, resolve_request
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class AlertDelivery:
         self.topic = topic_spec("alerts").full_name(settings.topic_prefix)
         self.producer = producer or EventProducer.from_settings(settings)
         self.dlq = DeadLetterQueue(self.producer.dead_letter_sink)
-        self.decoder = SafeDecoder(deserializer_for(settings), self.dlq)
+        self.decoder = SafeDecoder(decoder_for(settings), self.dlq)
         self.consumer = clients.consumer(
             settings,
             group_id or f"continuum-alerts-{target.name}",

@@ -33,8 +33,8 @@ from continuum.topics import topic_spec
 from producers.consumer import consume_available
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
+from producers.schema_topic import decoder_for
 from schemas.catalog import default_catalog
-from schemas.serde import deserializer_for
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class ArchiveSink:
         self.catalog = default_catalog()
         self.producer = producer or EventProducer.from_settings(settings)
         self.decoder = SafeDecoder(
-            deserializer_for(settings),
+            decoder_for(settings),
             DeadLetterQueue(self.producer.dead_letter_sink),
         )
         self.consumer = clients.consumer(settings, group_id, {"session.timeout.ms": 10_000})

@@ -27,7 +27,7 @@ from continuum.settings import Settings
 from continuum.topics import topic_spec
 from jobs.archive import archive_files, read_archive
 from jobs.topicread import read_to_end
-from schemas.serde import deserializer_for
+from producers.schema_topic import decoder_for
 from streams.logic.drift import kl_divergence
 from streams.logic.evaluation import baseline_event
 from streams.logic.predictions import PredictionStats
@@ -179,7 +179,7 @@ class BaselineReplay:
         source = f"kafka:{settings.bootstrap_servers}/{name}:{self.spec}"
         state = self._resume(source)
         c = clients.consumer(settings, "continuum-replay")
-        decoder = deserializer_for(settings)
+        decoder = decoder_for(settings)
         try:
             parts = sorted(c.list_topics(name, timeout=10).topics[name].partitions)
             starts, ends = self._bounds(c, name, parts)

@@ -4,18 +4,16 @@ offsets): how the offline jobs load compacted state (baselines, registry, trigge
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 
 from continuum import kafka as clients
 from continuum.kafka import Connection
-from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
-from schemas.serde import deserializer_for
+from producers.schema_topic import decoder_for
 
 
 def messages_to_end(
@@ -24,37 +22,9 @@ def messages_to_end(
     timeout_s: float = 10.0,
     group_id: str = "continuum-read",
 ) -> Iterator[Message]:
-    """Every message of the (full-named) topic ``name``, each partition from its beginning up to
-    its end as of the call, assigned without committing. Raises when the topic is missing or the
-    end is not reached within 3 x ``timeout_s``."""
-    c = clients.consumer(kafka, group_id)
-    try:
-        md = with_retry(
-            lambda: c.list_topics(name, timeout=timeout_s).topics[name], f"reading {name}"
-        )
-        if md.error is not None:
-            raise RuntimeError(f"topic {name}: {md.error} (run `continuum topics create`)")
-        ends = {
-            p: with_retry(
-                lambda p=p: c.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)[1],
-                f"reading the end of {name}[{p}]",
-            )
-            for p in md.partitions
-        }
-        c.assign([TopicPartition(name, p, 0) for p in md.partitions])
-        left = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s * 3
-        while left:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: partitions {sorted(left)} not read to the end")
-            for m in c.consume(500, 0.5):
-                if m.error():
-                    continue
-                yield m
-                if m.offset() + 1 >= ends[m.partition()]:
-                    left.discard(m.partition())
-    finally:
-        c.close()
+    """Every message of the (full-named) topic ``name`` up to its end as of the call (see
+    :func:`continuum.kafka.read_to_end`)."""
+    return clients.read_to_end(kafka, name, timeout_s, group_id)
 
 
 def read_to_end(
@@ -63,7 +33,7 @@ def read_to_end(
     """Decoded records of ``topic`` (unprefixed name) in partition order; undecodable records
     raise (these readers serve operators, who should see them)."""
     spec = topic_spec(topic)
-    decoder = deserializer_for(settings)
+    decoder = decoder_for(settings)
     name = spec.full_name(settings.topic_prefix)
     for m in messages_to_end(settings, name, timeout_s, f"continuum-read-{topic}"):
         if m.value() is not None:

@@ -107,13 +107,17 @@ class EventProducer:
         on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
         max_block_s: float = 60.0,
         client: Any = None,
+        publish_schemas: bool | None = None,
     ) -> None:
         """``kafka``: a bootstrap string (plaintext) or the service's :class:`Connection`
         (``from_settings`` passes it); ``client`` replaces the confluent-kafka ``Producer`` (unit
-        tests pass a fake)."""
+        tests pass a fake). ``publish_schemas`` (default: with a real client and no Schema
+        Registry): each writer schema goes to the ``schemas`` topic before its first record, so
+        older readers can decode newer records (producers.schema_topic)."""
         # Measured (benchmarks/serde_produce.py): routing librdkafka's log through Python
         # logging or asking for error-only delivery reports both cost ~10-25% throughput here,
         # so the client keeps its defaults; per-message reports are served every 1000 sends.
+        real_client = client is None
         if client is None:
             conf = {
                 **PRODUCER_DEFAULTS,
@@ -125,6 +129,14 @@ class EventProducer:
             client = clients.producer(kafka, conf)
         self._producer = client
         self.serializer = serializer or AvroSerializer(default_catalog())
+        if (
+            (publish_schemas if publish_schemas is not None else real_client)
+            and self.serializer.registry is None
+            and self.serializer.on_new_writer is None
+        ):
+            from producers.schema_topic import SchemaPublisher
+
+            self.serializer.on_new_writer = SchemaPublisher(client, topic_prefix)
         self.topic_prefix = topic_prefix
         self.max_block_s = max_block_s
         self._on_delivery_user = on_delivery

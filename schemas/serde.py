@@ -12,12 +12,13 @@ producers keep working after a schema gains fields with defaults.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Protocol
 
 from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 
 from schemas.catalog import SchemaCatalog, SchemaVersion, default_catalog, make_version
 from schemas.errors import DecodeError, EventValidationError
@@ -60,10 +61,18 @@ def make_registry(source: str | RegistrySettings) -> RegistryClient | None:
     return SchemaRegistryClient.new_client({**conf, "url": url})
 
 
-def deserializer_for(source: str | RegistrySettings = "") -> AvroDeserializer:
+# Where a reader finds a writer schema its catalog does not know: fingerprint -> the schema's
+# JSON (producers.schema_topic reads the compacted ``schemas`` topic), or None.
+WriterLookup = Callable[[bytes], "dict[str, Any] | None"]
+
+
+def deserializer_for(
+    source: str | RegistrySettings = "", writers: WriterLookup | None = None
+) -> AvroDeserializer:
     """The deserializer a service uses: single-object records always, Confluent-framed ones too
-    when a Schema Registry is configured (the producers frame with it then)."""
-    return AvroDeserializer(registry=make_registry(source))
+    when a Schema Registry is configured (the producers frame with it then); ``writers`` finds
+    the writer schemas of newer producers in registry-free mode."""
+    return AvroDeserializer(registry=make_registry(source), writers=writers)
 
 
 @dataclass(frozen=True)
@@ -77,11 +86,18 @@ class AvroSerializer:
     """Validate and encode events; the framing depends on whether a registry is configured."""
 
     def __init__(
-        self, catalog: SchemaCatalog | None = None, registry: RegistryClient | None = None
+        self,
+        catalog: SchemaCatalog | None = None,
+        registry: RegistryClient | None = None,
+        on_new_writer: Callable[[SchemaVersion], None] | None = None,
     ) -> None:
+        """``on_new_writer`` is called once per writer schema before its first single-object
+        record is encoded (the SDK publishes it to the ``schemas`` topic for older readers)."""
         self.catalog = catalog or default_catalog()
         self.registry = registry
+        self.on_new_writer = on_new_writer
         self._headers: dict[tuple[str, str | None], tuple[bytes, SchemaVersion]] = {}
+        self._announced: set[bytes] = set()
 
     def _header(self, name: str, topic: str | None) -> tuple[bytes, SchemaVersion]:
         key = (name, topic)
@@ -91,6 +107,9 @@ class AvroSerializer:
         version = self.catalog.current(name)
         if self.registry is None:
             header = SINGLE_OBJECT_MAGIC + version.fingerprint
+            if self.on_new_writer is not None and version.fingerprint not in self._announced:
+                self.on_new_writer(version)
+                self._announced.add(version.fingerprint)
         else:
             from confluent_kafka.schema_registry import Schema
 
@@ -124,11 +143,39 @@ class AvroDeserializer:
     """Decode either wire format into a dict of the current schema, validating it."""
 
     def __init__(
-        self, catalog: SchemaCatalog | None = None, registry: RegistryClient | None = None
+        self,
+        catalog: SchemaCatalog | None = None,
+        registry: RegistryClient | None = None,
+        writers: WriterLookup | None = None,
     ) -> None:
         self.catalog = catalog or default_catalog()
         self.registry = registry
+        self.writers = writers
         self._registry_versions: dict[int, SchemaVersion] = {}
+
+    def _published_version(self, fingerprint: bytes) -> SchemaVersion | None:
+        """A writer schema a newer producer published (registry-free evolution), made
+        decodable from now on; None when nobody published it."""
+        if self.writers is None:
+            return None
+        raw = self.writers(fingerprint)
+        if raw is None:
+            return None
+        try:
+            version = make_version(raw, label="schemas-topic")
+        except Exception as exc:  # a malformed schema record
+            raise DecodeError(
+                f"writer schema {fingerprint.hex()} from the schemas topic is not valid Avro: {exc}"
+            ) from None
+        if version.fingerprint != fingerprint:
+            raise DecodeError(
+                f"the schemas topic's record for {fingerprint.hex()} holds a schema whose "
+                f"fingerprint is {version.fingerprint.hex()}"
+            )
+        try:
+            return self.catalog.add_writer(raw, label="schemas-topic")
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from None
 
     def _registry_version(self, schema_id: int) -> SchemaVersion:
         hit = self._registry_versions.get(schema_id)
@@ -158,9 +205,12 @@ class AvroDeserializer:
                 raise DecodeError(f"truncated single-object header ({len(data)} bytes, need 10)")
             version = self.catalog.by_fingerprint(data[2:10])
             if version is None:
+                version = self._published_version(data[2:10])
+            if version is None:
                 raise DecodeError(
                     f"unknown writer schema fingerprint {data[2:10].hex()} "
-                    "(not a Continuum schema or a version this reader does not know)"
+                    "(not a Continuum schema, a version this reader does not know, and not "
+                    "published on the schemas topic)"
                 )
             return version, 10
         if data[0] == CONFLUENT_MAGIC:
@@ -193,6 +243,12 @@ class AvroDeserializer:
                 record = schemaless_reader(buf, writer.wire, None)
             else:
                 record = schemaless_reader(buf, writer.wire, reader.wire)
+        except SchemaResolutionError as exc:
+            raise DecodeError(
+                f"writer schema {writer.label} of {writer.name} is incompatible with this "
+                f"reader's: {exc}",
+                schema=writer.name,
+            ) from None
         except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError...
             raise DecodeError(
                 f"corrupt {writer.name} body: {type(exc).__name__}: {exc}", schema=writer.name

@@ -17,9 +17,11 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from continuum import kafka as clients
 from continuum.kafka import Connection
 from continuum.retry import with_retry
+from continuum.settings import Settings
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
-from schemas.serde import RegistrySettings, deserializer_for
+from producers.schema_topic import decoder_for
+from schemas.serde import deserializer_for
 from streams.logic.alerts import brief as alert_brief
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ class TopicMirror(threading.Thread):
         prefix: str,
         state: LiveState,
         dlq_sink: Any,
-        registry: str | RegistrySettings = "",
+        settings: Settings | None = None,
     ) -> None:
         super().__init__(name="continuum-mirror", daemon=True)
         self.state = state
@@ -132,7 +134,10 @@ class TopicMirror(threading.Thread):
         self._stop_event = threading.Event()
         self._consumer = clients.consumer(kafka, "continuum-mirror-unused")
         self._names = {topic_spec(n).full_name(prefix): topic_spec(n) for n in MIRRORED}
-        self.decoder = SafeDecoder(deserializer_for(registry), DeadLetterQueue(dlq_sink))
+        self.decoder = SafeDecoder(
+            decoder_for(settings) if settings is not None else deserializer_for(),
+            DeadLetterQueue(dlq_sink),
+        )
         self.ready = threading.Event()
 
     def _assign(self) -> None:

@@ -18,9 +18,9 @@ from aiokafka.partitioner import murmur2
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
+from producers.schema_topic import decoder_for
 from schemas import AvroSerializer
 from schemas.ids import stable_id
-from schemas.serde import deserializer_for
 from streams.live import LiveState, TopicMirror
 from streams.logic.alerts import change_request
 from streams.logic.detectors import ChangeDetector, ChangePoint
@@ -126,7 +126,7 @@ class Pipeline:
         self.outputs = Outputs(app, p, self.serializer)
         self.metrics = StreamsMetrics()
         self._dlq_producer: EventProducer | None = None
-        self.decoder = SafeDecoder(deserializer_for(settings), DeadLetterQueue(self._dead_letter))
+        self.decoder = SafeDecoder(decoder_for(settings), DeadLetterQueue(self._dead_letter))
         self.live = LiveState()
         self.live.listeners.append(self._on_live)
         self.mirror: TopicMirror | None = None
@@ -198,7 +198,7 @@ class Pipeline:
             self.settings.topic_prefix,
             self.live,
             lambda *letter: self.dlq_producer.dead_letter_sink(*letter),
-            registry=self.settings,
+            settings=self.settings,
         )
         self.mirror.start()
 

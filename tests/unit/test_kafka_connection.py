@@ -158,7 +158,6 @@ def test_schema_registry_credentials(tmp_path: Path) -> None:
         }
     )
     assert basic.registry_conf == {
-        "basic.auth.credentials.source": "USER_INFO",
         "basic.auth.user.info": "KEY:SECRET",
         "ssl.ca.location": str(ca),
     }

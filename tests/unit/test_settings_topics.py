@@ -45,6 +45,7 @@ def test_topics_are_declared_once_with_policies() -> None:
         "experiments",
         "model-registry",
         "retrain-triggers",
+        "schemas",
         "thresholds",
     }
     assert topic_for_schema("ChatTurn").key_field == "session_id"
