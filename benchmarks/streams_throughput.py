@@ -27,6 +27,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,7 +42,7 @@ from producers.simulator import SimulatorConfig, TrafficSimulator, run  # noqa: 
 from schemas import AvroDeserializer  # noqa: E402
 
 
-def preload(bootstrap: str, prefix: str, n: int) -> None:
+def preload(bootstrap: Any, prefix: str, n: int) -> None:
     with EventProducer(bootstrap, topic_prefix=prefix) as p:
         for _, ev in TrafficSimulator(
             SimulatorConfig(turns=n, rate=500, feedback_probability=0)
@@ -75,13 +76,20 @@ def ceiling(bootstrap: str, topic: str, n: int) -> float:
 
 
 def start_worker(
-    bootstrap: str, prefix: str, home: str, port: int, hop_s: int, window_s: int
+    bootstrap: str,
+    prefix: str,
+    home: str,
+    port: int,
+    hop_s: int,
+    window_s: int,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     env = {
         **os.environ,
         "CONTINUUM_BOOTSTRAP_SERVERS": bootstrap,
         "CONTINUUM_TOPIC_PREFIX": prefix,
         "CONTINUUM_HOME": home,
+        **(extra_env or {}),
     }
     return subprocess.Popen(
         [
@@ -114,10 +122,14 @@ def processed(port: int) -> int:
     return int(float(m.group(1))) if m else 0
 
 
-def analytics(bootstrap: str, prefix: str, n: int) -> float:
+def analytics(
+    bootstrap: str, prefix: str, n: int, extra_env: dict[str, str] | None = None
+) -> float:
     port = free_port()
     with tempfile.TemporaryDirectory() as home:
-        proc = start_worker(bootstrap, prefix, home, port, hop_s=300, window_s=3600)
+        proc = start_worker(
+            bootstrap, prefix, home, port, hop_s=300, window_s=3600, extra_env=extra_env
+        )
         try:
             t_first = t_last = None
             last = 0

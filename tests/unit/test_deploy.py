@@ -115,3 +115,60 @@ def test_the_three_broker_override_is_one_consistent_cluster() -> None:
         if "CONTINUUM_BOOTSTRAP_SERVERS" in (svc.get("environment") or {}):
             env = ha[name]["environment"]
             assert set(env["CONTINUUM_BOOTSTRAP_SERVERS"].split(",")) == brokers, name
+
+
+def _secret_env() -> set[str]:
+    return {
+        Settings.env_name(f.name) + "_FILE"
+        for cls in (StreamsSettings, InferenceSettings)
+        for f in fields(cls)
+        if f.metadata.get("secret")
+    }
+
+
+def test_the_secure_override_connects_every_service_over_sasl_ssl() -> None:
+    """deploy/compose/secure.yml: the broker gets a SASL_SSL listener whose keystore and
+    passwords the one-shot `certs` service makes; every Continuum service connects to it with
+    settings the code reads, the secrets by file from the mounted volume, and the files it names
+    are the ones make-certs.sh writes."""
+    secure = yaml.safe_load((ROOT / "deploy/compose/secure.yml").read_text())
+    services = secure["services"]
+    script = (ROOT / "deploy/compose/secure/make-certs.sh").read_text()
+    props = (ROOT / "deploy/compose/secure/server.properties").read_text()
+    kafka = services["kafka"]["environment"]
+    assert "SECURE:SASL_SSL" in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert "SECURE://:9094" in kafka["KAFKA_LISTENERS"]
+    assert "SECURE://kafka:9094" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert "listener.name.secure.sasl.enabled.mechanisms=SCRAM-SHA-512" in props
+    made = set(
+        re.findall(r"\b([\w.-]+\.(?:pem|p12|properties|password)|gateway-api-keys)\b", script)
+    )
+    for path in re.findall(r"/etc/kafka/secrets/([\w.-]+)", props):
+        assert path in made, path
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in services["kafka"]["volumes"]}
+    assert mounts["kafka-secrets"] == "/etc/kafka/secrets"
+    assert "keytool" in script and "dns:kafka" in script  # hostname verification holds
+    known = KNOWN_ENV | _secret_env()
+    talking = [
+        n
+        for n, s in PROJECT_SERVICES.items()
+        if "CONTINUUM_BOOTSTRAP_SERVERS" in (s.get("environment") or {})
+    ]
+    assert len(talking) >= 7
+    for name in talking:
+        svc = services.get(name)
+        assert svc is not None, f"{name} is not connected by the secure override"
+        env = svc["environment"]
+        assert env["CONTINUUM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", name
+        assert env["CONTINUUM_BOOTSTRAP_SERVERS"] == "kafka:9094", name
+        for var, value in env.items():
+            if var.startswith("CONTINUUM_"):
+                assert var in known, f"{name}: {var} is not a setting"
+            if var.endswith(("_FILE", "_LOCATION")):
+                assert value.startswith("/run/secrets/continuum/"), (name, var)
+                assert value.rsplit("/", 1)[1] in made, (name, value)
+        volumes = svc.get("volumes") or []
+        assert "kafka-secrets:/run/secrets/continuum:ro" in volumes, name
+    assert "CONTINUUM_GATEWAY_API_KEYS_FILE" in services["gateway"]["environment"]
+    users = " ".join(services["kafka-users"]["command"])
+    assert "SCRAM-SHA-512" in users and "client.password" in users

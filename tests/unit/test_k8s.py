@@ -183,3 +183,51 @@ def test_kafka_is_three_nodes_replicating_three_times_with_two_in_sync() -> None
         == isr
     )
     assert len(env["CLUSTER_ID"]) == 22  # a base64 UUID, the same on every node
+
+
+def test_the_secure_overlay_mounts_the_credentials_into_every_continuum_container() -> None:
+    """deploy/secure/: the connection ConfigMap patch names settings the code reads, with the
+    secret ones by file under the mount; every Continuum workload (real name, real container)
+    mounts the continuum-kafka Secret there; the Secret keys the files name are the ones the
+    overlay's instructions create."""
+    overlay = ROOT / "deploy/secure"
+    kust = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert kust["resources"] == [".."]
+    for patch in kust["patches"]:
+        assert (overlay / patch["path"]).exists(), patch
+    conn = yaml.safe_load((overlay / "connection.yaml").read_text())
+    assert conn["metadata"]["name"] == "continuum-env"
+    secret_files = {
+        Settings.env_name(f.name) + "_FILE"
+        for cls in (StreamsSettings, InferenceSettings)
+        for f in fields(cls)
+        if f.metadata.get("secret")
+    }
+    instructions = (overlay / "kustomization.yaml").read_text()
+    for var, value in conn["data"].items():
+        assert var in KNOWN_ENV | secret_files, var
+        if var.endswith(("_FILE", "_LOCATION")):
+            assert value.startswith("/etc/continuum/kafka/"), var
+            assert f"--from-file={value.rsplit('/', 1)[1]}=" in instructions, value
+    assert conn["data"]["CONTINUUM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    patches = [d for d in yaml.safe_load_all((overlay / "mounts.yaml").read_text()) if d]
+    patched = {(p["kind"], p["metadata"]["name"]): p for p in patches}
+    ours = {
+        (w["kind"], w["metadata"]["name"])
+        for w in WORKLOADS
+        if any(
+            c["image"].startswith("continuum") for c in w["spec"]["template"]["spec"]["containers"]
+        )
+    }
+    assert set(patched) == ours
+    for (kind, name), patch in patched.items():
+        base = next(w for w in WORKLOADS if (w["kind"], w["metadata"]["name"]) == (kind, name))
+        names = {c["name"] for c in base["spec"]["template"]["spec"]["containers"]}
+        spec = patch["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        assert container["name"] in names, (name, container["name"])
+        (mount,) = container["volumeMounts"]
+        assert mount["mountPath"] == "/etc/continuum/kafka" and mount["readOnly"]
+        (volume,) = spec["volumes"]
+        assert volume["name"] == mount["name"]
+        assert volume["secret"]["secretName"] == "continuum-kafka"
