@@ -17,27 +17,17 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.serde_produce import sdk  # noqa: E402
 from benchmarks.streams_throughput import analytics, preload  # noqa: E402
 from continuum.admin import TopicAdmin  # noqa: E402
 from continuum.kafka import Connection  # noqa: E402
 from continuum.localkafka import LocalKafka, free_port  # noqa: E402
 from continuum.topics import all_specs, topic_spec  # noqa: E402
-from producers.producer import EventProducer  # noqa: E402
 from producers.simulator import SimulatorConfig, TrafficSimulator  # noqa: E402
-
-
-def produce_rate(conn: Connection, topic: str, records: list[dict]) -> float:
-    p = EventProducer(conn)
-    t = time.perf_counter()
-    for rec in records:
-        p.send("ChatTurn", rec, topic=topic, prepare=False)
-    p.close(120)
-    return len(records) / (time.perf_counter() - t)
 
 
 def main() -> int:
@@ -64,7 +54,7 @@ def main() -> int:
             rates: dict[str, list[float]] = {"PLAINTEXT": [], "SASL_SSL": []}
             for _ in range(args.repeats):
                 for name, conn in (("PLAINTEXT", plain), ("SASL_SSL", secure)):
-                    rates[name].append(produce_rate(conn, topic, records))
+                    rates[name].append(sdk(conn, topic, records))
                     print(f"  produce {name}: {rates[name][-1]:,.0f} events/s", flush=True)
             folds: dict[str, float] = {}
             for name, env in (("PLAINTEXT", {}), ("SASL_SSL", kafka.client_env())):

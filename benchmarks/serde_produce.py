@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,7 +70,7 @@ def ceiling(bootstrap: str, topic: str, records: list[dict]) -> float:
     return len(records) / (time.perf_counter() - t)
 
 
-def sdk(bootstrap: str, topic: str, records: list[dict]) -> float:
+def sdk(bootstrap: Any, topic: str, records: list[dict]) -> float:
     p = EventProducer(bootstrap)
     t = time.perf_counter()
     for rec in records:

@@ -7,24 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Message
-
 from continuum import kafka as clients
-from continuum.kafka import Connection
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from producers.schema_topic import decoder_for
-
-
-def messages_to_end(
-    kafka: str | Connection | Settings,
-    name: str,
-    timeout_s: float = 10.0,
-    group_id: str = "continuum-read",
-) -> Iterator[Message]:
-    """Every message of the (full-named) topic ``name`` up to its end as of the call (see
-    :func:`continuum.kafka.read_to_end`)."""
-    return clients.read_to_end(kafka, name, timeout_s, group_id)
 
 
 def read_to_end(
@@ -35,7 +21,7 @@ def read_to_end(
     spec = topic_spec(topic)
     decoder = decoder_for(settings)
     name = spec.full_name(settings.topic_prefix)
-    for m in messages_to_end(settings, name, timeout_s, f"continuum-read-{topic}"):
+    for m in clients.read_to_end(settings, name, timeout_s, f"continuum-read-{topic}"):
         if m.value() is not None:
             yield decoder.decode(m.value(), spec.schema).record
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.topicread import messages_to_end
+from continuum.kafka import read_to_end
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[Any, list[tuple[str, bytes]]]]:
     """Every record of a topic from the beginning to its current end: (value, headers)."""
-    return [(m.value(), m.headers() or []) for m in messages_to_end(bootstrap, topic)]
+    return [(m.value(), m.headers() or []) for m in read_to_end(bootstrap, topic)]
