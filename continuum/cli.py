@@ -274,7 +274,7 @@ def cmd_simulate_predictions(args: argparse.Namespace, settings: Settings) -> in
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from continuum.demo import run_demo
 
-    return run_demo(settings, args)
+    return run_demo(settings, args, _sim_config(args))
 
 
 def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,6 +35,7 @@ from continuum.admin import TopicAdmin
 from continuum.localkafka import LocalKafka, free_port
 from continuum.settings import Settings
 from producers.schema_topic import decoder_for
+from producers.simulator import SimulatorConfig
 
 
 @dataclass
@@ -467,8 +468,8 @@ def _stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def run_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from continuum.cli import _sim_config
+def run_demo(settings: Settings, args: argparse.Namespace, config: SimulatorConfig) -> int:
+    """``config``: the chat traffic to simulate (built by the CLI from its flags)."""
     from producers.consumer import EventConsumer
     from producers.producer import EventProducer
     from producers.simulator import PredictionSimConfig, run, run_predictions
@@ -492,7 +493,6 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         f"({sum(v == 'created' for v in created.values())} created)"
     )
 
-    config = _sim_config(args)
     sink = WebhookSink().__enter__()
     services = _start_services(settings, sink.url)
     try:  # until the main loop's own try: a failure or Ctrl-C here must not leave children

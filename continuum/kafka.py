@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from continuum.settings import sensitive
+from continuum.secrets import sensitive
 
 if TYPE_CHECKING:
     from continuum.settings import Settings

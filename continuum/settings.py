@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from continuum.secrets import sensitive
+
 if TYPE_CHECKING:
     from continuum.kafka import Connection
 
@@ -35,11 +37,6 @@ def passthrough(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
             if name.startswith(PASSTHROUGH) and len(name) > len(PASSTHROUGH)
         )
     )
-
-
-def sensitive(prop: str) -> bool:
-    """A librdkafka property whose value is a secret."""
-    return any(w in prop for w in ("password", "secret", "token", ".pem", "jaas"))
 
 
 def _secret_file(env: Mapping[str, str], name: str) -> str | None:

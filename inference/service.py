@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inference.auth import ApiKeys
-from inference.engines.base import Engine, make_engine
+from inference.engines import Engine, make_engine
 from inference.gateway import Gateway, GatewayConfig
 from inference.metrics import LlmMetrics
 from inference.settings import InferenceSettings

@@ -16,7 +16,8 @@ from continuum import logthrottle
 from continuum.admin import TopicAdmin
 from continuum.kafka import Connection
 from continuum.topics import topic_spec
-from streams.agents import alerts, fold, rollup
+from streams import stage1, stage2
+from streams.agents import alerts
 from streams.kafka_auth import faust_credentials
 from streams.logic.alerts import memory_requests, store_requests, worker_requests
 from streams.pipeline import Pipeline
@@ -52,8 +53,8 @@ def create_app(
         datadir=str(datadir),
     )
     pipe = Pipeline(app, settings)
-    fold.register(pipe)
-    rollup.register(pipe)
+    stage1.register(pipe)
+    stage2.register(pipe)
     alerts.register(pipe)
     from streams import views
 

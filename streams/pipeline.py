@@ -25,7 +25,7 @@ from streams.live import LiveState, TopicMirror
 from streams.logic.alerts import change_request
 from streams.logic.detectors import ChangeDetector, ChangePoint
 from streams.logic.evaluation import EvalConfig
-from streams.logic.rollup import Stage1Folder
+from streams.logic.partials import Stage1Folder
 from streams.logic.thresholds import check, in_force
 from streams.metrics import StreamsMetrics
 from streams.outputs import Outputs
@@ -57,9 +57,9 @@ class Pipeline:
         self.app = app
         self.settings = settings
         p = settings.topic_prefix
-        # Stage 1 reads these with its own consumer group (streams.agents.fold) and keeps its
+        # Stage 1 reads these with its own consumer group (streams.stage1) and keeps its
         # partials in compacted changelogs partitioned like its inputs.
-        # source -> input topic (see streams.logic.rollup for the sources)
+        # source -> input topic (see streams.logic.partials for the sources)
         inputs = {
             "turn": "chat.turns",
             "feedback": "chat.feedback",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from inference.protocol import GenerationRequest, GenerationResult
 
@@ -32,16 +32,3 @@ class Engine(Protocol):
     async def stop(self) -> None: ...
 
     def info(self) -> dict[str, str]: ...
-
-
-def make_engine(kind: str, **options: Any) -> Engine:
-    """``llamacpp`` (GGUF on CPU, the demo's and tests' engine) or ``vllm`` (GPU)."""
-    if kind == "llamacpp":
-        from inference.engines.llamacpp import LlamaCppEngine
-
-        return LlamaCppEngine(**options)
-    if kind == "vllm":
-        from inference.engines.vllm import VllmEngine
-
-        return VllmEngine(**options)
-    raise ValueError(f"unknown engine {kind!r}; expected 'llamacpp' or 'vllm'")

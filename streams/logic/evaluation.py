@@ -13,9 +13,7 @@ from streams.logic.abtest import analyze
 from streams.logic.alerts import AlertThresholds, drift_requests, notice_request, rule_requests
 from streams.logic.drift import SIGNAL_THRESHOLD, DriftThresholds, evaluate
 from streams.logic.feedback import FeedbackTally
-from streams.logic.predictions import OutcomeTally
-from streams.logic.retrain import RetrainPolicy, due_triggers
-from streams.logic.rollup import (
+from streams.logic.partials import (
     AB_FEEDBACK,
     AB_OUTCOMES,
     AB_PREDICTIONS,
@@ -30,6 +28,8 @@ from streams.logic.rollup import (
     merge_slots,
     state_of,
 )
+from streams.logic.predictions import OutcomeTally
+from streams.logic.retrain import RetrainPolicy, due_triggers
 from streams.logic.window import TurnStats
 
 

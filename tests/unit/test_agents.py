@@ -67,7 +67,7 @@ def _capture_outputs(pipe: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
 def _fold_and_roll_up(app: Any, items: list[tuple[str, dict, int, int]]) -> None:
     """Fold (source, event, partition, offset) items into stage-1 partials, 500 at a time, and
     feed every batch's partials to the rollup agent."""
-    from streams.logic.rollup import Stage1Folder
+    from streams.logic.partials import Stage1Folder
 
     folder, stage1, batches = Stage1Folder(10_000), {}, []
     for i in range(0, len(items), 500):

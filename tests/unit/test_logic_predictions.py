@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from producers.simulator import PredictionSimConfig, PredictionSimulator
-from streams.logic.predictions import OutcomeTally, PredictionStats
-from streams.logic.rollup import (
+from streams.logic.partials import (
     OUTCOMES,
     PREDICTIONS,
     TURNS,
@@ -17,6 +16,7 @@ from streams.logic.rollup import (
     state_of,
     targets_of_prediction,
 )
+from streams.logic.predictions import OutcomeTally, PredictionStats
 from tests.examples import EXAMPLES
 
 HOP = 10_000

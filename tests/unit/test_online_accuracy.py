@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 from streams.logic.evaluation import EvalConfig, evaluate_model
-from streams.logic.rollup import FEEDBACK_SOURCE, TURN, Stage1Folder
+from streams.logic.partials import FEEDBACK_SOURCE, TURN, Stage1Folder
 
 HOP = 300_000
 WINDOW = 3_600_000

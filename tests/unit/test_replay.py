@@ -114,7 +114,7 @@ def test_compare_baselines_rows():
 
 def test_live_freeze_waits_for_complete_buckets_in_every_partition():
     from streams.logic.evaluation import closed_before, freeze_baseline
-    from streams.logic.rollup import Stage1Folder
+    from streams.logic.partials import Stage1Folder
 
     turns = day_of_turns(3000)
     folder = Stage1Folder(600_000)

@@ -21,7 +21,7 @@ from streams.logic.abtest import (
     cluster_test,
 )
 from streams.logic.cluster import ClusterSums
-from streams.logic.rollup import AB_TURNS, Stage1Folder, merge_slots
+from streams.logic.partials import AB_TURNS, Stage1Folder, merge_slots
 
 ALPHA = 0.05
 

@@ -19,11 +19,11 @@ from confluent_kafka import TopicPartition
 from producers.producer import EventProducer
 from producers.simulator import SimulatorConfig, TrafficSimulator
 from schemas import AvroDeserializer, AvroSerializer
-from streams.agents.fold import Stage1, group_partition
 from streams.app import create_app
-from streams.logic.rollup import targets_of_turn
+from streams.logic.partials import targets_of_turn
 from streams.pipeline import Pipeline, key_partition
 from streams.settings import StreamsSettings
+from streams.stage1 import Stage1, group_partition
 from tests.examples import EXAMPLES
 from tests.unit.fakes import FakeClient
 

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from producers.simulator import SimulatorConfig, TrafficSimulator
-from streams.logic.rollup import AB_FEEDBACK, AB_TURNS, TURNS, Stage1Folder, merge_slots, newer
+from streams.logic.partials import AB_FEEDBACK, AB_TURNS, TURNS, Stage1Folder, merge_slots, newer
 from streams.logic.window import TurnStats
 
 HOP = 10_000

@@ -39,7 +39,7 @@ from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
 from schemas.serde import leading_event_id
 from streams.logic.dedupe import RecentIds
-from streams.logic.rollup import (
+from streams.logic.partials import (
     FEEDBACK_SOURCE,
     OUTCOME,
     PREDICTION,

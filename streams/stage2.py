@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from streams.logic.evaluation import evaluate_experiment, evaluate_model
-from streams.logic.rollup import ALL_VARIANTS, WINDOWED, newer, slot_key, window_kind
+from streams.logic.partials import ALL_VARIANTS, WINDOWED, newer, slot_key, window_kind
 from streams.pipeline import Pipeline, delete, key_partition, put
 
 AB_EVERY_S = 2.0
