@@ -245,6 +245,39 @@ class Connection:
 # -- client factories ---------------------------------------------------------------------------
 
 
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (the Java client's ``Utils.murmur2``), as a signed 32-bit int."""
+    m, r = 0x5BD1E995, 24
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length % 4
+    rest = data[length - tail :]
+    if tail == 3:
+        h ^= rest[2] << 16
+    if tail >= 2:
+        h ^= rest[1] << 8
+    if tail >= 1:
+        h ^= rest[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java client, librdkafka's
+    ``murmur2_random``, aiokafka, Faust) gives a keyed record: murmur2 of the key bytes, positive,
+    modulo the partition count."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def client_config(
     source: str | Connection | Settings, overrides: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:

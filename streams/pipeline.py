@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 
+from continuum.kafka import partition_for
 from continuum.topics import topic_spec
 from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
@@ -38,7 +38,7 @@ def key_partition(table: Any, key: str) -> int:
     """The table (and partials-topic) partition of ``key``: Kafka's default partitioner on the
     serialized key, as the partials topic was keyed."""
     serialized = table.changelog_topic.prepare_key(key, None)[0]
-    return (murmur2(serialized) & 0x7FFFFFFF) % table.partitions
+    return partition_for(serialized, table.partitions)
 
 
 def put(table: Any, key: str, value: Any, partition: int) -> None:

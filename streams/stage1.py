@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import mode
-from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from continuum import kafka as clients
@@ -63,7 +62,7 @@ def group_partition(group: str, partitions: int) -> int:
     """The partials-topic partition of a group key: Kafka's default (murmur2) partitioner on the
     key as Faust's JSON key serializer writes it, so stage 2's tables and views, which locate a
     group with Faust's own partitioner, find it where stage 1 sent it."""
-    return (murmur2(json.dumps(group).encode()) & 0x7FFFFFFF) % partitions
+    return clients.partition_for(json.dumps(group).encode(), partitions)
 
 
 # Longest wait for a batch's writes: the producers' message timeout (5 min), plus a margin.

@@ -8,7 +8,14 @@ import time
 from typing import Any
 
 from streams.logic.evaluation import evaluate_experiment, evaluate_model
-from streams.logic.partials import ALL_VARIANTS, WINDOWED, newer, slot_key, window_kind
+from streams.logic.partials import (
+    ALL_VARIANTS,
+    WINDOWED,
+    Group,
+    newer,
+    slot_key,
+    window_kind,
+)
 from streams.pipeline import Pipeline, delete, key_partition, put
 
 AB_EVERY_S = 2.0
@@ -41,9 +48,10 @@ async def _resend_outbox(pipe: Pipeline, group: str, state: dict[str, Any]) -> N
 
 async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
     """A chat model (group ``m:``) or a predictive model (``p:``)."""
-    model = group[2:]
+    g = Group.parse(group)
+    model = g.subject
     kind = window_kind(group)
-    chat = group.startswith("m:")
+    chat = g.is_chat
     state = pipe.group_state.get(group) or {}
     await _resend_outbox(pipe, group, state)
     partials = _group_partials(pipe, group)
@@ -91,7 +99,7 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
 
 
 async def _evaluate_experiment(pipe: Pipeline, group: str, partition: int) -> None:
-    exp_id = group[2:]
+    exp_id = Group.parse(group).subject
     now = time.monotonic()
     if now - pipe.ab_last_eval.get(group, 0.0) < AB_EVERY_S:
         pipe.ab_dirty[group] = partition  # the timer below catches up
@@ -133,7 +141,7 @@ async def _sweep_experiments(pipe: Pipeline) -> None:
         for tp in pipe.app.assignor.assigned_actives()
         if tp.topic == pipe.partials_topic.get_topic_name()
     }
-    groups = {v["g"] for v in list(pipe.group_slots.values()) if v["g"].startswith("x:")}
+    groups = {v["g"] for v in list(pipe.group_slots.values()) if Group.parse(v["g"]).is_experiment}
     for group in sorted(groups):
         partition = key_partition(pipe.ab_results, group)
         if partition not in active:
@@ -162,14 +170,14 @@ def register(pipe: Pipeline) -> None:
             if newer(pipe.group_slots.get(key), part):
                 put(pipe.group_slots, key, part, partition)
             group = part["g"]
-            if group.startswith(("m:", "p:")):
+            if Group.parse(group).is_model:
                 windowed = window_kind(group)
                 if part["k"] == windowed and part["s"].endswith(f"|{ALL_VARIANTS}"):
                     state = pipe.group_state.get(group) or {}
                     # A new bucket closes a window; until a baseline exists, any late bucket
                     # (a partition behind the others) may complete the turns to freeze.
                     unfrozen = "frozen_baseline" not in state and not pipe.live.baselines.get(
-                        group[2:]
+                        Group.parse(group).subject
                     )
                     if (
                         part["b"] > state.get("evaluated_end", -1)

@@ -21,6 +21,7 @@ from streams.agents.alerts import send_request
 from streams.logic.alerts import resolve_request
 from streams.logic.drift import DIRECTIONS
 from streams.logic.health import check_health
+from streams.logic.partials import experiment_group, model_group, prediction_group
 from streams.logic.thresholds import GLOBAL_ONLY, in_force
 from streams.pipeline import Pipeline, key_partition
 
@@ -209,7 +210,7 @@ def register(pipe: Pipeline) -> None:
     @app.page("/ab/{experiment}/")
     class Experiment(View):
         async def get(self, request: Request, experiment: str) -> Response:
-            group = f"x:{experiment}"
+            group = experiment_group(experiment)
 
             async def local() -> Response:
                 result = pipe.ab_results.get(group)
@@ -316,7 +317,7 @@ def register(pipe: Pipeline) -> None:
     @app.page("/feedback/{model}/")
     class Feedback(View):
         async def get(self, request: Request, model: str) -> Response:
-            group = f"m:{model}"
+            group = model_group(model)
 
             async def local() -> Response:
                 state = pipe.group_state.get(group)
@@ -332,7 +333,7 @@ def register(pipe: Pipeline) -> None:
         baseline, outcomes and accuracy, and the retrain criteria already fired."""
 
         async def get(self, request: Request, model: str) -> Response:
-            group = f"p:{model}"
+            group = prediction_group(model)
 
             async def local() -> Response:
                 state = pipe.group_state.get(group)

@@ -14,6 +14,7 @@ window is the merge of the group's partials over its buckets and partitions, so 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from streams.logic.abtest import CONTROL, TREATMENT, ArmTally
@@ -54,19 +55,55 @@ BUCKETED_KIND = {**WINDOWED_KIND, FEEDBACK_SOURCE: FEEDBACK_BUCKETS}
 WINDOWED = tuple(BUCKETED_KIND.values())
 
 
+@dataclass(frozen=True)
+class Group:
+    """What stage 2 evaluates together, and the key of its state: a chat model version (``m``:
+    its turns and feedback), a predictive model version (``p``: predictions and outcomes) or an
+    A/B experiment (``x``). Written ``kind:subject`` as a table key."""
+
+    kind: str
+    subject: str
+
+    CHAT = "m"
+    PREDICTIVE = "p"
+    EXPERIMENT = "x"
+
+    @classmethod
+    def parse(cls, key: str) -> Group:
+        kind, sep, subject = key.partition(":")
+        if not sep or kind not in (cls.CHAT, cls.PREDICTIVE, cls.EXPERIMENT):
+            raise ValueError(f"not a stage-2 group key: {key!r} (expected m:, p: or x:)")
+        return cls(kind, subject)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.subject}"
+
+    @property
+    def is_model(self) -> bool:
+        return self.kind in (self.CHAT, self.PREDICTIVE)
+
+    @property
+    def is_chat(self) -> bool:
+        return self.kind == self.CHAT
+
+    @property
+    def is_experiment(self) -> bool:
+        return self.kind == self.EXPERIMENT
+
+
 def model_group(model_version: str) -> str:
     """The stage-2 group of a chat model version (its turns and feedback)."""
-    return f"m:{model_version}"
+    return str(Group(Group.CHAT, model_version))
 
 
 def prediction_group(model_version: str) -> str:
     """The stage-2 group of a predictive model version (its predictions and outcomes)."""
-    return f"p:{model_version}"
+    return str(Group(Group.PREDICTIVE, model_version))
 
 
 def window_kind(group: str) -> str:
     """The kind whose buckets make a model group's windows: predictions or turns."""
-    return PREDICTIONS if group.startswith("p:") else TURNS
+    return PREDICTIONS if Group.parse(group).kind == Group.PREDICTIVE else TURNS
 
 
 def source_of(kind: str) -> str:
@@ -81,7 +118,7 @@ def source_of(kind: str) -> str:
 
 
 def experiment_group(experiment_id: str) -> str:
-    return f"x:{experiment_id}"
+    return str(Group(Group.EXPERIMENT, experiment_id))
 
 
 def slot_key(kind: str, subject: str, bucket: int, partition: int) -> str:

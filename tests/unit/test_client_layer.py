@@ -38,3 +38,31 @@ def test_services_pass_their_connection_not_a_bootstrap_string() -> None:
     passed = re.compile(r"\b(EventProducer|EventConsumer|TopicAdmin)\(\s*[\w.]*bootstrap_servers")
     offenders = [rel for rel, text in sources() if passed.search(text)]
     assert not offenders, offenders
+
+
+def test_one_partitioner_equal_to_kafkas() -> None:
+    import random
+
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    from continuum.kafka import murmur2, partition_for
+
+    rng = random.Random(5)
+    for n in range(300):
+        key = bytes(rng.randrange(256) for _ in range(n % 37))
+        assert murmur2(key) & 0xFFFFFFFF == aiokafka_murmur2(key), key
+    # Known values of the Java client's partitioner (Utils.toPositive(murmur2(k)) % n).
+    assert partition_for(b"21", 6) == (aiokafka_murmur2(b"21") & 0x7FFFFFFF) % 6
+    code = "\n".join(text for _, text in sources())
+    assert "murmur2(" not in code  # only continuum/kafka.py hashes keys
+
+
+def test_group_keys_are_parsed_in_one_place() -> None:
+    offenders = [
+        f"{rel}: {line.strip()}"
+        for rel, text in sources()
+        if rel != "streams/logic/partials.py"
+        for line in text.splitlines()
+        if re.search(r'"[mpx]:"|f"[mpx]:\{|\[2:\]', line)
+    ]
+    assert not offenders, "\n".join(offenders)
