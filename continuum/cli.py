@@ -280,6 +280,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
     """Create, stop or conclude an A/B experiment on the compacted experiments topic."""
     from producers.assignment import STRATEGIES
+    from producers.experiments import experiment_event
     from producers.producer import EventProducer
 
     missing = [f for f in ("control", "treatment") if not getattr(args, f)]
@@ -290,24 +291,21 @@ def cmd_experiments(args: argparse.Namespace, settings: Settings) -> int:
             f"--strategy must be one of {', '.join(STRATEGIES)}, got {args.strategy!r}"
         )
     status = {"create": "RUNNING", "stop": "STOPPED", "conclude": "CONCLUDED"}[args.action]
+    event = experiment_event(
+        args.experiment_id,
+        args.control,
+        args.treatment,
+        split_percent=args.split,
+        strategy=args.strategy,
+        status=status,
+        min_samples=args.min_samples,
+        alpha=args.alpha,
+        winner=args.winner,
+        name=args.name,
+        description=args.description,
+    )
     with EventProducer.from_settings(settings) as producer:
-        ev = producer.send(
-            "Experiment",
-            {
-                "experiment_id": args.experiment_id,
-                "name": args.name or args.experiment_id,
-                "control_version": args.control,
-                "treatment_version": args.treatment,
-                "traffic_split": args.split,
-                "strategy": args.strategy.upper(),
-                "min_samples": args.min_samples,
-                "alpha": args.alpha,
-                "status": status,
-                "winner": args.winner,
-                "description": args.description,
-                "metadata": {},
-            },
-        )
+        ev = producer.send("Experiment", event)
     print(json.dumps(ev, ensure_ascii=False, indent=2))
     return 0
 

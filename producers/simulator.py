@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from producers.assignment import TREATMENT, StickyAssigner
+from producers.experiments import experiment_event as build_experiment
 
 DRIFT_KINDS = ("intent", "latency", "confidence", "fallback", "tokens")
 
@@ -180,22 +181,17 @@ def experiment_event(
 ) -> dict[str, Any]:
     """The ``Experiment`` a simulator announces its A/B test with (what ``continuum experiments
     create`` sends); its id is stable, so re-running a simulation updates the same experiment."""
-    return {
-        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"continuum-sim/{experiment_id}")),
-        "event_time": start_ms,
-        "experiment_id": experiment_id,
-        "name": experiment_id,
-        "control_version": control,
-        "treatment_version": treatment,
-        "traffic_split": treatment_share * 100,
-        "strategy": strategy,
-        "min_samples": 100,
-        "alpha": 0.05,
-        "status": "RUNNING",
-        "winner": None,
-        "description": description,
-        "metadata": {"source": "simulator"},
-    }
+    return build_experiment(
+        experiment_id,
+        control,
+        treatment,
+        split_percent=treatment_share * 100,
+        strategy=strategy,
+        description=description,
+        metadata={"source": "simulator"},
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"continuum-sim/{experiment_id}")),
+        event_time=start_ms,
+    )
 
 
 @dataclass(frozen=True)
