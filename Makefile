@@ -79,6 +79,7 @@ test-integration: setup system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) benchmarks/serde_produce.py

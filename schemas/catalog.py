@@ -105,7 +105,8 @@ class SchemaCatalog:
     @staticmethod
     def _load(path: Path) -> dict[str, Any]:
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return raw
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON: {exc}") from None
 

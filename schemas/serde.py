@@ -258,6 +258,8 @@ class AvroDeserializer:
                 f"corrupt {writer.name} body: {len(data) - buf.tell()} trailing bytes",
                 schema=writer.name,
             )
+        if not isinstance(record, dict):
+            raise DecodeError(f"corrupt {writer.name} body: not a record", schema=writer.name)
         try:
             if validate:
                 validate_event(reader, record)

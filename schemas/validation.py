@@ -156,7 +156,8 @@ def _compile(
         "_KNOWN": known,
     }
     exec("\n".join(lines), env)  # noqa: S102 - source built only from the constant rules above
-    return env["check"]  # type: ignore[no-any-return]
+    check: Callable[[Mapping[str, Any]], tuple[str, Any, str] | None] = env["check"]  # type: ignore[assignment]
+    return check
 
 
 def _int_fields(version: SchemaVersion) -> tuple[str, ...]:

@@ -192,9 +192,9 @@ def apply(
         **(state or {}),
     }
     rid = request["event_id"]
-    for seen, events in st["recent"]:
+    for seen, earlier in st["recent"]:
         if seen == rid:
-            return st, [dict(e) for e in events]
+            return st, [dict(e) for e in earlier]
     key, at = request["dedup_key"], int(request["event_time"])
     if (request.get("details") or {}).get("replayed") and at <= st.get("last_at", -1):
         return st, []  # re-sent after a restart, older than what the key has seen: stale

@@ -187,7 +187,5 @@ def detection_delays(
 
 
 def apply_proposals(seed: DriftThresholds, proposals: Iterable[Proposal]) -> DriftThresholds:
-    return replace(
-        seed,
-        **{p.threshold: p.proposed for p in proposals if p.proposed is not None},
-    )
+    changes: dict[str, Any] = {p.threshold: p.proposed for p in proposals if p.proposed is not None}
+    return replace(seed, **changes)

@@ -57,7 +57,7 @@ class ChangeDetector:
             mode="both",
         )
         self._recent: deque[float] = deque(maxlen=50)
-        self._adwin = drift.ADWIN(delta=self.adwin_delta)
+        self._adwin = drift.ADWIN(delta=self.adwin_delta)  # type: ignore[no-untyped-call]
 
     def _scale(self, x: float) -> float:
         return math.log(max(x, 1e-9)) if self.log_scale else x
@@ -74,8 +74,8 @@ class ChangeDetector:
         sd = self._ref.std or 1e-9
         z = (y - self._ref.mean) / sd
         self._recent.append(y)
-        self._ph.update(z)
-        self._adwin.update(z)
+        self._ph.update(z)  # type: ignore[no-untyped-call]
+        self._adwin.update(z)  # type: ignore[no-untyped-call]
         fired = (
             "page_hinkley"
             if self._ph.drift_detected

@@ -134,7 +134,7 @@ def performance(stats: Mapping[str, Any]) -> float | None:
     conf, fb = stats.get("confidence_mean"), stats.get("fallback_rate")
     if conf is None or fb is None:
         return None
-    return conf * (1.0 - fb)
+    return float(conf) * (1.0 - float(fb))
 
 
 def evaluate(
@@ -214,8 +214,10 @@ def evaluate(
         )
     )
     if previous is not None and (previous.get("sample_size") or 0) >= t.min_samples:
+        now_p: float | None
+        prev_p: float | None
         if accuracy is not None and previous.get("accuracy") is not None:
-            now_p, prev_p, measure = accuracy, previous["accuracy"], "accuracy"
+            now_p, prev_p, measure = accuracy, float(previous["accuracy"]), "accuracy"
         else:
             now_p, prev_p, measure = performance(cur), performance(previous), "effective confidence"
         if now_p is not None and prev_p:

@@ -25,7 +25,7 @@ PREDICTION_FIELDS = ("confidence", "predicted_value")
 class PredictionStats(TurnStats):
     """Everything drift detection needs about a set of predictions, as mergeable data."""
 
-    def update(self, pred: Mapping[str, Any]) -> None:  # type: ignore[override]
+    def update(self, pred: Mapping[str, Any]) -> None:
         self.n += 1
         self.fallbacks += bool(pred.get("fallback_used"))
         conf = pred.get("confidence")
