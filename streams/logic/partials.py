@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from streams.logic.abtest import CONTROL, TREATMENT, ArmTally
 from streams.logic.feedback import FeedbackTally
@@ -33,6 +33,30 @@ FEEDBACK_BUCKETS = "fbb"
 AB_PREDICTIONS, AB_OUTCOMES = "abp", "abo"
 ALL_VARIANTS = "*"
 ARMS = (CONTROL, TREATMENT)
+
+
+@runtime_checkable
+class Mergeable(Protocol):
+    """What every partial's state is: built empty, merged with another of its kind (associative,
+    so any split of the events gives the same totals), and kept as JSON data."""
+
+    def merge(self, other: Any) -> Any: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Partial(TypedDict):
+    """A stage-1 partial as written to the changelog and the partials topic (short keys: it is
+    written once per touched slot per batch, so its size is throughput)."""
+
+    k: str  # kind: turns, ab, fb, pred, out... (the state class)
+    s: str  # subject: model version, or model|variant, or experiment|arm
+    g: str  # stage-2 group (Group as text: m:, p:, x:)
+    b: int  # time bucket start, ms (0 for running totals)
+    p: int  # source partition
+    wm: int  # highest source offset folded in (the exactly-once watermark)
+    st: dict[str, Any]  # the state, Mergeable.to_dict()
+
 
 _STATE_CLASSES: dict[str, Any] = {
     TURNS: TurnStats,

@@ -171,3 +171,23 @@ def test_performance_is_compared_with_the_period_before_not_the_overlapping_wind
     assert not [k for k, s in perf.items() if s["breached"] and not 17_000 <= k < 24_000]
     assert any(k >= 24_000 for k in perf)
     assert len(state["periods"]) <= 5  # only what later windows may still compare with
+
+
+def test_every_state_class_is_mergeable_and_partials_have_the_documented_keys() -> None:
+    from typing import get_type_hints
+
+    from streams.logic.partials import _STATE_CLASSES, Mergeable, Partial
+
+    for kind, cls in _STATE_CLASSES.items():
+        st = cls()
+        assert isinstance(st, Mergeable), kind
+        assert cls.from_dict(st.to_dict()).to_dict() == st.to_dict(), kind
+    events = _stream(50)
+    items = [
+        ("turn" if schema == "ChatTurn" else "feedback", ev, 0, i)
+        for i, (schema, ev) in enumerate(events)
+    ]
+    parts = Stage1Folder(HOP).fold(items, {}.get)
+    assert parts
+    for part in parts.values():
+        assert set(part) == set(get_type_hints(Partial)), part
