@@ -36,6 +36,7 @@ from continuum.localkafka import LocalKafka, free_port
 from continuum.settings import Settings
 from producers.schema_topic import decoder_for
 from producers.simulator import SimulatorConfig
+from streams.logic.abtest import is_satisfied
 
 
 @dataclass
@@ -709,7 +710,7 @@ def run_demo(settings: Settings, args: argparse.Namespace, config: SimulatorConf
                         s.recent.append((e["latency_ms"], e["confidence"] or 0.0, e["is_fallback"]))
                     else:
                         s.feedback += 1
-                        s.satisfied += (e.get("rating") or 0) >= 4 or e.get("thumbs") == "UP"
+                        s.satisfied += is_satisfied(e)
                 consumer.commit()
                 live.update(
                     Group(
