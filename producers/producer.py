@@ -19,7 +19,7 @@ from continuum import logthrottle
 from continuum.kafka import Connection
 from continuum.settings import Settings
 from continuum.topics import TopicSpec, topic_for_schema, topic_spec
-from schemas.catalog import default_catalog
+from schemas.catalog import SchemaVersion, default_catalog
 from schemas.serde import AvroSerializer, make_registry
 
 log = logging.getLogger(__name__)
@@ -195,16 +195,23 @@ class EventProducer:
         (from whichever thread polls the producer)."""
         if self._closed:
             raise RuntimeError("EventProducer is closed")
-        # ``topic`` is a logical name from continuum.topics (prefixed here) or a literal topic.
-        spec = topic_for_schema(schema) if topic is None else _spec_or_none(topic)
-        name = spec.full_name(self.topic_prefix) if spec is not None else str(topic)
         record = prepare_event(event) if prepare else event
+        name, routed_key = route(schema, record, topic, self.topic_prefix)
         value = self.serializer.encode(schema, record, topic=name)
-        if key is None and spec is not None and spec.key_field:
-            k = record.get(spec.key_field)
-            key = None if k is None else str(k)
-        self._produce(name, value, key, headers, on_delivery)
+        self._produce(name, value, routed_key if key is None else key, headers, on_delivery)
         return record  # type: ignore[return-value]
+
+    def announce(self, version: SchemaVersion) -> None:
+        """Publish a writer schema to the ``schemas`` topic now (for encoders that do not send
+        through this producer, e.g. the streams worker's Faust outputs); no-op with a registry."""
+        if self.serializer.registry is not None:
+            return
+        from producers.schema_topic import SchemaPublisher
+
+        publisher = self.serializer.on_new_writer
+        if not isinstance(publisher, SchemaPublisher):
+            publisher = SchemaPublisher(self._producer, self.topic_prefix)
+        publisher(version)
 
     def send_many(self, schema: str, events: Iterable[Mapping[str, Any]], **kwargs: Any) -> int:
         n = 0
@@ -285,6 +292,18 @@ class EventProducer:
         self._closed = True
         if raise_on_failure and (pending or self.failed):
             raise DeliveryError(list(self.failures), pending)
+
+
+def route(
+    schema: str, record: Mapping[str, Any], topic: str | None, prefix: str
+) -> tuple[str, str | None]:
+    """Where an event goes and its key: ``topic`` is a declared topic's logical name (prefixed)
+    or a literal topic; by default the schema's own topic; the key is the topic's key field."""
+    spec = topic_for_schema(schema) if topic is None else _spec_or_none(topic)
+    if spec is None:
+        return str(topic), None
+    k = record.get(spec.key_field) if spec.key_field else None
+    return spec.full_name(prefix), None if k is None else str(k)
 
 
 def _spec_or_none(topic: str) -> TopicSpec | None:

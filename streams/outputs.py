@@ -1,5 +1,5 @@
 """Encode output events (DriftSignal, Alert, RetrainTrigger, Baseline, Experiment) as Avro and
-send them with Faust's producer, keyed like the SDK keys them."""
+send them with Faust's producer, routed and keyed by the SDK's own rule (producers.producer.route)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import faust
 
 from continuum.topics import TopicSpec, topic_for_schema, topic_spec
-from producers.producer import prepare_event
+from producers.producer import prepare_event, route
 from schemas import AvroSerializer
 
 
@@ -35,9 +35,8 @@ class Outputs:
         """Send ``event`` to its schema's topic, or to the declared topic ``topic``."""
         spec = topic_for_schema(schema) if topic is None else topic_spec(topic)
         record = prepare_event(event)
-        name = spec.full_name(self.prefix)
+        name, key = route(schema, record, spec.name, self.prefix)
         value = self.serializer.encode(schema, record, topic=name)
-        key = record.get(spec.key_field) if spec.key_field else None
-        await self.topic(spec).send(key=None if key is None else str(key).encode(), value=value)
+        await self.topic(spec).send(key=None if key is None else key.encode(), value=value)
         self.sent[schema] = self.sent.get(schema, 0) + 1
         return record

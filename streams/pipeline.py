@@ -21,6 +21,7 @@ from producers.producer import EventProducer
 from producers.schema_topic import decoder_for
 from schemas import AvroSerializer
 from schemas.ids import stable_id
+from schemas.serde import make_registry
 from streams.live import LiveState, TopicMirror
 from streams.logic.alerts import change_request
 from streams.logic.detectors import ChangeDetector, ChangePoint
@@ -122,7 +123,11 @@ class Pipeline:
         self.folder = Stage1Folder(
             self.cfg.hop_ms, retention_ms=self.cfg.window_ms + 2 * self.cfg.hop_ms
         )
-        self.serializer = AvroSerializer()
+        # Stage 2's outputs frame with the registry when one is configured, else announce each
+        # writer schema on the schemas topic once (through the DLQ producer) like the SDK does.
+        self.serializer = AvroSerializer(registry=make_registry(settings))
+        if self.serializer.registry is None:
+            self.serializer.on_new_writer = lambda version: self.dlq_producer.announce(version)
         self.outputs = Outputs(app, p, self.serializer)
         self.metrics = StreamsMetrics()
         self._dlq_producer: EventProducer | None = None
