@@ -33,6 +33,7 @@ $(STAMP): pyproject.toml
 
 # The CPU engine (the [llamacpp] extra): the cached wheel, built first when missing.
 ENGINE := $(VENV)/.engine
+ENGINE_PID := .continuum/engine-build.pid
 $(ENGINE): $(STAMP) $(LLAMA_WHEEL)
 	$(PY) -m pip install -q --find-links $(WHEELS) "llama-cpp-python==$(LLAMA_CPP)"
 	touch $(ENGINE)
@@ -49,9 +50,13 @@ broker-jars: $(STAMP)
 # the demo attaches the inference worker and the gateway as soon as the engine imports.
 demo: $(STAMP) broker-jars
 	@mkdir -p .continuum
-	@if [ ! -f $(ENGINE) ]; then \
+	@if [ -f $(ENGINE) ]; then :; \
+	elif [ -f $(ENGINE_PID) ] && kill -0 $$(cat $(ENGINE_PID)) 2>/dev/null; then \
+	  echo "the CPU engine is still being built (log: .continuum/engine-build.log)"; \
+	else \
 	  echo "building the CPU engine in the background (log: .continuum/engine-build.log)"; \
 	  nohup $(MAKE) --no-print-directory engine > .continuum/engine-build.log 2>&1 & \
+	  echo $$! > $(ENGINE_PID); \
 	fi
 	CONTINUUM_DEMO_MAKE_STARTED=$(MAKE_STARTED) $(VENV)/bin/continuum demo --drift-at 40 $(DEMO_ARGS)
 
