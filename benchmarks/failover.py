@@ -134,7 +134,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=50_000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="continuum-failover-") as home:
-        cluster = LocalCluster(Path(home), 3, port=free_port(), controller_port=free_port())
+        cluster = LocalCluster.on_free_ports(Path(home), 3)
         bootstrap = cluster.start(timeout=240)
         try:
             print(f"three-node cluster at {bootstrap}", flush=True)

@@ -104,6 +104,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def can_bind(port: int) -> bool:
+    """Whether a listener could take ``port`` on loopback now (a port another socket holds, even
+    a client's ephemeral one that is not listening, cannot be bound)."""
+    if not 0 < port < 65536:
+        return False
+    with socket.socket() as s:
+        # As the JVM's listeners do: a port with only TIME_WAIT leftovers (a restart) is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class LocalKafka:
     home: Path
@@ -529,6 +544,18 @@ class LocalCluster:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "384m"
+
+    @classmethod
+    def on_free_ports(cls, home: Path, size: int = 3, attempts: int = 100) -> LocalCluster:
+        """A cluster every one of whose node ports can be bound now (tests, benchmarks): the
+        nodes after the first take ports derived from the first's, and one that another socket
+        holds would keep that node from starting."""
+        for _ in range(attempts):
+            cluster = cls(home, size, port=free_port(), controller_port=free_port())
+            ports = [p for n in cluster.nodes() for p in (n.port, n.controller_port)]
+            if len(set(ports)) == len(ports) and all(can_bind(p) for p in ports):
+                return cluster
+        raise BrokerError(f"no {2 * size} free loopback ports found for a local cluster")
 
     @classmethod
     def from_settings(cls, settings: Settings, size: int) -> LocalCluster:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from continuum.admin import TopicAdmin
-from continuum.localkafka import LocalCluster, free_port
+from continuum.localkafka import LocalCluster
 from continuum.topics import all_specs, topic_spec
 from producers.simulator import SimulatorConfig
 from tests.integration.conftest import wait_for
@@ -53,7 +53,7 @@ def _rolling_restart(cluster: LocalCluster) -> None:
 def test_the_streams_worker_rides_through_on_a_three_node_cluster(
     tmp_path: Path, disruption: Callable[[LocalCluster], None]
 ) -> None:
-    cluster = LocalCluster(tmp_path / "cluster", 3, port=free_port(), controller_port=free_port())
+    cluster = LocalCluster.on_free_ports(tmp_path / "cluster", 3)
     bootstrap = cluster.start(timeout=240)
     prefix = "fo-"
     try:
