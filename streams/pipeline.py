@@ -120,9 +120,7 @@ class Pipeline:
         )
         # Turn buckets older than any window or baseline reads are closed and their partials
         # dropped; stage 2 forgets the same buckets after evaluating them.
-        self.folder = Stage1Folder(
-            self.cfg.hop_ms, retention_ms=self.cfg.window_ms + 2 * self.cfg.hop_ms
-        )
+        self.folder = Stage1Folder(self.cfg.hop_ms, retention_ms=self.cfg.retention_ms)
         # Stage 2's outputs frame with the registry when one is configured, else announce each
         # writer schema on the schemas topic once (through the DLQ producer) like the SDK does.
         self.serializer = AvroSerializer(registry=make_registry(settings))

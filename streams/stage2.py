@@ -91,7 +91,7 @@ async def _evaluate_model(pipe: Pipeline, group: str, partition: int) -> None:
         new_state["outcomes"] = out.get("outcomes")
     put(pipe.group_state, group, new_state, partition)
     # Forget buckets that no window or baseline will read again.
-    horizon = new_state.get("evaluated_end", 0) - pipe.cfg.window_ms - 2 * pipe.cfg.hop_ms
+    horizon = new_state.get("evaluated_end", 0) - pipe.cfg.retention_ms
     if new_state.get("frozen_baseline") or pipe.live.baselines.get(model):
         for p in partials:
             if p["k"] in WINDOWED and p["b"] < horizon:

@@ -45,6 +45,13 @@ class EvalConfig:
     # Where each threshold in force comes from (seed, settings, model), shown on the signals.
     threshold_sources: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def retention_ms(self) -> int:
+        """How far back buckets are kept: a whole window plus two hops, so the window being
+        evaluated and a late partition's bucket are both still there (stage 1 drops older
+        buckets, stage 2 prunes them)."""
+        return self.window_ms + 2 * self.hop_ms
+
 
 def _buckets(partials: Iterable[Mapping[str, Any]], subject: str, kind: str = TURNS) -> list[int]:
     return sorted({p["b"] for p in partials if p["k"] == kind and p["s"] == subject})
