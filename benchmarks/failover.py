@@ -25,12 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.serde_produce import chat_turns, sdk  # noqa: E402
 from benchmarks.streams_throughput import processed, start_worker  # noqa: E402
 from continuum.admin import TopicAdmin  # noqa: E402
 from continuum.localkafka import LocalCluster, free_port  # noqa: E402
 from continuum.topics import all_specs, topic_spec  # noqa: E402
 from producers.producer import EventProducer  # noqa: E402
-from producers.simulator import SimulatorConfig, TrafficSimulator, run  # noqa: E402
+from producers.simulator import SimulatorConfig, run  # noqa: E402
 from tests.integration.inference_procs import (  # noqa: E402
     ChatProbe,
     GatewayProc,
@@ -116,15 +117,7 @@ def resume_times(
 def produce_rate(bootstrap: str, prefix: str, rf: int, n: int) -> float:
     admin = TopicAdmin(bootstrap, prefix, replication_factor=rf, min_insync_replicas=min(rf, 2))
     admin.create([topic_spec("chat.turns")])
-    events = [
-        e for s, e in TrafficSimulator(SimulatorConfig(turns=n, seed=4)).events() if s == "ChatTurn"
-    ]
-    with EventProducer(bootstrap, topic_prefix=prefix) as p:
-        t0 = time.perf_counter()
-        for ev in events:
-            p.send("ChatTurn", ev, prepare=False)
-        p.flush(120)
-        return len(events) / (time.perf_counter() - t0)
+    return sdk(bootstrap, "chat.turns", chat_turns(n, seed=4), prefix)
 
 
 def main() -> int:

@@ -21,13 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.serde_produce import sdk  # noqa: E402
+from benchmarks.serde_produce import chat_turns, sdk  # noqa: E402
 from benchmarks.streams_throughput import analytics, preload  # noqa: E402
 from continuum.admin import TopicAdmin  # noqa: E402
 from continuum.kafka import Connection  # noqa: E402
 from continuum.localkafka import LocalKafka, free_port  # noqa: E402
 from continuum.topics import all_specs, topic_spec  # noqa: E402
-from producers.simulator import SimulatorConfig, TrafficSimulator  # noqa: E402
 
 
 def main() -> int:
@@ -44,11 +43,7 @@ def main() -> int:
         try:
             plain = Connection(kafka.bootstrap)
             secure = kafka.secure_connection()
-            records = [
-                e
-                for s, e in TrafficSimulator(SimulatorConfig(turns=args.events, seed=4)).events()
-                if s == "ChatTurn"
-            ]
+            records = chat_turns(args.events, seed=4)
             TopicAdmin(plain, "bench-").create([topic_spec("chat.turns")])
             topic = topic_spec("chat.turns").full_name("bench-")
             rates: dict[str, list[float]] = {"PLAINTEXT": [], "SASL_SSL": []}
@@ -61,8 +56,8 @@ def main() -> int:
                 prefix = f"fold-{name.lower()}-"
                 TopicAdmin(plain, prefix).create(all_specs())
                 preload(plain, prefix, args.turns)
-                bootstrap = secure.bootstrap_servers if env else kafka.bootstrap
-                folds[name] = analytics(bootstrap, prefix, args.turns, extra_env=env)
+                # The secure environment names the SASL_SSL listener as the bootstrap.
+                folds[name] = analytics(kafka.bootstrap, prefix, args.turns, extra_env=env)
                 print(f"  streams worker {name}: {folds[name]:,.0f} turns/s", flush=True)
         finally:
             kafka.stop()

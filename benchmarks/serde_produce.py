@@ -38,6 +38,12 @@ from producers.simulator import SimulatorConfig, TrafficSimulator  # noqa: E402
 from schemas import default_catalog  # noqa: E402
 
 
+def chat_turns(n: int, seed: int = 7) -> list[dict]:
+    """``n`` simulated ChatTurns (no feedback), the records every produce benchmark sends."""
+    cfg = SimulatorConfig(turns=n, feedback_probability=0, seed=seed)
+    return [e for _, e in TrafficSimulator(cfg).events()]
+
+
 def producer(bootstrap: str) -> Producer:
     return Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": bootstrap})
 
@@ -70,8 +76,10 @@ def ceiling(bootstrap: str, topic: str, records: list[dict]) -> float:
     return len(records) / (time.perf_counter() - t)
 
 
-def sdk(bootstrap: Any, topic: str, records: list[dict]) -> float:
-    p = EventProducer(bootstrap)
+def sdk(bootstrap: Any, topic: str, records: list[dict], prefix: str = "") -> float:
+    """The SDK's send loop (validate, encode, produce; the final flush included): events/s.
+    ``topic``: a declared topic's logical name (prefixed with ``prefix``) or a literal one."""
+    p = EventProducer(bootstrap, topic_prefix=prefix)
     t = time.perf_counter()
     for rec in records:
         p.send("ChatTurn", rec, topic=topic, prepare=False)
@@ -102,12 +110,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    records = [
-        e
-        for n, e in TrafficSimulator(
-            SimulatorConfig(turns=args.events, feedback_probability=0)
-        ).events()
-    ]
+    records = chat_turns(args.events)
     runs: dict[str, list[float]] = {"ceiling": [], "sdk": [], "peer": []}
     fns: dict[str, Callable[[str, str, list[dict]], float]] = {
         "ceiling": ceiling,

@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from continuum.retry import with_retry
 from continuum.secrets import sensitive
 
 if TYPE_CHECKING:
     from continuum.settings import Settings
-
-Source = "str | Connection | Settings"  # what a client factory accepts (for annotations)
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
@@ -171,11 +170,6 @@ class Connection:
     def sasl(self) -> bool:
         return self.security_protocol.startswith("SASL_")
 
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """The secret values (for tests that check no log carries them)."""
-        return tuple(v for v in (getattr(self, n) for n in self.SECRETS) if v)
-
     def redacted(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
@@ -186,11 +180,6 @@ class Connection:
                 value = [(k, "***" if sensitive(k) else v) for k, v in value]
             out[f.name] = value
         return out
-
-    def with_bootstrap(self, bootstrap_servers: str) -> Connection:
-        from dataclasses import replace
-
-        return replace(self, bootstrap_servers=bootstrap_servers)
 
     # -- confluent-kafka ----------------------------------------------------------------------
 
@@ -368,6 +357,54 @@ def _reason(text: str) -> str:
     return text.strip()[:200]
 
 
+def read_range(
+    source: str | Connection | Settings,
+    group: str,
+    topic: str,
+    ranges: Mapping[int, tuple[int, int | None]],
+    *,
+    deadline_s: float | None = None,
+) -> Iterator[Message]:
+    """The records of each partition in [start, end) (end None: the partition's end as of the
+    call), clamped to what the partition holds; assigned without a group, nothing committed.
+    Non-fatal consume errors (a broker going away) are waited through; with ``deadline_s``,
+    partitions not read to their end in time raise ``TimeoutError``."""
+    c = consumer(source, group, {"enable.partition.eof": True})
+    try:
+        bounds: dict[int, tuple[int, int]] = {}
+        for p, (start, end) in ranges.items():
+            lo, hi = with_retry(
+                lambda p=p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
+                f"reading the offsets of {topic}[{p}]",
+            )
+            first, last = max(start, lo), hi if end is None else min(end, hi)
+            if last > first:
+                bounds[p] = (first, last)
+        c.assign([TopicPartition(topic, p, first) for p, (first, _) in bounds.items()])
+        left = set(bounds)
+        deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        while left:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(left)} not read to the end")
+            for msg in c.consume(1000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        left.discard(msg.partition())
+                    elif err.fatal():
+                        raise KafkaException(err)
+                    continue
+                p = msg.partition()
+                if p not in left or msg.offset() >= bounds[p][1]:
+                    left.discard(p)
+                    continue
+                yield msg
+                if msg.offset() + 1 >= bounds[p][1]:
+                    left.discard(p)
+    finally:
+        c.close()
+
+
 def read_to_end(
     source: str | Connection | Settings,
     name: str,
@@ -375,38 +412,19 @@ def read_to_end(
     group_id: str = "continuum-read",
 ) -> Iterator[Message]:
     """Every message of the (full-named) topic ``name``, each partition from its beginning up to
-    its end as of the call, assigned without committing. Raises when the topic is missing or the
-    end is not reached within 3 x ``timeout_s``."""
-    from continuum.retry import with_retry
-
+    its end as of the call. Raises when the topic is missing or the end is not reached within
+    3 x ``timeout_s``."""
     c = consumer(source, group_id)
     try:
         md = with_retry(
             lambda: c.list_topics(name, timeout=timeout_s).topics[name], f"reading {name}"
         )
-        if md.error is not None:
-            raise RuntimeError(f"topic {name}: {md.error} (run `continuum topics create`)")
-        ends = {
-            p: with_retry(
-                lambda p=p: c.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)[1],
-                f"reading the end of {name}[{p}]",
-            )
-            for p in md.partitions
-        }
-        c.assign([TopicPartition(name, p, 0) for p in md.partitions])
-        left = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s * 3
-        while left:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{name}: partitions {sorted(left)} not read to the end")
-            for m in c.consume(500, 0.5):
-                if m.error():
-                    continue
-                yield m
-                if m.offset() + 1 >= ends[m.partition()]:
-                    left.discard(m.partition())
     finally:
         c.close()
+    if md.error is not None:
+        raise RuntimeError(f"topic {name}: {md.error} (run `continuum topics create`)")
+    ranges: dict[int, tuple[int, int | None]] = {p: (0, None) for p in md.partitions}
+    yield from read_range(source, group_id, name, ranges, deadline_s=timeout_s * 3)
 
 
 def producer(source: str | Connection | Settings, conf: Mapping[str, Any]) -> Producer:

@@ -133,7 +133,6 @@ class LocalKafka:
     # A SASL_SSL listener on this port next to the plain one (0: none).
     secure_port: int = 0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    _scram_pending: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
@@ -271,18 +270,9 @@ class LocalKafka:
         return int(m.group(1)) if m else 0
 
     def secure_connection(self) -> Connection:
-        """How a client reaches the SASL_SSL listener: SCRAM-SHA-512, the broker home's CA,
-        hostname verification on."""
-        from continuum.kafka import Connection
-
-        return Connection(
-            self.secure_bootstrap,
-            security_protocol="SASL_SSL",
-            sasl_mechanism="SCRAM-SHA-512",
-            sasl_username=SCRAM_USER,
-            sasl_password=self._secret("client.password"),
-            ssl_ca_location=str(self.tls_dir / "ca.pem"),
-        )
+        """How a client reaches the SASL_SSL listener (SCRAM-SHA-512, the broker home's CA,
+        hostname verification on): the settings of :meth:`client_env`, read as a service would."""
+        return Settings.from_env(self.client_env()).kafka
 
     def client_env(self) -> dict[str, str]:
         """The environment a Continuum service needs for the secured listener (the password by
@@ -361,7 +351,9 @@ class LocalKafka:
         for fut in admin.alter_user_scram_credentials([upsert]).values():
             fut.result(timeout=30)
 
-    def format_storage(self, cp: str) -> None:
+    def format_storage(self, cp: str) -> bool:
+        """Write the broker's properties and format its storage unless it already is; True when
+        it was formatted now."""
         props = self.dir / "server.properties"
         rf = 3 if self.cluster_size >= 3 else 1
         text = SERVER_PROPERTIES.format(
@@ -385,9 +377,7 @@ class LocalKafka:
         props.write_text(text)
         props.chmod(0o600)  # holds the keystore password
         if (self.data_dir / "meta.properties").exists():
-            self._scram_pending = bool(self.secure_port)
-            return
-        self._scram_pending = False
+            return False
         cid = self.cluster_id or new_cluster_id()
         proc = subprocess.run(
             [
@@ -408,6 +398,7 @@ class LocalKafka:
         )
         if proc.returncode != 0:
             raise BrokerError(f"kafka StorageTool format failed:\n{proc.stdout}{proc.stderr}")
+        return True
 
     def start(self, timeout: float = 90.0, *, wait: bool = True) -> str:
         """Start the broker (if not running) and wait until it answers metadata requests (a node
@@ -423,7 +414,8 @@ class LocalKafka:
                 )
         cp = self.classpath()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.format_storage(cp)
+        # A broker formatted before it was secured gets its SCRAM user once it runs.
+        add_scram_user = not self.format_storage(cp) and bool(self.secure_port)
         out = open(self.dir / "broker.out", "ab")
         proc = subprocess.Popen(
             [
@@ -446,7 +438,7 @@ class LocalKafka:
             return self.bootstrap
         try:
             self.wait_ready(timeout, proc=proc)
-            if self._scram_pending:
+            if add_scram_user:
                 self._ensure_scram_user()
         except BrokerError:
             self.stop()

@@ -62,10 +62,8 @@ class SchemaLookup:
         self._read_at = -float("inf")
         self._missing: set[str] = set()
         self._lock = threading.Lock()
-        self.reads = 0
 
     def _read(self) -> None:
-        self.reads += 1
         try:
             for m in clients.read_to_end(self.kafka, self.topic, 5.0, "continuum-schemas"):
                 key = m.key()

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -380,45 +380,6 @@ class Stage1:
             raise RuntimeError(f"stage 1: writes refused by the broker: {errors[:5]}")
 
 
-def read_range(
-    kafka: str | Connection, group: str, topic: str, ranges: dict[int, tuple[int, int | None]]
-) -> Iterator[Any]:
-    """The records of each partition in [start, end) (end None: the partition's current end),
-    clamped to what the partition holds; assigned without a group, nothing committed."""
-    c = clients.consumer(kafka, group, {"enable.partition.eof": True})
-    try:
-        bounds: dict[int, tuple[int, int]] = {}
-        for p, (start, end) in ranges.items():
-            lo, hi = with_retry(
-                lambda p=p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10),
-                f"stage 1: reading {topic}[{p}]",
-            )
-            first, last = max(start, lo), hi if end is None else min(end, hi)
-            if last > first:
-                bounds[p] = (first, last)
-        if not bounds:
-            return
-        c.assign([TopicPartition(topic, p, first) for p, (first, _) in bounds.items()])
-        done: set[int] = set()
-        while len(done) < len(bounds):
-            for msg in c.consume(1000, 1.0):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        done.add(msg.partition())
-                        continue
-                    raise KafkaException(err)
-                p, end = msg.partition(), bounds[msg.partition()][1]
-                if p in done or msg.offset() >= end:
-                    done.add(p)
-                    continue
-                yield msg
-                if msg.offset() + 1 >= end:
-                    done.add(p)
-    finally:
-        c.close()
-
-
 def read_changelog(
     kafka: str | Connection, group: str
 ) -> Callable[[str, list[int]], Iterable[tuple[bytes, bytes | None]]]:
@@ -426,7 +387,7 @@ def read_changelog(
 
     def read(topic: str, partitions: list[int]) -> Iterable[tuple[bytes, bytes | None]]:
         ranges: dict[int, tuple[int, int | None]] = {p: (0, None) for p in partitions}
-        for msg in read_range(kafka, f"{group}-restore", topic, ranges):
+        for msg in clients.read_range(kafka, f"{group}-restore", topic, ranges):
             yield msg.key(), msg.value()
 
     return read
@@ -438,7 +399,7 @@ def read_tail(
     """A tail reader: the values of one partition's records in [start, end)."""
 
     def read(topic: str, partition: int, start: int, end: int) -> Iterable[bytes | None]:
-        for msg in read_range(kafka, f"{group}-tail", topic, {partition: (start, end)}):
+        for msg in clients.read_range(kafka, f"{group}-tail", topic, {partition: (start, end)}):
             yield msg.value()
 
     return read
