@@ -80,7 +80,10 @@ def test_the_streams_worker_rides_through_on_a_three_node_cluster(
             wait_for(lambda: worker.get("/health/")[1]["partitions"], 90)
             for proc in (inference, gateway):
                 wait_for(proc.up, 180, 0.3, what=lambda p=proc: f"{p.what} up:\n{p.tail()}")
-            cfg = SimulatorConfig(turns=40_000, rate=500, seed=13)
+            # Traffic must outlast the disruption: a rolling restart of three nodes takes about
+            # two minutes here while every service runs (80 s of traffic ran out once).
+            seconds = 80 if disruption is _kill_one else 200
+            cfg = SimulatorConfig(turns=500 * seconds, rate=500, seed=13)
             with Feed(bootstrap, prefix, cfg) as feed, ChatProbe(gateway) as probe:
                 wait_part_way(worker, 2000)
                 began = time.monotonic()
