@@ -23,6 +23,7 @@ from streams.logic.alerts import memory_requests, store_requests, worker_request
 from streams.pipeline import Pipeline
 from streams.resources import memory_limit_bytes, rss_bytes
 from streams.settings import StreamsSettings
+from streams.stage1 import Stage1Layout
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def create_app(
             if req["status"] == "OPEN" or req["dedup_key"] in open_keys:
                 await alerts.send_request(pipe, req)
 
+    layout = Stage1Layout.of(settings)
     me = settings.canonical_url().removeprefix("http://")
     limit = settings.memory_limit_mb * 2**20 if settings.memory_limit_mb else memory_limit_bytes()
 
@@ -86,8 +88,8 @@ def create_app(
             None,
             consumer_lag,
             settings.kafka,
-            pipe.stage1_group,
-            list(pipe.stage1_topics.values()),
+            layout.group,
+            list(layout.topics.values()),
         )
         pipe.lag = lag
         for topic, n in pipe.lag.items():
@@ -152,8 +154,9 @@ def internal_topics(app: faust.App, pipe: Pipeline) -> dict[str, tuple[int, dict
     for name in ("alert-requests", "thresholds"):
         spec = topic_spec(name)
         topics[spec.full_name(pipe.settings.topic_prefix)] = (spec.partitions, spec.config())
-    for source, name in pipe.stage1_changelogs.items():
-        topics[name] = (pipe.stage1_partitions[source], {"cleanup.policy": "compact"})
+    layout = Stage1Layout.of(pipe.settings)
+    for source, name in layout.changelogs.items():
+        topics[name] = (layout.partitions[source], {"cleanup.policy": "compact"})
     for table in app.tables.values():
         changelog = table.changelog_topic
         topics[changelog.get_topic_name()] = (

@@ -1,8 +1,8 @@
-"""Everything the agents share: topics, tables, the decode step, outputs, live views, metrics.
+"""What the two stages, the alert owner and the views share: the partials topic, stage 2's tables,
+the thresholds in force, the decode step, outputs, live views and metrics.
 
-Tables hold plain JSON data. Stage-1 tables are written with the *source* partition of the
-events folded into each key (a batch spans partitions), so each key's changelog stays
-co-partitioned with its input and recovers on the worker that owns that partition.
+Tables hold plain JSON data. Stage 2's tables are keyed and partitioned like the partials topic
+(by group); stage 1 keeps its own state (streams.stage1).
 """
 
 from __future__ import annotations
@@ -20,13 +20,9 @@ from producers.deadletter import DeadLetterQueue, SafeDecoder
 from producers.producer import EventProducer
 from producers.schema_topic import decoder_for
 from schemas import AvroSerializer
-from schemas.ids import stable_id
 from schemas.serde import make_registry
 from streams.live import LiveState, TopicMirror
-from streams.logic.alerts import change_request
-from streams.logic.detectors import ChangeDetector, ChangePoint
 from streams.logic.evaluation import EvalConfig
-from streams.logic.partials import Stage1Folder
 from streams.logic.thresholds import check, in_force
 from streams.metrics import StreamsMetrics
 from streams.outputs import Outputs
@@ -58,24 +54,9 @@ class Pipeline:
         self.app = app
         self.settings = settings
         p = settings.topic_prefix
-        # Stage 1 reads these with its own consumer group (streams.stage1) and keeps its
-        # partials in compacted changelogs partitioned like its inputs.
-        # source -> input topic (see streams.logic.partials for the sources)
-        inputs = {
-            "turn": "chat.turns",
-            "feedback": "chat.feedback",
-            "prediction": "predictions",
-            "outcome": "outcomes",
-        }
-        self.stage1_topics = {src: topic_spec(t).full_name(p) for src, t in inputs.items()}
-        self.turns_topic_name = self.stage1_topics["turn"]
-        self.feedback_topic_name = self.stage1_topics["feedback"]
-        self.stage1_group = f"{p}{settings.app_id}-fold"
-        self.stage1_changelogs = {
-            src: f"{p}{settings.app_id}-{src}-partials-changelog" for src in inputs
-        }
-        self.stage1_partitions = {src: topic_spec(t).partitions for src, t in inputs.items()}
-        self.stage1_assigned: set[str] = set()  # "topic[partition]", kept by stage 1
+        # The input partitions stage 1 (streams.stage1, its own thread and consumer group) holds
+        # now, as "topic[partition]": written by stage 1, read by /health.
+        self.stage1_assigned: set[str] = set()
         self.partials_topic = app.topic(
             f"{p}{settings.app_id}-partials",
             partitions=settings.partials_partitions,
@@ -118,9 +99,6 @@ class Pipeline:
         self.prediction_cfg = dataclasses.replace(
             self.cfg, source_partitions=topic_spec("predictions").partitions
         )
-        # Turn buckets older than any window or baseline reads are closed and their partials
-        # dropped; stage 2 forgets the same buckets after evaluating them.
-        self.folder = Stage1Folder(self.cfg.hop_ms, retention_ms=self.cfg.retention_ms)
         # Stage 2's outputs frame with the registry when one is configured, else announce each
         # writer schema on the schemas topic once (through the DLQ producer) like the SDK does.
         self.serializer = AvroSerializer(registry=make_registry(settings))
@@ -133,12 +111,6 @@ class Pipeline:
         self.live = LiveState()
         self.live.listeners.append(self._on_live)
         self.mirror: TopicMirror | None = None
-        # (source, partition, model version, metric) -> detector
-        self.detectors: dict[tuple[str, int, str, str], ChangeDetector] = {}
-        self.pending_changes: list[tuple[ChangePoint, str, int]] = []
-        self.outbox_sent: set[str] = set()  # groups whose outbox this process re-sent
-        self.ab_last_eval: dict[str, float] = {}
-        self.ab_dirty: dict[str, int] = {}
         self.lag: dict[str, int] = {}
         self.kafka_down_since: int | None = None  # epoch ms; set by the lag watch
         self.started = time.time()
@@ -204,61 +176,3 @@ class Pipeline:
             settings=self.settings,
         )
         self.mirror.start()
-
-    # -- change detection (stage 1, per partition) -------------------------------------------
-
-    def watch(self, turn: dict[str, Any], partition: int, source: str = "turn") -> None:
-        """Feed a turn's (or a prediction's) latency and confidence to its partition's detectors."""
-        model = turn["model_version"]
-        for metric, value, log_scale in (
-            ("latency_ms", turn["latency_ms"], True),
-            ("confidence", turn.get("confidence"), False),
-        ):
-            if value is None:
-                continue
-            key = (source, partition, model, metric)
-            det = self.detectors.get(key)
-            if det is None:
-                det = self.detectors[key] = ChangeDetector(metric, log_scale=log_scale)
-            point = det.update(value)
-            if point is not None:
-                self.pending_changes.append((point, model, turn["event_time"]))
-
-    def change_events(self) -> list[tuple[str, dict[str, Any], str | None]]:
-        """(schema, event, topic) of the change points found since the last call: a DriftSignal
-        each, and a request to the alert owner (topic ``alert-requests``)."""
-        out: list[tuple[str, dict[str, Any], str | None]] = []
-        changes, self.pending_changes = self.pending_changes, []
-        for point, model, at in changes:
-            signal = {
-                "event_id": stable_id("change", model, point.metric, point.detector, at),
-                "event_time": at,
-                "model_version": model,
-                "variant": None,
-                "signal": "change_point",
-                "detector": point.detector,
-                "value": float(point.recent),
-                "baseline": float(point.before),
-                "change": float((point.recent - point.before) / point.before)
-                if point.before
-                else 0.0,
-                "threshold": 0.0,
-                "breached": True,
-                "window_start": None,
-                "window_end": at,
-                "sample_size": point.at,
-                "details": {"metric": point.metric, "direction": point.direction},
-            }
-            out.append(("DriftSignal", signal, None))
-            request = change_request(
-                model,
-                point.metric,
-                point.direction,
-                point.detector,
-                float(point.before),
-                float(point.recent),
-                at,
-                self.cfg.alerts,
-            )
-            out.append(("Alert", request, "alert-requests"))
-        return out

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import mode
@@ -34,9 +35,11 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from continuum import kafka as clients
 from continuum.kafka import Connection
 from continuum.retry import with_retry
+from continuum.topics import topic_spec
 from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
 from schemas.serde import leading_event_id
+from streams.logic.changes import ChangeWatch, change_events
 from streams.logic.dedupe import RecentIds
 from streams.logic.partials import (
     FEEDBACK_SOURCE,
@@ -44,9 +47,11 @@ from streams.logic.partials import (
     PREDICTION,
     TURN,
     WINDOWED_KIND,
+    Stage1Folder,
     source_of,
 )
 from streams.pipeline import Pipeline
+from streams.settings import StreamsSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,39 @@ SCHEMAS = {
     PREDICTION: "Prediction",
     OUTCOME: "Outcome",
 }
+# source -> input topic (see streams.logic.partials for the sources)
+INPUTS = {
+    TURN: "chat.turns",
+    FEEDBACK_SOURCE: "chat.feedback",
+    PREDICTION: "predictions",
+    OUTCOME: "outcomes",
+}
+
+
+@dataclass(frozen=True)
+class Stage1Layout:
+    """Stage 1's names: its consumer group, its input topic per source and the compacted
+    changelog of each source's partials (partitioned like the input)."""
+
+    group: str
+    topics: dict[str, str]  # source -> input topic
+    changelogs: dict[str, str]  # source -> partials changelog
+    partitions: dict[str, int]  # source -> partitions of its input (and changelog)
+
+    @classmethod
+    def of(cls, settings: StreamsSettings) -> Stage1Layout:
+        p, app_id = settings.topic_prefix, settings.app_id
+        return cls(
+            group=f"{p}{app_id}-fold",
+            topics={src: topic_spec(t).full_name(p) for src, t in INPUTS.items()},
+            changelogs={src: f"{p}{app_id}-{src}-partials-changelog" for src in INPUTS},
+            partitions={src: topic_spec(t).partitions for src, t in INPUTS.items()},
+        )
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """input topic -> source"""
+        return {name: source for source, name in self.topics.items()}
 
 
 def group_partition(group: str, partitions: int) -> int:
@@ -87,13 +125,18 @@ class Stage1:
         records in [start, end): the recent ids of what was folded before a restart."""
         s = pipe.settings
         self.pipe = pipe
+        self.layout = Stage1Layout.of(s)
         self.consumer, self.producer, self.outputs = consumer, producer, outputs
         self.restore_reader = restore_reader
         self.tail_reader = tail_reader
         self.dedupe_ids = s.dedupe_ids
         self.recent: dict[tuple[str, int], RecentIds] = {}
-        self.sources = {name: source for source, name in pipe.stage1_topics.items()}
-        self.changelogs = pipe.stage1_changelogs
+        self.sources = self.layout.sources
+        self.changelogs = self.layout.changelogs
+        # Turn buckets older than any window or baseline reads are closed and their partials
+        # dropped; stage 2 forgets the same buckets after evaluating them.
+        self.folder = Stage1Folder(pipe.cfg.hop_ms, retention_ms=pipe.cfg.retention_ms)
+        self.changes = ChangeWatch()  # latency and confidence detectors of the owned partitions
         self.partials_topic = pipe.partials_topic.get_topic_name()
         self.partials_partitions = s.partials_partitions
         self.batch_size, self.within = s.batch_size, s.batch_within_s
@@ -140,7 +183,7 @@ class Stage1:
                     self.slots[k] = part
                     restored += 1
         for part in self.slots.values():
-            self.pipe.folder.observe(part)
+            self.folder.observe(part)
         log.info(
             "stage 1 assigned %s; %d partial(s) restored",
             [f"{tp.topic}[{tp.partition}]" for tp in partitions],
@@ -161,9 +204,8 @@ class Stage1:
         for key in [k for k, p in self.slots.items() if (source_of(p["k"]), p["p"]) in gone]:
             del self.slots[key]
         for source, partition in gone:
-            self.pipe.folder.forget(partition, source)
-            for det in [d for d in self.pipe.detectors if d[:2] == (source, partition)]:
-                del self.pipe.detectors[det]
+            self.folder.forget(partition, source)
+            self.changes.forget(source, partition)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -252,7 +294,7 @@ class Stage1:
         counts = dict.fromkeys(SCHEMAS, 0)
         duplicates = dict.fromkeys(SCHEMAS, 0)
         decode = pipe.decoder.decode
-        watch = pipe.watch
+        watch = self.changes.watch
         for msg in batch:
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             source = self.sources[topic]
@@ -277,7 +319,7 @@ class Stage1:
             items.append((source, rec, partition, offset))
             if source in (TURN, PREDICTION):  # latency and confidence: change detectors
                 watch(rec, partition, source)
-        folder = pipe.folder
+        folder = self.folder
         skipped, late, unattributed = folder.skipped, folder.late, folder.unattributed
         partials = folder.fold(items, self.slots.get)
         self.slots.update(partials)
@@ -307,7 +349,7 @@ class Stage1:
                 partition=part["p"],
                 on_delivery=self._delivered,
             )
-        for schema, event, topic in pipe.change_events():
+        for schema, event, topic in change_events(self.changes.drain(), pipe.cfg.alerts):
             self.outputs.send(schema, event, topic=topic)
         self._flush()
         self._commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
@@ -419,7 +461,7 @@ class Stage1Service(mode.Service):
 
     def build(self) -> Stage1:
         s = self.pipe.settings
-        group = self.pipe.stage1_group
+        group = Stage1Layout.of(s).group
         consumer = clients.consumer(
             s,
             group,

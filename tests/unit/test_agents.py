@@ -212,3 +212,32 @@ def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_tri
     assert {("LOW_CONFIDENCE", "HIGH"), ("HIGH_FALLBACK_RATE", "CRITICAL")} <= opened
     for schema, event in outputs:
         AvroSerializer().encode("Alert" if schema == "alert-requests" else schema, event)
+
+
+def test_stage_2_reads_a_groups_partials_through_its_index_and_follows_a_restore(
+    app_and_pipe: Any,
+) -> None:
+    """The index is kept by stage 2's own writes and rebuilt when the table changed under it
+    (a rebalance restored partitions from the changelog, or dropped them)."""
+    from streams.stage2 import Rollup
+
+    app, pipe, sent, changelog, dead = app_and_pipe
+    rollup = Rollup(pipe)
+
+    def part(g: str, b: int) -> dict[str, Any]:
+        return {"g": g, "k": "turns", "s": f"{g[2:]}|*", "b": b, "p": 0, "wm": b, "v": {}}
+
+    rollup.keep(part("m:a", 1), 0)
+    rollup.keep(part("m:b", 1), 0)
+    assert [p["g"] for p in rollup.partials("m:a")] == ["m:a"]
+    # Restored from the changelog behind stage 2's back: seen on the next read.
+    pipe.group_slots.data["turns|a|*|2|0"] = part("m:a", 2)
+    assert sorted(p["b"] for p in rollup.partials("m:a")) == [1, 2]
+    # Same size, other keys (one partition dropped, another restored): the rebalance marks it.
+    del pipe.group_slots.data["turns|b|*|1|0"]
+    pipe.group_slots.data["turns|c|*|1|0"] = part("m:c", 1)
+    rollup.stale = True
+    assert rollup.groups() == ["m:a", "m:c"]
+    rollup.forget(["turns|a|*|2|0"], 0)
+    assert [p["b"] for p in rollup.partials("m:a")] == [1]
+    assert changelog[-1] == (0, "turns|a|*|2|0")

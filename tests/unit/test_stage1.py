@@ -23,7 +23,7 @@ from streams.app import create_app
 from streams.logic.partials import targets_of_turn
 from streams.pipeline import Pipeline, key_partition
 from streams.settings import StreamsSettings
-from streams.stage1 import Stage1, group_partition
+from streams.stage1 import Stage1, Stage1Layout, group_partition
 from tests.examples import EXAMPLES
 from tests.unit.fakes import FakeClient
 
@@ -119,6 +119,10 @@ def pipe(tmp_path: Path) -> Pipeline:
     return create_app(settings)[1]
 
 
+def layout(pipe: Pipeline) -> Stage1Layout:
+    return Stage1Layout.of(pipe.settings)
+
+
 def make_stage1(
     pipe: Pipeline, changelog: Iterable[tuple[bytes, bytes | None]] = (), tail: Any = None
 ) -> tuple[Stage1, FakeConsumer, FakeProducer, list[str]]:
@@ -142,7 +146,13 @@ def turn_messages(pipe: Pipeline, turns: int = 600, seed: int = 5) -> list[Msg]:
             continue
         p = zlib.crc32(ev["session_id"].encode()) % 6
         out.append(
-            Msg(pipe.turns_topic_name, p, offsets[p], ENC.encode("ChatTurn", ev), ev["event_time"])
+            Msg(
+                layout(pipe).topics["turn"],
+                p,
+                offsets[p],
+                ENC.encode("ChatTurn", ev),
+                ev["event_time"],
+            )
         )
         offsets[p] += 1
     return out
@@ -151,8 +161,8 @@ def turn_messages(pipe: Pipeline, turns: int = 600, seed: int = 5) -> list[Msg]:
 def assign_all(stage1: Stage1, consumer: FakeConsumer) -> None:
     stage1.on_assign(
         consumer,
-        [TopicPartition(stage1.pipe.turns_topic_name, p) for p in range(6)]
-        + [TopicPartition(stage1.pipe.feedback_topic_name, p) for p in range(3)],
+        [TopicPartition(layout(stage1.pipe).topics["turn"], p) for p in range(6)]
+        + [TopicPartition(layout(stage1.pipe).topics["feedback"], p) for p in range(3)],
     )
 
 
@@ -164,7 +174,7 @@ def test_an_event_that_reaches_the_topic_twice_is_folded_once(pipe: Pipeline) ->
     """A redelivered inference request answered again writes a second ChatTurn with the same
     (derived) id at another offset: folded once, counted as a duplicate; after a restart the ids
     are rebuilt from the tail of the partition, so a duplicate arriving later is still caught."""
-    t = pipe.turns_topic_name
+    t = layout(pipe).topics["turn"]
     turn = ENC.encode("ChatTurn", dict(EXAMPLES["ChatTurn"], variant=None, experiment_id=None))
     other = ENC.encode(
         "ChatTurn", dict(EXAMPLES["ChatTurn"], variant=None, experiment_id=None, event_id=_uuid(5))
@@ -197,10 +207,10 @@ def test_a_batch_writes_changelog_and_partials_then_commits_and_dead_letters_gar
     assign_all(stage1, consumer)
     turn = ENC.encode("ChatTurn", EXAMPLES["ChatTurn"])
     other = ENC.encode("ChatTurn", dict(EXAMPLES["ChatTurn"], event_id=_uuid(2)))
-    t = pipe.turns_topic_name
+    t = layout(pipe).topics["turn"]
     stage1.process([Msg(t, 2, 7, turn, 0), Msg(t, 2, 8, b"garbage", 0), Msg(t, 2, 9, other, 0)])
 
-    changelog = [r for r in producer.records if r[0] == pipe.stage1_changelogs["turn"]]
+    changelog = [r for r in producer.records if r[0] == layout(pipe).changelogs["turn"]]
     partials = [r for r in producer.records if r[0] == pipe.partials_topic.get_topic_name()]
     assert {json.loads(v)["g"] for _, v, _, _ in partials} == {"m:okla-v1.0", "x:v1-vs-v2"}
     model_all = [json.loads(v) for _, v, _, _ in partials if b"okla-v1.0|*" in v]
@@ -229,7 +239,7 @@ def test_a_restart_restores_the_partials_and_a_replayed_batch_counts_once(pipe: 
     changelog = [
         (key, value)
         for topic, value, key, _ in producer.records
-        if topic == pipe.stage1_changelogs["turn"]
+        if topic == layout(pipe).changelogs["turn"]
     ]
     # Crash after the second batch's writes, before its commit: a new process restores from the
     # changelog and is handed the second batch again.
@@ -240,10 +250,10 @@ def test_a_restart_restores_the_partials_and_a_replayed_batch_counts_once(pipe: 
     again.process(msgs[400:])
     assert again.slots == before  # nothing folded twice
     targets = sum(
-        len(targets_of_turn(AvroDeserializer().decode(m.value()).record, fresh.folder.hop_ms))
+        len(targets_of_turn(AvroDeserializer().decode(m.value()).record, again.folder.hop_ms))
         for m in msgs[400:]
     )
-    assert fresh.folder.skipped == targets and fresh.folder.folded == 0
+    assert again.folder.skipped == targets and again.folder.folded == 0
     resent = {json.loads(v)["s"] for t, v, _, _ in producer2.records if "partials" in t}
     assert "okla-v1.0|*" in resent  # snapshots re-sent so stage 2 hears of them regardless
 
@@ -253,7 +263,7 @@ def test_turn_partitions_are_taken_in_step(pipe: Pipeline) -> None:
     its way: nothing is folded until partition 1 shows up, then only up to the earliest
     partition's newest record."""
     stage1, consumer, _, _ = make_stage1(pipe)
-    t = pipe.turns_topic_name
+    t = layout(pipe).topics["turn"]
     stage1.on_assign(consumer, [TopicPartition(t, 0), TopicPartition(t, 1)])
     turn = ENC.encode("ChatTurn", EXAMPLES["ChatTurn"])
     for i in range(10):
@@ -312,7 +322,7 @@ def test_old_turn_buckets_are_closed_and_tombstoned(pipe: Pipeline) -> None:
     from the state and the changelog; a late turn for one is counted, not folded."""
     stage1, consumer, producer, _ = make_stage1(pipe)
     assign_all(stage1, consumer)
-    t = pipe.turns_topic_name
+    t = layout(pipe).topics["turn"]
     base = dict(EXAMPLES["ChatTurn"], variant=None, experiment_id=None)
 
     def turn_at(ms: int, offset: int) -> Msg:
@@ -325,7 +335,7 @@ def test_old_turn_buckets_are_closed_and_tombstoned(pipe: Pipeline) -> None:
     assert tombstones == [b"turns|okla-v1.0|*|1000000|0"]
     assert all(p["b"] == 1_050_000 for p in stage1.slots.values())
     stage1.process([turn_at(1_000_500, 2)])
-    assert pipe.folder.late == 1
+    assert stage1.folder.late == 1
     assert all(p["b"] == 1_050_000 for p in stage1.slots.values())
 
 
@@ -363,7 +373,7 @@ def test_predictions_and_outcomes_have_their_own_changelogs_and_model_groups(
     changelog on the source partition; turns on the same partition number stay apart; a
     revoked predictions partition takes its partials and detectors with it."""
     stage1, consumer, producer, log = make_stage1(pipe)
-    topics = pipe.stage1_topics
+    topics = layout(pipe).topics
     stage1.on_assign(
         consumer,
         [TopicPartition(topics[s], 1) for s in ("turn", "prediction", "outcome")],
@@ -383,9 +393,9 @@ def test_predictions_and_outcomes_have_their_own_changelogs_and_model_groups(
     by_topic: dict[str, set[tuple[str, int]]] = {}
     for topic, _value, key, partition in producer.records:
         by_topic.setdefault(topic, set()).add((key.decode().split("|")[0], partition))
-    assert by_topic[pipe.stage1_changelogs["prediction"]] == {("pred", 1)}
-    assert by_topic[pipe.stage1_changelogs["outcome"]] == {("out", 1), ("outb", 1)}
-    assert by_topic[pipe.stage1_changelogs["turn"]] == {("turns", 1), ("abt", 1)}
+    assert by_topic[layout(pipe).changelogs["prediction"]] == {("pred", 1)}
+    assert by_topic[layout(pipe).changelogs["outcome"]] == {("out", 1), ("outb", 1)}
+    assert by_topic[layout(pipe).changelogs["turn"]] == {("turns", 1), ("abt", 1)}
     groups = {
         json.loads(v)["g"]
         for t, v, _, _ in producer.records
@@ -400,18 +410,18 @@ def test_predictions_and_outcomes_have_their_own_changelogs_and_model_groups(
     m = pipe.metrics
     assert m.events.labels("Prediction")._value.get() == 1
     assert m.events.labels("Outcome")._value.get() == 1
-    assert ("prediction", 1, "xgb-v2", "latency_ms") in pipe.detectors
+    assert ("prediction", 1, "xgb-v2", "latency_ms") in stage1.changes.detectors
     stage1.on_revoke(consumer, [TopicPartition(topics["prediction"], 1)])
     assert {p["k"] for p in stage1.slots.values()} == {"turns", "abt", "out", "outb"}
-    assert not [d for d in pipe.detectors if d[0] == "prediction"]
-    assert ("turn", 1, "okla-v1.0", "latency_ms") in pipe.detectors
+    assert not [d for d in stage1.changes.detectors if d[0] == "prediction"]
+    assert ("turn", 1, "okla-v1.0", "latency_ms") in stage1.changes.detectors
 
 
 def test_each_windowed_source_keeps_its_own_pace(pipe: Pipeline) -> None:
     """Turn partitions wait for each other, prediction partitions for each other; neither waits
     for the other topic, and feedback never waits."""
     stage1, consumer, _, _ = make_stage1(pipe)
-    topics = pipe.stage1_topics
+    topics = layout(pipe).topics
     t, p, f = topics["turn"], topics["prediction"], topics["feedback"]
     stage1.on_assign(
         consumer,
