@@ -10,12 +10,18 @@
    event's produce time). p50/p99 reported. Windows that ended before the first signal arrived
    are left out: they are evaluated in one catch-up once the baseline froze (start-up).
 
+With ``--against REV`` the worker of another commit (a git worktree of REV, same interpreter and
+packages) runs the same two measurements in the same run, on its own pre-loaded copy of the
+topic: the before/after of a change, with the machine's noise shared.
+
     python benchmarks/streams_throughput.py [--events 100000] [--rate 1000] [--seconds 30]
+                                            [--against REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
@@ -26,6 +32,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +90,10 @@ def start_worker(
     hop_s: int,
     window_s: int,
     extra_env: dict[str, str] | None = None,
+    tree: Path | None = None,
 ) -> subprocess.Popen:
+    """A streams worker; ``tree``: run another checkout's code (its modules shadow this one's:
+    ``python -m`` puts the working directory first on the path)."""
     env = {
         **os.environ,
         "CONTINUUM_BOOTSTRAP_SERVERS": bootstrap,
@@ -108,6 +118,7 @@ def start_worker(
             "500",
         ],
         env=env,
+        cwd=tree,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -123,12 +134,16 @@ def processed(port: int) -> int:
 
 
 def analytics(
-    bootstrap: str, prefix: str, n: int, extra_env: dict[str, str] | None = None
+    bootstrap: str,
+    prefix: str,
+    n: int,
+    extra_env: dict[str, str] | None = None,
+    tree: Path | None = None,
 ) -> float:
     port = free_port()
     with tempfile.TemporaryDirectory() as home:
         proc = start_worker(
-            bootstrap, prefix, home, port, hop_s=300, window_s=3600, extra_env=extra_env
+            bootstrap, prefix, home, port, hop_s=300, window_s=3600, extra_env=extra_env, tree=tree
         )
         try:
             t_first = t_last = None
@@ -152,11 +167,13 @@ def analytics(
             proc.wait(30)
 
 
-def latency(bootstrap: str, prefix: str, rate: float, seconds: float) -> list[float]:
+def latency(
+    bootstrap: str, prefix: str, rate: float, seconds: float, tree: Path | None = None
+) -> list[float]:
     port = free_port()
     lat: list[float] = []
     with tempfile.TemporaryDirectory() as home:
-        proc = start_worker(bootstrap, prefix, home, port, hop_s=1, window_s=10)
+        proc = start_worker(bootstrap, prefix, home, port, hop_s=1, window_s=10, tree=tree)
         try:
             while processed(port) < 0:
                 time.sleep(0.2)
@@ -205,12 +222,52 @@ def latency(bootstrap: str, prefix: str, rate: float, seconds: float) -> list[fl
     return lat
 
 
+@contextlib.contextmanager
+def worktree(rev: str | None) -> Iterator[Path | None]:
+    """A detached git worktree of ``rev`` (removed afterwards), or None for this checkout."""
+    if rev is None:
+        yield None
+        return
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tree"
+        subprocess.run(
+            ["git", "-C", str(root), "worktree", "add", "--detach", str(path), rev],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield path
+        finally:
+            subprocess.run(
+                ["git", "-C", str(root), "worktree", "remove", "--force", str(path)],
+                check=False,
+                capture_output=True,
+            )
+
+
+def report(name: str, full: float, ceil: float, lat: list[float], rate: float) -> None:
+    print(f"  {name}: analytics {full:,.0f} turns/s, ratio to the ceiling {full / ceil:.2f}")
+    if lat:
+        q = statistics.quantiles(lat, n=100)
+        print(
+            f"  {name}: produce -> DriftSignal at {rate:,.0f} turns/s: p50 "
+            f"{statistics.median(lat):,.0f} ms, p99 {q[98]:,.0f} ms over {len(lat)} windows"
+        )
+    else:
+        print(f"  {name}: no windows closed during the latency run")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--against", metavar="REV", help="also run the worker of this commit")
     args = ap.parse_args()
+    if args.against:
+        compare(args)
+        return
     with benchmark_broker() as bootstrap:
         prefix = f"bench-{uuid.uuid4().hex[:6]}-"
         TopicAdmin(bootstrap, prefix).create()
@@ -235,6 +292,32 @@ def main() -> None:
         )
     else:
         print("  no windows closed during the latency run")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This checkout and ``args.against``, each on its own pre-loaded copy, in one run
+    (alternating: the other commit first, then this one)."""
+    results: dict[str, tuple[float, list[float]]] = {}
+    with worktree(args.against) as tree, benchmark_broker() as bootstrap:
+        prefixes = {}
+        for name in ("before", "after"):
+            prefixes[name] = f"bench-{uuid.uuid4().hex[:6]}-"
+            TopicAdmin(bootstrap, prefixes[name]).create()
+            preload(bootstrap, prefixes[name], args.events)
+        ceil = ceiling(bootstrap, f"{prefixes['after']}chat.turns", args.events)
+        full = {}
+        for name, where in (("before", tree), ("after", None)):
+            full[name] = analytics(bootstrap, prefixes[name], args.events, tree=where)
+            print(f"  {name}: {full[name]:,.0f} turns/s", flush=True)
+        for name, where in (("before", tree), ("after", None)):
+            prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+            TopicAdmin(bootstrap, prefix).create()
+            results[name] = (full[name], latency(bootstrap, prefix, args.rate, args.seconds, where))
+    print(f"\nstreams analytics, {args.events:,} pre-loaded ChatTurns, ceiling {ceil:,.0f} turns/s")
+    print(f"  before = {args.against}, after = this checkout")
+    for name, (f, lat) in results.items():
+        report(name, f, ceil, lat, args.rate)
+    print(f"  after / before throughput: {results['after'][0] / results['before'][0]:.2f}")
 
 
 if __name__ == "__main__":
