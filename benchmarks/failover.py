@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.serde_produce import chat_turns, sdk  # noqa: E402
 from benchmarks.streams_throughput import processed, start_worker  # noqa: E402
 from continuum.admin import TopicAdmin  # noqa: E402
+from continuum.demo.chat import SimulatorConfig, run  # noqa: E402
 from continuum.localkafka import LocalCluster, free_port  # noqa: E402
 from continuum.topics import all_specs, topic_spec  # noqa: E402
 from producers.producer import EventProducer  # noqa: E402
-from producers.simulator import SimulatorConfig, run  # noqa: E402
 from tests.integration.inference_procs import (  # noqa: E402
     ChatProbe,
     GatewayProc,

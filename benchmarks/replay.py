@@ -26,9 +26,9 @@ import fastavro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator  # noqa: E402
 from jobs.archive import archive_files, day_of  # noqa: E402
 from jobs.replay import BaselineReplay, ReplaySpec  # noqa: E402
-from producers.simulator import SimulatorConfig, TrafficSimulator  # noqa: E402
 from schemas.catalog import default_catalog  # noqa: E402
 
 

@@ -32,9 +32,9 @@ from fastavro import schemaless_writer  # noqa: E402
 
 from benchmarks._broker import benchmark_broker  # noqa: E402
 from continuum.admin import TopicAdmin  # noqa: E402
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator  # noqa: E402
 from continuum.topics import TopicSpec  # noqa: E402
 from producers.producer import PRODUCER_DEFAULTS, EventProducer  # noqa: E402
-from producers.simulator import SimulatorConfig, TrafficSimulator  # noqa: E402
 from schemas import default_catalog  # noqa: E402
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from continuum.admin import TopicAdmin  # noqa: E402
-from continuum.demo import (  # noqa: E402
+from continuum.demo.services import (  # noqa: E402
     WebhookSink,
-    _start_services,
-    _stop_process,
     dead_letters,
+    start_services,
+    stop_process,
     wait_ready,
 )
 from continuum.localkafka import LocalKafka, free_port  # noqa: E402
@@ -42,7 +42,7 @@ def one_start(timeout_s: float) -> dict:
             broker_s = time.monotonic() - t0
             with WebhookSink() as sink:
                 notes: list[str] = []
-                services = _start_services(settings, sink.url)
+                services = start_services(settings, sink.url)
                 try:
                     problems, first_chat_s = wait_ready(services, notes.append, timeout_s)
                     time.sleep(3)  # anything a start-up writes lands by now
@@ -51,7 +51,7 @@ def one_start(timeout_s: float) -> dict:
                     exited = [n for n, s in services.items() if s.proc.poll() is not None]
                 finally:
                     for name in ("gateway", "inference", "streams", "alerts"):
-                        _stop_process(services[name].proc)
+                        stop_process(services[name].proc)
         finally:
             kafka.stop()
     clean = not problems and first_chat_s is not None and not restarts and not exited and dlq == 0

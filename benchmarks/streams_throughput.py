@@ -42,10 +42,10 @@ from confluent_kafka import Consumer  # noqa: E402
 
 from benchmarks._broker import benchmark_broker  # noqa: E402
 from continuum.admin import TopicAdmin  # noqa: E402
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator, run  # noqa: E402
 from continuum.localkafka import free_port  # noqa: E402
 from producers.consumer import EventConsumer  # noqa: E402
 from producers.producer import EventProducer  # noqa: E402
-from producers.simulator import SimulatorConfig, TrafficSimulator, run  # noqa: E402
 from schemas import AvroDeserializer  # noqa: E402
 
 

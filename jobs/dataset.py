@@ -311,3 +311,52 @@ def finetune_script(
         learning_rate=learning_rate,
         seed=seed,
     )
+
+
+def collect(
+    pairs: Sequence[Mapping[str, Any]], conversation_files: Iterable[Path], out: Path
+) -> tuple[int, int, list[str]]:
+    """Feedback training pairs and chat-format conversation files into one JSONL at ``out``:
+    (records written, conversations read, unreadable lines with file and line)."""
+    conversations: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    for path in conversation_files:
+        recs, errors = read_jsonl(Path(path))
+        unreadable += errors
+        conversations += recs
+    n = write_jsonl(out, [*pairs, *conversations])
+    return n, len(conversations), unreadable
+
+
+def prepare(
+    new_data: Path,
+    original_data: Path,
+    out: Path,
+    *,
+    original_ratio: float,
+    shares: tuple[float, float, float],
+    seed: int,
+) -> dict[str, Any]:
+    """Clean both sets, mix ``original_ratio`` of original examples in, drop duplicates across
+    them, split train/eval/test by ``shares`` and write the splits and ``manifest.json`` (what
+    was left out and why) to ``out``. Returns the manifest."""
+    new, errors = read_jsonl(new_data)
+    original, errors2 = read_jsonl(original_data)
+    new_clean, new_acc = clean(new)
+    orig_clean, orig_acc = clean(original)
+    merged, mix = merge(new_clean, orig_clean, original_ratio, seed)
+    merged, cross_duplicates = dedupe(merged)  # new and original may repeat each other
+    splits = split(merged, shares, seed)
+    for name, recs in splits.items():
+        write_jsonl(out / f"{name}.jsonl", recs)
+    manifest = {
+        "unreadable_lines": errors + errors2,
+        "new": new_acc,
+        "original": orig_acc,
+        "merge": mix,
+        "cross_duplicates": cross_duplicates,
+        "splits": {k: len(v) for k, v in splits.items()},
+        "seed": seed,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return manifest

@@ -1,7 +1,7 @@
 """`continuum feedback analyze|export|report`: the chatbot seed's feedback system over
 Continuum's ``chat.feedback`` events (from the topic, the archive, or the seed's JSONL files).
 
-Pure functions over Feedback dicts; the CLI loads them."""
+Pure functions over Feedback dicts, and :func:`load` that reads them from one of the sources."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from continuum.settings import Settings
 from schemas.catalog import default_catalog
 from streams.logic.abtest import is_satisfied
 
@@ -179,3 +180,25 @@ def report_markdown(summary: Mapping[str, Any], title: str = "Feedback report") 
             fix = f" → corrección: “{e['correction']}”" if e.get("correction") else ""
             lines.append(f"- “{e['user_query']}” → “{e['bot_response']}”{fix}")
     return "\n".join(lines) + "\n"
+
+
+def load(
+    settings: Settings, data_dir: Path | None = None, archive: Path | None = None
+) -> list[dict[str, Any]]:
+    """Feedback records from the seed's ``*.jsonl`` files in ``data_dir``, the archive's
+    ``chat.feedback`` files under ``archive``, or else the ``chat.feedback`` topic."""
+    if data_dir is not None:
+        files = sorted(Path(data_dir).glob("*.jsonl"))
+        if not files:
+            raise ValueError(f"no .jsonl files in {data_dir}")
+        return list(from_seed_jsonl(files))
+    if archive is not None:
+        from jobs.archive import archive_files, read_archive
+
+        found = archive_files(Path(archive), "chat.feedback")
+        if not found:
+            raise ValueError(f"no chat.feedback archive files under {archive}")
+        return list(read_archive(found))
+    from jobs.topicread import read_to_end
+
+    return list(read_to_end(settings, "chat.feedback"))

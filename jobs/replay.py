@@ -2,7 +2,7 @@
 ``continuum baseline compare``.
 
 History is Kafka between two timestamps (``offsets_for_times``) or the archive's Avro files. The
-statistics are folded by :class:`streams.logic.window.TurnStats` (chat turns) or
+statistics are folded by :class:`streams.logic.turns.TurnStats` (chat turns) or
 :class:`streams.logic.predictions.PredictionStats` (a predictive model's ``predictions``) and
 summarised by :func:`streams.logic.evaluation.baseline_event`, the very code the live drift agents
 use, so live and backfilled numbers agree. Memory is bounded on any history length (the state is a fixed-size
@@ -31,7 +31,7 @@ from producers.schema_topic import decoder_for
 from streams.logic.drift import kl_divergence
 from streams.logic.evaluation import baseline_event
 from streams.logic.predictions import PredictionStats
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 
 class ReplaySource(NamedTuple):
@@ -304,3 +304,20 @@ def latest_baselines(settings: Settings, timeout_s: float = 10.0) -> dict[str, d
         variant = rec.get("variant")
         out[rec["model_version"] if variant is None else f"{rec['model_version']}/{variant}"] = rec
     return out
+
+
+def load_baseline(ref: str, settings: Settings) -> dict[str, Any]:
+    """A baseline from a JSON file, or the newest one of a model version on the topic."""
+    path = Path(ref)
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    found = latest_baselines(settings).get(ref)
+    if found is None:
+        raise ValueError(
+            f"{ref!r} is neither a baseline JSON file nor a model version on the baselines topic"
+        )
+    return found
+
+
+def default_checkpoint(settings: Settings, model_version: str) -> Path:
+    return settings.home / f"replay-{model_version}.checkpoint.json"

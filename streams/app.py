@@ -19,11 +19,11 @@ from continuum.topics import topic_spec
 from streams import stage1, stage2
 from streams.agents import alerts
 from streams.kafka_auth import faust_credentials
-from streams.logic.alerts import memory_requests, store_requests, worker_requests
+from streams.layout import Stage1Layout
+from streams.logic.alert_rules import memory_requests, store_requests, worker_requests
 from streams.pipeline import Pipeline
 from streams.resources import memory_limit_bytes, rss_bytes
 from streams.settings import StreamsSettings
-from streams.stage1 import Stage1Layout
 
 log = logging.getLogger(__name__)
 

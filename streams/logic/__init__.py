@@ -16,7 +16,7 @@ from streams.logic.health import HealthThresholds, check_health
 from streams.logic.retrain import RetrainPolicy, due_triggers
 from streams.logic.running import RunningStats
 from streams.logic.sketch import QuantileSketch
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 __all__ = [
     "AlertBook",

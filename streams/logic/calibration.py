@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from streams.logic.drift import DIRECTIONS, SIGNAL_THRESHOLD, DriftThresholds, evaluate
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 WEEK_MS = 7 * 86_400_000
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.ids import stable_id
-from streams.logic.alerts import AlertThresholds, change_request
+from streams.logic.alert_rules import change_request
+from streams.logic.alerts import AlertThresholds
 from streams.logic.detectors import ChangeDetector, ChangePoint
 
 # (metric, field of the record, watched on a log scale)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 CONFIDENCE_DROP = "confidence_drop"
 FALLBACK_RATE_INCREASE = "fallback_rate_increase"

@@ -10,7 +10,8 @@ from typing import Any
 
 from schemas.ids import stable_id
 from streams.logic.abtest import analyze
-from streams.logic.alerts import AlertThresholds, drift_requests, notice_request, rule_requests
+from streams.logic.alert_rules import drift_requests, notice_request, rule_requests
+from streams.logic.alerts import AlertThresholds
 from streams.logic.drift import SIGNAL_THRESHOLD, DriftThresholds, evaluate
 from streams.logic.feedback import FeedbackTally
 from streams.logic.partials import (
@@ -30,7 +31,7 @@ from streams.logic.partials import (
 )
 from streams.logic.predictions import OutcomeTally
 from streams.logic.retrain import RetrainPolicy, due_triggers
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 from streams.logic.abtest import CONTROL, TREATMENT, ArmTally
 from streams.logic.feedback import FeedbackTally
 from streams.logic.predictions import OutcomeTally, PredictionStats
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 TURNS, AB_TURNS, AB_FEEDBACK, FEEDBACK = "turns", "abt", "abf", "fb"
 # Predictive models: prediction statistics per bucket; outcomes as a running total per model

@@ -1,7 +1,7 @@
 """Any ML model, not only the chatbot: statistics of ``Prediction`` and ``Outcome`` events (the
 dispatch seed's prediction log and outcome tracking).
 
-A prediction window is a :class:`PredictionStats`, a :class:`~streams.logic.window.TurnStats`
+A prediction window is a :class:`PredictionStats`, a :class:`~streams.logic.turns.TurnStats`
 with prediction semantics, so every drift signal, baseline, alert and retrain rule of the chat
 turns applies unchanged: mean and variance of confidence, fallback rate (``fallback_used``), p95
 latency and latency outliers, the distribution of predicted labels (string predictions; it takes
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streams.logic.window import MIN_CONFIDENCE, TurnStats
+from streams.logic.turns import MIN_CONFIDENCE, TurnStats
 
 # Nulls in these count towards the data-quality null rate, next to every null feature value.
 PREDICTION_FIELDS = ("confidence", "predicted_value")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from schemas.ids import stable_id
 from streams.logic.alerts import AlertThresholds
 from streams.logic.drift import DriftThresholds
 from streams.logic.health import HealthThresholds
@@ -212,3 +213,41 @@ __all__ = [
     "parse_assignments",
     "seed_defaults",
 ]
+
+
+def with_set(have: Mapping[str, float], assignments: Iterable[str]) -> dict[str, float]:
+    """A model's overrides after ``name=value`` assignments (checked: unknown names, values out
+    of range and global-only names are refused, naming what was wrong)."""
+    new = check(parse_assignments(assignments), per_model=True)
+    if not new:
+        raise ValueError("thresholds set needs name=value pairs")
+    return check({**have, **new}, per_model=True)
+
+
+def with_unset(have: Mapping[str, float], names: Iterable[str], model: str) -> dict[str, float]:
+    """A model's overrides without ``names`` (comma lists allowed); each must be set."""
+    wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
+    missing = [n for n in wanted if n not in have]
+    if not wanted or missing:
+        raise ValueError(
+            f"thresholds unset needs names set for {model}; not set: "
+            f"{', '.join(missing) or '(none given)'}; set: {', '.join(sorted(have)) or 'none'}"
+        )
+    return {k: v for k, v in have.items() if k not in wanted}
+
+
+def thresholds_event(
+    model: str, values: Mapping[str, float], set_by: str, reason: str, now_ms: int
+) -> dict[str, Any]:
+    """The ``Thresholds`` record of a model's overrides (compacted by model version); its id is
+    derived from what it sets and when, so a retried write is the same event."""
+    return {
+        "event_id": stable_id(
+            "thresholds", model, json.dumps(dict(values), sort_keys=True), now_ms
+        ),
+        "event_time": now_ms,
+        "model_version": model,
+        "values": dict(values),
+        "set_by": set_by,
+        "reason": reason,
+    }

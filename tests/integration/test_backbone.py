@@ -98,7 +98,7 @@ def test_corrupt_record_goes_to_dlq_while_good_ones_flow(broker: Broker, prefix:
 def test_producer_survives_broker_restart_without_losing_acknowledged_events(
     broker: Broker, prefix: str
 ) -> None:
-    from producers.simulator import SimulatorConfig, TrafficSimulator
+    from continuum.demo.chat import SimulatorConfig, TrafficSimulator
 
     delivered: list[bytes] = []
     evs = [

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from continuum.demo.chat import DriftInjection, SimulatorConfig, run
 from producers.producer import EventProducer
-from producers.simulator import DriftInjection, SimulatorConfig, run
 from tests.integration.browser import Browser
 from tests.integration.conftest import Broker, wait_for
 from tests.integration.streams_worker import StreamsWorker

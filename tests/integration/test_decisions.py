@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from continuum.demo.chat import DriftInjection, SimulatorConfig
 from continuum.settings import Settings
 from jobs.alert_consumer import AlertDelivery, Target
 from jobs.notify import RetryPolicy
-from producers.simulator import DriftInjection, SimulatorConfig
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import Broker, wait_for
 from tests.integration.fakes import FakeSlack

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from continuum.admin import TopicAdmin
+from continuum.demo.chat import SimulatorConfig
 from continuum.localkafka import LocalCluster
 from continuum.topics import all_specs, topic_spec
-from producers.simulator import SimulatorConfig
 from tests.integration.conftest import wait_for
 from tests.integration.inference_procs import ChatProbe, GatewayProc, InferenceWorkerProc
 from tests.integration.streams_worker import StreamsWorker

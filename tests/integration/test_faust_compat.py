@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator
 from producers.producer import EventProducer
-from producers.simulator import SimulatorConfig, TrafficSimulator
 from tests.integration.child import Child
 from tests.integration.conftest import Broker, wait_for
 

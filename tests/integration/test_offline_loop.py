@@ -181,8 +181,8 @@ def test_evaluate_publish_and_promote(broker: Broker, prefix: str, tmp_path: Pat
 def test_feedback_and_retraining_dataset_from_the_topic(
     broker: Broker, prefix: str, tmp_path: Path
 ) -> None:
+    from continuum.demo.chat import SimulatorConfig, TrafficSimulator
     from producers.producer import EventProducer
-    from producers.simulator import SimulatorConfig, TrafficSimulator
 
     feedback = []
     with EventProducer(broker.bootstrap, topic_prefix=prefix) as p:

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import yaml
 
+from continuum.demo.chat import SimulatorConfig, run
 from continuum.localkafka import free_port
 from producers.producer import EventProducer
-from producers.simulator import SimulatorConfig, run
 from tests.integration.conftest import Broker, wait_for
 from tests.integration.inference_procs import InferenceWorkerProc
 from tests.integration.streams_worker import StreamsWorker

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from jobs.archive import ArchiveSink, archive_files, read_archive
 from jobs.replay import BaselineReplay, ReplaySpec, close_enough, latest_baselines
 from producers.producer import EventProducer
-from producers.simulator import SimulatorConfig, TrafficSimulator
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import wait_for
 from tests.integration.kafka_read import read_topic

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from continuum.demo import dead_letters
+from continuum.demo.chat import SimulatorConfig, run
+from continuum.demo.services import dead_letters
 from continuum.settings import Settings
 from producers.producer import EventProducer
-from producers.simulator import SimulatorConfig, run
 from schemas import AvroSerializer
 from schemas.serde import make_registry
 from tests.integration.conftest import Broker

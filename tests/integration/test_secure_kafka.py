@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from continuum.admin import TopicAdmin
+from continuum.demo.chat import SimulatorConfig
 from continuum.localkafka import LocalKafka, free_port
 from continuum.topics import all_specs
 from producers.producer import EventProducer
-from producers.simulator import SimulatorConfig
 from streams.logic.alerts import raise_request
 from tests.integration.conftest import wait_for
 from tests.integration.fakes import FakeSlack

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from continuum.demo.chat import DriftInjection, SimulatorConfig, TrafficSimulator
 from producers.consumer import EventConsumer
 from producers.producer import EventProducer
-from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator
 from tests.integration.conftest import Broker, wait_for
 from tests.integration.traffic import Feed, ab_totals, wait_exact, wait_part_way
 

@@ -9,10 +9,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from continuum.demo.chat import SimulatorConfig, run
 from continuum.kafka import Connection
 from jobs.archive import archive_files, read_archive
 from producers.producer import EventProducer
-from producers.simulator import SimulatorConfig, run
 from tests.integration.child import Child
 from tests.integration.conftest import wait_for
 from tests.integration.streams_worker import StreamsWorker

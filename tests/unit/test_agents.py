@@ -86,7 +86,7 @@ def _fold_and_roll_up(app: Any, items: list[tuple[str, dict, int, int]]) -> None
 def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) -> list:
     """Fold the simulator's turns into stage-1 partials and feed them to the rollup agent;
     returns what it sent (record type, event)."""
-    from producers.simulator import TrafficSimulator
+    from continuum.demo.chat import TrafficSimulator
 
     outputs = _capture_outputs(pipe, monkeypatch)
     items = []
@@ -102,7 +102,7 @@ def _run_rollup(app: Any, pipe: Any, monkeypatch: pytest.MonkeyPatch, cfg: Any) 
 def test_rollup_agent_freezes_baseline_and_signals_injected_drift(
     app_and_pipe: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from producers.simulator import DriftInjection, SimulatorConfig
+    from continuum.demo.chat import DriftInjection, SimulatorConfig
 
     app, pipe, sent, changelog, dead = app_and_pipe
     cfg = SimulatorConfig(
@@ -134,7 +134,7 @@ def test_retrain_criteria_use_the_registry_and_published_evaluations(
     """okla-v1.0 was trained 40 days before the traffic (registry): MODEL_AGE. okla-v2.0's
     published evaluation has intent accuracy 0.5: LOW_ACCURACY from the evaluation, not the
     online estimate (which is ~1.0 without wrong_intent feedback)."""
-    from producers.simulator import SimulatorConfig
+    from continuum.demo.chat import SimulatorConfig
 
     app, pipe, *_ = app_and_pipe
     cfg = SimulatorConfig(turns=3000, rate=100, seed=4, feedback_probability=0)
@@ -157,7 +157,7 @@ def test_a_predictive_model_gets_baseline_drift_outcome_accuracy_and_retrain_tri
     from the clean predictions, the injected confidence drop and null features signalled only
     after the drift, performance degradation measured on the outcomes' accuracy per window
     (65 % falling to 30 %), and LOW_ACCURACY once the success rate is known from 200 of them."""
-    from producers.simulator import PredictionSimConfig, PredictionSimulator
+    from continuum.demo.dispatch import PredictionSimConfig, PredictionSimulator
 
     app, pipe, *_ = app_and_pipe
     outputs = _capture_outputs(pipe, monkeypatch)

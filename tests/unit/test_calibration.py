@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator
 from jobs.calibrate import calibrate
-from producers.simulator import SimulatorConfig, TrafficSimulator
 from streams.logic.calibration import (
     WEEK_MS,
     _just_above,

@@ -11,8 +11,9 @@ from threading import Thread
 
 import pytest
 
-from continuum import demo
-from continuum.demo import Service, _breach_timing, wait_ready
+from continuum.demo import screen, services
+from continuum.demo.screen import breach_timing
+from continuum.demo.services import Service, wait_ready
 
 
 class Ok(BaseHTTPRequestHandler):
@@ -53,10 +54,10 @@ def test_without_the_engine_the_analytics_alone_make_the_demo_ready(
 
 
 def test_the_first_breach_is_timed_from_make(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo, "PROCESS_STARTED", 1000.0)
-    monkeypatch.setattr(demo.time, "time", lambda: 1100.0)
+    monkeypatch.setattr(screen, "PROCESS_STARTED", 1000.0)
+    monkeypatch.setattr(screen.time, "time", lambda: 1100.0)
     monkeypatch.setenv("CONTINUUM_DEMO_MAKE_STARTED", "940")
-    line = _breach_timing(48.0, "latency_p95_shift")
+    line = breach_timing(48.0, "latency_p95_shift")
     assert "48 s after the traffic started" in line
     assert "100 s after the demo started" in line
     assert "160 s after `make demo` began" in line
@@ -64,4 +65,4 @@ def test_the_first_breach_is_timed_from_make(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_the_engine_probe_runs_in_a_fresh_interpreter() -> None:
     # The venv under test has the engine installed (make test builds it).
-    assert demo.engine_available() is True
+    assert services.engine_available() is True

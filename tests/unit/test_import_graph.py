@@ -88,6 +88,18 @@ def test_layers_import_one_way() -> None:
         if d.split(".")[0] not in allowed[m.split(".")[0]]
     ]
     assert not wrong, "\n".join(wrong)
+    # The continuum package's ground (settings, topics, the client layer, the local broker...)
+    # imports only itself and the contracts; the entry points on top of everything (the CLI,
+    # the demo and its simulators) are imported by nothing below them.
+    top = ("continuum.cli", "continuum.demo")
+    for m, deps in GRAPH.items():
+        if m.startswith("continuum") and not m.startswith(top):
+            assert all(
+                d.split(".")[0] in ("continuum", "schemas") and not d.startswith(top) for d in deps
+            ), f"{m} imports {sorted(deps)}"
+        if not m.startswith(top):
+            assert not [d for d in deps if d.startswith(top)], f"{m} imports the entry points"
+    assert not [d for d in GRAPH["continuum.demo.run"] if d.startswith("continuum.cli")]
     # The ground modules the SDK builds on never reach up into the services.
     for ground in ("continuum.settings", "continuum.topics", "continuum.kafka", "continuum.retry"):
         assert all(d.split(".")[0] in ("continuum", "schemas") for d in GRAPH[ground]), ground

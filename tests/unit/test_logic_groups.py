@@ -8,7 +8,7 @@ import random
 import zlib
 from typing import Any
 
-from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator
+from continuum.demo.chat import DriftInjection, SimulatorConfig, TrafficSimulator
 from streams.logic.alerts import AlertThresholds
 from streams.logic.changes import ChangeWatch, change_events
 from streams.logic.evaluation import EvalConfig

@@ -5,22 +5,24 @@ from typing import Any
 import pytest
 
 from schemas import AvroSerializer
-from streams.logic.alerts import (
-    SEVERITIES,
-    AlertBook,
-    AlertThresholds,
-    apply,
+from streams.logic.alert_rules import (
     change_request,
     classify,
     drift_requests,
     memory_requests,
     notice_request,
-    quiet_resolve,
-    raise_request,
-    resolve_request,
     rule_requests,
     store_requests,
     worker_requests,
+)
+from streams.logic.alerts import (
+    SEVERITIES,
+    AlertBook,
+    AlertThresholds,
+    apply,
+    quiet_resolve,
+    raise_request,
+    resolve_request,
 )
 from streams.logic.drift import FALLBACK_RATE_INCREASE, LATENCY_INCREASE, SignalResult
 from streams.logic.feedback import FeedbackTally

@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from producers.simulator import SimulatorConfig, TrafficSimulator
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator
 from streams.logic.partials import AB_FEEDBACK, AB_TURNS, TURNS, Stage1Folder, merge_slots, newer
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 HOP = 10_000
 
@@ -147,7 +147,7 @@ def test_performance_is_compared_with_the_period_before_not_the_overlapping_wind
     """1 s hops, 4 s windows, confidence falling by 0.25 from 20 s on: the window [20 s, 24 s)
     against [16 s, 20 s) shows the whole drop (the window one hop back shares 3 s of data with
     it and would show a quarter)."""
-    from producers.simulator import DriftInjection
+    from continuum.demo.chat import DriftInjection
     from streams.logic.evaluation import EvalConfig, evaluate_model
 
     hop, start = 1000, SimulatorConfig().start_ms

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.simulator import PredictionSimConfig, PredictionSimulator
+from continuum.demo.dispatch import PredictionSimConfig, PredictionSimulator
 from streams.logic.partials import (
     OUTCOMES,
     PREDICTIONS,
@@ -204,7 +204,7 @@ def test_outcomes_written_before_the_experiment_fields_still_decode() -> None:
 def test_realtime_run_holds_each_outcome_until_its_time() -> None:
     import time
 
-    from producers.simulator import run_predictions
+    from continuum.demo.dispatch import run_predictions
 
     cfg = PredictionSimConfig(predictions=50, rate=500, outcome_delay_ms=200)
     sent: list[tuple[float, str, dict]] = []

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator
+from continuum.demo.chat import DriftInjection, SimulatorConfig, TrafficSimulator
 from streams.logic.detectors import ChangeDetector
 from streams.logic.drift import (
     CONFIDENCE_DROP,
@@ -22,7 +22,7 @@ from streams.logic.drift import (
 )
 from streams.logic.running import RunningStats
 from streams.logic.sketch import QuantileSketch
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 
 def test_sketch_quantiles_within_stated_relative_error() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import fastavro
 import pytest
 
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator
 from jobs.archive import PartitionState, archive_files, day_of, read_archive
 from jobs.replay import BaselineReplay, ReplaySpec, close_enough, compare_baselines
-from producers.simulator import SimulatorConfig, TrafficSimulator
 from schemas.catalog import default_catalog
 from streams.logic.evaluation import baseline_event
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 
 WIRE = default_catalog().current("ChatTurn").wire
 
@@ -136,7 +136,7 @@ def test_live_freeze_waits_for_complete_buckets_in_every_partition():
 
 
 def test_a_predictive_models_baseline_replays_from_its_archived_predictions(tmp_path):
-    from producers.simulator import PredictionSimConfig, PredictionSimulator
+    from continuum.demo.dispatch import PredictionSimConfig, PredictionSimulator
     from streams.logic.predictions import PredictionStats
 
     cfg = PredictionSimConfig(predictions=3000, rate=3000 / 86_400)

@@ -60,7 +60,7 @@ def test_topics_are_declared_once_with_policies() -> None:
 
 def test_every_cli_flag_names_its_environment_variable(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["topics", "--help"])
+        build_parser().parse_args(["topics", "create", "--help"])
     out = capsys.readouterr().out
     for var in (
         "CONTINUUM_BOOTSTRAP_SERVERS",
@@ -72,7 +72,8 @@ def test_every_cli_flag_names_its_environment_variable(capsys: pytest.CaptureFix
 
 
 def test_service_flags_are_typed_like_their_settings() -> None:
-    from continuum.cli import _service_settings, _time_ms
+    from continuum.cli.common import service_settings as _service_settings
+    from continuum.cli.common import time_ms as _time_ms
     from inference.settings import InferenceSettings
 
     args = build_parser().parse_args(

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from producers.simulator import DriftInjection, SimulatorConfig, TrafficSimulator, run
+from continuum.demo.chat import DriftInjection, SimulatorConfig, TrafficSimulator, run
 from schemas import AvroSerializer
 
 

@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator
 from producers.producer import EventProducer
-from producers.simulator import SimulatorConfig, TrafficSimulator
 from schemas import AvroDeserializer, AvroSerializer
 from streams.app import create_app
+from streams.layout import Stage1Layout, group_partition
 from streams.logic.partials import targets_of_turn
 from streams.pipeline import Pipeline, key_partition
 from streams.settings import StreamsSettings
-from streams.stage1 import Stage1, Stage1Layout, group_partition
+from streams.stage1 import Stage1
 from tests.examples import EXAMPLES
 from tests.unit.fakes import FakeClient
 

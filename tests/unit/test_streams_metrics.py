@@ -6,7 +6,7 @@ from collections import Counter
 
 from prometheus_client import CollectorRegistry
 
-from producers.simulator import SimulatorConfig, TrafficSimulator
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator
 from streams.metrics import StreamsMetrics
 
 

@@ -15,7 +15,7 @@ from streams.logic.thresholds import (
     parse_assignments,
     seed_defaults,
 )
-from streams.logic.window import TurnStats
+from streams.logic.turns import TurnStats
 from streams.settings import StreamsSettings
 
 

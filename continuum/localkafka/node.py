@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from continuum.localkafka.errors import BrokerError
+from continuum.localkafka.tls import ensure_scram_user, make_tls
 from continuum.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -73,10 +75,6 @@ listener.name.sasl_ssl.ssl.keystore.password={store_password}
 listener.name.sasl_ssl.ssl.key.password={store_password}
 """
 SCRAM_USER = "continuum"
-
-
-class BrokerError(RuntimeError):
-    pass
 
 
 def new_cluster_id() -> str:
@@ -297,59 +295,13 @@ class LocalKafka:
         return path.read_text().strip()
 
     def make_tls(self) -> None:
-        """A CA and a broker certificate for 127.0.0.1 / localhost, made once with the JDK's
-        keytool (no other tool needed): ``ca.pem`` for clients, ``broker.p12`` for the broker."""
-        d = self.tls_dir
-        if (d / "broker.p12").exists() and (d / "ca.pem").exists():
-            return
-        d.mkdir(parents=True, exist_ok=True)
-        pw = self._secret("store.password")
-        java_home = Path(self._java()).resolve().parent
-        keytool = str(java_home / "keytool") if (java_home / "keytool").exists() else "keytool"
-        san = "SAN=ip:127.0.0.1,dns:localhost"
-        for f in ("ca.p12", "broker.p12"):
-            (d / f).unlink(missing_ok=True)
-        steps = [
-            ["-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048",
-             "-dname", "CN=Continuum local CA", "-ext", "bc:c", "-validity", "3650",
-             "-keystore", "ca.p12", "-storetype", "PKCS12", "-storepass", pw],
-            ["-exportcert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-storepass", pw,
-             "-file", "ca.pem"],
-            ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
-             "-dname", "CN=localhost", "-ext", san, "-validity", "3650",
-             "-keystore", "broker.p12", "-storetype", "PKCS12", "-storepass", pw],
-            ["-certreq", "-alias", "broker", "-keystore", "broker.p12", "-storepass", pw,
-             "-file", "broker.csr"],
-            ["-gencert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-storepass", pw,
-             "-infile", "broker.csr", "-outfile", "broker.pem", "-ext", san, "-validity", "3650"],
-            ["-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem",
-             "-keystore", "broker.p12", "-storepass", pw],
-            ["-importcert", "-alias", "broker", "-file", "broker.pem",
-             "-keystore", "broker.p12", "-storepass", pw],
-        ]  # fmt: skip
-        for step in steps:
-            proc = subprocess.run([keytool, *step], cwd=d, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise BrokerError(f"keytool {step[0]} failed:\n{proc.stdout}{proc.stderr}")
+        """A CA and a broker certificate for 127.0.0.1 / localhost (see :func:`tls.make_tls`)."""
+        make_tls(self.tls_dir, self._java(), self._secret("store.password"))
 
     def _ensure_scram_user(self) -> None:
         """The SCRAM user of a broker formatted before it was secured, set through the plain
         listener (a fresh one gets it at format time)."""
-        from confluent_kafka.admin import (
-            AdminClient,
-            ScramCredentialInfo,
-            ScramMechanism,
-            UserScramCredentialUpsertion,
-        )
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 2})
-        upsert = UserScramCredentialUpsertion(
-            SCRAM_USER,
-            ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
-            self._secret("client.password").encode(),
-        )
-        for fut in admin.alter_user_scram_credentials([upsert]).values():
-            fut.result(timeout=30)
+        ensure_scram_user(self.bootstrap, SCRAM_USER, self._secret("client.password"))
 
     def format_storage(self, cp: str) -> bool:
         """Write the broker's properties and format its storage unless it already is; True when
@@ -522,139 +474,3 @@ class LocalKafka:
                 else {}
             ),
         }
-
-
-@dataclass
-class LocalCluster:
-    """Several KRaft nodes (broker and controller each) on loopback, for trying failover: with 3
-    nodes, internal topics are replicated 3 times with min.insync.replicas 2. Node N keeps its
-    data in ``$CONTINUUM_HOME/kafka-cluster/node-N``; ports: the configured ones for node 1, then
-    pairs from the broker port + 100."""
-
-    home: Path
-    size: int = 3
-    port: int = 9092
-    controller_port: int = 9093
-    heap: str = "384m"
-
-    @classmethod
-    def on_free_ports(cls, home: Path, size: int = 3, attempts: int = 100) -> LocalCluster:
-        """A cluster every one of whose node ports can be bound now (tests, benchmarks): the
-        nodes after the first take ports derived from the first's, and one that another socket
-        holds would keep that node from starting."""
-        for _ in range(attempts):
-            cluster = cls(home, size, port=free_port(), controller_port=free_port())
-            ports = [p for n in cluster.nodes() for p in (n.port, n.controller_port)]
-            if len(set(ports)) == len(ports) and all(can_bind(p) for p in ports):
-                return cluster
-        raise BrokerError(f"no {2 * size} free loopback ports found for a local cluster")
-
-    @classmethod
-    def from_settings(cls, settings: Settings, size: int) -> LocalCluster:
-        return cls(settings.home, size, settings.kafka_port, settings.kafka_controller_port)
-
-    @property
-    def cluster_id_file(self) -> Path:
-        return self.home / "kafka-cluster" / "cluster.id"
-
-    @staticmethod
-    def saved_size(home: Path) -> int:
-        """The size of the cluster last started under ``home`` (0: none)."""
-        try:
-            return int((home / "kafka-cluster" / "size").read_text().strip())
-        except (OSError, ValueError):
-            return 0
-
-    def nodes(self) -> list[LocalKafka]:
-        ports = [(self.port, self.controller_port)] + [
-            (self.port + 100 + 2 * i, self.port + 101 + 2 * i) for i in range(self.size - 1)
-        ]
-        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_p, c) in enumerate(ports))
-        if self.cluster_id_file.exists():
-            cid = self.cluster_id_file.read_text().strip()
-        else:
-            cid = new_cluster_id()
-        return [
-            LocalKafka(
-                self.home,
-                p,
-                c,
-                self.heap,
-                node_id=i + 1,
-                voters=voters,
-                cluster_id=cid,
-                cluster_size=self.size,
-            )
-            for i, (p, c) in enumerate(ports)
-        ]
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(n.bootstrap for n in self.nodes())
-
-    def start(self, timeout: float = 180.0) -> str:
-        nodes = self.nodes()
-        self.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
-        self.cluster_id_file.write_text(nodes[0].cluster_id)
-        (self.cluster_id_file.parent / "size").write_text(str(self.size))
-        for node in nodes:
-            if not node.running():
-                node.start(timeout, wait=False)
-        self.wait_ready(timeout)
-        return self.bootstrap
-
-    def wait_ready(self, timeout: float = 180.0, brokers: int | None = None) -> None:
-        """Until the cluster's metadata lists ``brokers`` (default: every node)."""
-        from confluent_kafka.admin import AdminClient
-
-        want = self.size if brokers is None else brokers
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            live = [n for n in self.nodes() if port_open("127.0.0.1", n.port)]
-            if live:
-                admin = AdminClient({"bootstrap.servers": live[0].bootstrap, "log_level": 2})
-                try:
-                    seen = len(admin.list_topics(timeout=2).brokers)
-                    if seen >= want:
-                        return
-                except Exception:
-                    pass
-            time.sleep(0.3)
-        raise BrokerError(f"cluster has {seen} of {want} brokers after {timeout:.0f}s")
-
-    def node(self, node_id: int) -> LocalKafka:
-        return self.nodes()[node_id - 1]
-
-    def stop(self) -> bool:
-        stopped = [n.stop() for n in self.nodes()]
-        return any(stopped)
-
-    def status(self) -> dict[str, object]:
-        """Each node, and per topic the leaders and the partitions under-replicated."""
-        from confluent_kafka.admin import AdminClient
-
-        out: dict[str, object] = {
-            "nodes": [
-                {"node_id": n.node_id, "running": n.running(), "bootstrap": n.bootstrap}
-                for n in self.nodes()
-            ]
-        }
-        live = [n for n in self.nodes() if port_open("127.0.0.1", n.port)]
-        if live:
-            try:
-                md = AdminClient(
-                    {"bootstrap.servers": live[0].bootstrap, "log_level": 2}
-                ).list_topics(timeout=5)
-                under = []
-                leaders: dict[str, int] = {}
-                for name, t in md.topics.items():
-                    for p in t.partitions.values():
-                        leaders[str(p.leader)] = leaders.get(str(p.leader), 0) + 1
-                        if len(p.isrs) < len(p.replicas):
-                            under.append(f"{name}[{p.id}]")
-                out["partitions_led_by_node"] = leaders
-                out["under_replicated"] = sorted(under)
-            except Exception as exc:  # status is a report
-                out["error"] = str(exc)
-        return out
