@@ -120,3 +120,18 @@ def test_the_logic_core_imports_no_kafka_or_faust() -> None:
             )
             for mod in mods:
                 assert mod.split(".")[0] not in heavy, f"{name} imports {mod}"
+
+
+def test_every_package_is_installed() -> None:
+    """A wheel (the container image) holds only the packages pyproject lists."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for pkg in PACKAGES
+        for p in (ROOT / pkg).rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)
