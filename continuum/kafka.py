@@ -427,6 +427,15 @@ def read_to_end(
     yield from read_range(source, group_id, name, ranges, deadline_s=timeout_s * 3)
 
 
+def partitions_of(client: Any, topic: str, timeout_s: float = 10.0) -> list[int]:
+    """The partitions of ``topic`` as ``client`` (a consumer or an admin client) sees them;
+    a topic that does not exist (yet) raises a retryable error."""
+    md = client.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    if md is None or md.error is not None or not md.partitions:
+        raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+    return sorted(md.partitions)
+
+
 def producer(source: str | Connection | Settings, conf: Mapping[str, Any]) -> Producer:
     return Producer(client_config(source, conf))
 

@@ -92,6 +92,22 @@ TOPICS: tuple[TopicSpec, ...] = (
         doc="Answers from the inference workers.",
     ),
     TopicSpec(
+        "inference.chunks",
+        "InferenceChunk",
+        "request_id",
+        partitions=3,
+        retention_ms=3_600_000,
+        doc="Streamed answers' text while it is generated (the responses topic has the whole text).",
+    ),
+    TopicSpec(
+        "inference.cancels",
+        "InferenceCancel",
+        "request_id",
+        partitions=1,
+        retention_ms=3_600_000,
+        doc="Requests whose caller went away; every inference worker reads all of them.",
+    ),
+    TopicSpec(
         "inference.heartbeats",
         "WorkerHeartbeat",
         "worker_id",

@@ -19,12 +19,18 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -42,6 +48,7 @@ from continuum.topics import topic_spec
 from inference.auth import ApiKeys
 from inference.metrics import DURATION_BUCKETS_MS
 from inference.protocol import (
+    ERR_ENGINE,
     ERR_INVALID,
     ERR_OVERLOADED,
     ERR_TIMEOUT,
@@ -50,6 +57,14 @@ from inference.protocol import (
     openai_error,
     openai_from_response,
     request_from_openai,
+)
+from inference.streaming import (
+    StreamAssembler,
+    StreamBroken,
+    cancel_event,
+    completion_chunk,
+    sse,
+    usage_chunk,
 )
 from producers.assignment import CONTROL, Assigner, make_assigner
 from producers.consumer import consume_available
@@ -130,6 +145,7 @@ class ReplyListener(threading.Thread):
             if gateway.config.follow_experiments
             else None
         )
+        self.chunks_topic = topic_spec("inference.chunks").full_name(settings.topic_prefix)
         self.decoder = decoder_for(settings)
         self.consumer = clients.consumer(
             settings,
@@ -160,6 +176,13 @@ class ReplyListener(threading.Thread):
             return md, tps
 
         md, tps = with_retry(ends, f"gateway: reading the end of {self.reply_topic}")
+        if self.chunks_topic in md.topics:  # streamed answers' text, from now on
+            tps += [
+                TopicPartition(self.chunks_topic, p, OFFSET_END)
+                for p in md.topics[self.chunks_topic].partitions
+            ]
+        else:
+            log.warning("no %s topic: streamed calls get their text at the end", self.chunks_topic)
         if self.experiments_topic and self.experiments_topic in md.topics:
             tps += [
                 TopicPartition(self.experiments_topic, p, OFFSET_BEGINNING)
@@ -191,10 +214,120 @@ class ReplyListener(threading.Thread):
         except DecodeError as exc:
             log.warning("unreadable record on %s: %s", topic, exc.reason)
             return
-        if decoded.schema == "InferenceResponse":
+        if decoded.schema == "InferenceChunk":
+            self.gateway.deliver_chunk(decoded.record)
+        elif decoded.schema == "InferenceResponse":
             self.gateway.deliver(decoded.record)
         elif decoded.schema == "Experiment":
             self.gateway.router.update(decoded.record)
+
+
+class StreamCall:
+    """One streamed call on the gateway: the request's chunks and final response, in, and the
+    server-sent events for the client, out."""
+
+    def __init__(self, gateway: Gateway, event: dict[str, Any], *, include_usage: bool) -> None:
+        self.gateway = gateway
+        self.request_id: str = event["request_id"]
+        self.model = event.get("model") or ""
+        self.deadline = time.monotonic() + gateway.config.timeout_s + 1.0
+        self.include_usage = include_usage
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.assembler = StreamAssembler()
+        self.started = time.perf_counter()
+        self.created = int(time.time())
+        self.completion_id = f"chatcmpl-{self.request_id}"
+        self.outcome = ""  # done | error | timeout | broken | disconnected
+        self.status = "200"
+        self._first = True
+        self._cancelled = False
+
+    def _chunk(self, delta: Mapping[str, Any], finish: str | None = None) -> bytes:
+        return sse(completion_chunk(self.completion_id, self.model, self.created, delta, finish))
+
+    def _text(self, text: str) -> bytes:
+        if self._first:
+            self._first = False
+            self.gateway.metrics.ttft.observe((time.perf_counter() - self.started) * 1000)
+        return self._chunk({"content": text})
+
+    def _error(self, kind: str, message: str, outcome: str) -> list[bytes]:
+        self.outcome = outcome
+        self.status = str(openai_error(kind, message)[0])
+        return [sse(openai_error(kind, message)[1]), sse("[DONE]")]
+
+    async def events(self, gone: Callable[[], bool] = lambda: False) -> AsyncIterator[bytes]:
+        """The call's server-sent events, up to ``[DONE]``. ``gone()`` tells whether the client
+        left while nothing was sent (checked twice a second)."""
+        yield self._chunk({"role": "assistant", "content": ""})
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                self.cancel("timeout")
+                for data in self._error(
+                    ERR_TIMEOUT,
+                    f"no answer within {self.gateway.config.timeout_s:.0f}s "
+                    f"(request {self.request_id})",
+                    "timeout",
+                ):
+                    yield data
+                return
+            try:
+                kind, event = await asyncio.wait_for(self.queue.get(), min(left, 0.5))
+            except TimeoutError:
+                if gone():
+                    self.outcome = "disconnected"
+                    return
+                continue
+            self.model = self.model or event.get("model_version") or ""
+            try:
+                if kind == "chunk":
+                    text = self.assembler.feed(event)
+                    if text:
+                        yield self._text(text)
+                    continue
+                error = event.get("error")
+                if error:
+                    for data in self._error(error["type"], error["message"], "error"):
+                        yield data
+                    return
+                rest = self.assembler.finish(event.get("text") or "")
+            except StreamBroken as exc:
+                self.cancel("stream_broken")
+                for data in self._error(ERR_ENGINE, str(exc), "broken"):
+                    yield data
+                return
+            if rest:
+                yield self._text(rest)
+            yield self._chunk({}, event.get("finish_reason") or "stop")
+            if self.include_usage:
+                yield sse(
+                    usage_chunk(
+                        self.completion_id,
+                        self.model,
+                        self.created,
+                        int(event.get("prompt_tokens") or 0),
+                        int(event.get("completion_tokens") or 0),
+                    )
+                )
+            yield sse("[DONE]")
+            self.outcome = "done"
+            return
+
+    def cancel(self, reason: str) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self.gateway.cancel(self.request_id, reason)
+
+    def disconnected(self) -> None:
+        self.outcome = "disconnected"
+        self.status = "499"  # client closed the connection (nginx's code)
+        self.cancel("client_disconnected")
+
+    def close(self) -> None:
+        self.gateway._close_stream(self.request_id)
+        if self.outcome:
+            self.gateway.metrics.streams.labels(self.outcome).inc()
 
 
 class GatewayMetrics:
@@ -225,6 +358,18 @@ class GatewayMetrics:
         self.by_key = Counter(
             f"{p}_key_requests_total", "Calls admitted, by API key name", ["key"], registry=r
         )
+        self.ttft = Histogram(
+            f"{p}_time_to_first_token_ms",
+            "Streamed calls: from the call to its first text sent to the client, in ms",
+            buckets=DURATION_BUCKETS_MS,
+            registry=r,
+        )
+        self.streams = Counter(
+            f"{p}_streams_total",
+            "Streamed calls by how they ended: done, error, timeout, broken, disconnected",
+            ["outcome"],
+            registry=r,
+        )
 
 
 class Gateway:
@@ -252,6 +397,8 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.models: dict[str, float] = {m: time.time() for m in self.config.models}
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._streams: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
+        self.cancels_topic = topic_spec("inference.cancels").full_name(settings.topic_prefix)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listener: ReplyListener | None = None
         self._poller: threading.Thread | None = None
@@ -290,8 +437,21 @@ class Gateway:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._resolve, response)
 
+    def deliver_chunk(self, chunk: dict[str, Any]) -> None:
+        """Called from the listener thread for every chunk of a streamed answer."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._forward, "chunk", chunk)
+
+    def _forward(self, kind: str, event: dict[str, Any]) -> None:
+        queue = self._streams.get(event["request_id"])
+        if queue is not None:
+            queue.put_nowait((kind, event))
+
     def _resolve(self, response: dict[str, Any]) -> None:
         self.models[response["model_version"]] = time.time()
+        if response["request_id"] in self._streams:
+            self._forward("final", response)
+            return
         fut = self._pending.pop(response["request_id"], None)
         if fut is None or fut.done():
             self.metrics.duplicates.inc()
@@ -306,12 +466,13 @@ class Gateway:
         self.metrics.latency.observe((time.perf_counter() - started) * 1000)
         return status, payload
 
-    async def _complete(self, body: Any, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
-        assert self._loop is not None
-        if len(self._pending) >= self.config.max_pending:
-            return openai_error(
-                ERR_OVERLOADED, f"{len(self._pending)} calls already waiting; try again later"
-            )
+    def _request(
+        self, body: Any, headers: Mapping[str, str]
+    ) -> tuple[int, dict[str, Any]] | dict[str, Any]:
+        """The InferenceRequest of a call, or the error to answer it with."""
+        waiting = len(self._pending) + len(self._streams)
+        if waiting >= self.config.max_pending:
+            return openai_error(ERR_OVERLOADED, f"{waiting} calls already waiting; try again later")
         request_id = headers.get("X-Request-Id") or uuid.uuid4().hex
         session_id = headers.get("X-Session-Id") or (
             body.get("user") if isinstance(body, dict) else None
@@ -334,8 +495,18 @@ class Gateway:
             )
         except InvalidRequest as exc:
             return openai_error(ERR_INVALID, str(exc))
-        if request_id in self._pending:
+        if request_id in self._pending or request_id in self._streams:
             return openai_error(ERR_INVALID, f"X-Request-Id {request_id!r} is already in flight")
+        return event
+
+    async def _complete(self, body: Any, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        assert self._loop is not None
+        event = self._request(body, headers)
+        if isinstance(event, tuple):
+            return event
+        event["stream"] = False  # this path answers with the whole text
+        request_id, session_id = event["request_id"], event["session_id"]
+        timeout_s = self.config.timeout_s
         fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._pending[request_id] = fut
         self.metrics.pending.set(len(self._pending))
@@ -356,6 +527,50 @@ class Gateway:
         if error:
             return openai_error(error["type"], error["message"])
         return 200, openai_from_response(response)
+
+    # -- streamed calls ----------------------------------------------------------------------
+
+    def open_stream(
+        self, body: Any, headers: Mapping[str, str]
+    ) -> StreamCall | tuple[int, dict[str, Any]]:
+        """A streamed call (``"stream": true``): its request is on Kafka and its chunks are
+        queued for :meth:`StreamCall.events`; or the error to answer with before streaming."""
+        event = self._request(body, headers)
+        if isinstance(event, tuple):
+            self.metrics.requests.labels(status=str(event[0])).inc()
+            return event
+        options = body.get("stream_options") or {}
+        call = StreamCall(self, event, include_usage=bool(options.get("include_usage")))
+        self._streams[call.request_id] = call.queue
+        self.metrics.pending.set(len(self._pending) + len(self._streams))
+        try:
+            self.producer.send(
+                "InferenceRequest",
+                event,
+                key=event["session_id"] or call.request_id,
+                prepare=False,
+            )
+        except Exception:
+            self._streams.pop(call.request_id, None)
+            raise
+        return call
+
+    def _close_stream(self, request_id: str) -> None:
+        self._streams.pop(request_id, None)
+        self.metrics.pending.set(len(self._pending) + len(self._streams))
+
+    def cancel(self, request_id: str, reason: str) -> None:
+        """Tell the workers to stop generating ``request_id`` (nobody waits for it)."""
+        try:
+            self.producer.send(
+                "InferenceCancel",
+                cancel_event(request_id, reason, now_ms()),
+                topic=self.cancels_topic,
+                key=request_id,
+                prepare=False,
+            )
+        except Exception:  # a cancel saves work; losing one costs a generation, nothing else
+            log.exception("cancel of %s not sent", request_id)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -428,8 +643,50 @@ class Gateway:
         except ValueError as exc:
             status, payload = openai_error(ERR_INVALID, f"body is not valid JSON: {exc}")
             return web.json_response(payload, status=status)
+        if isinstance(body, dict) and body.get("stream") is True:
+            return await self._http_stream(request, body)
         status, payload = await self.complete(body, request.headers)
         return web.json_response(payload, status=status)
+
+    async def _http_stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        """Server-sent events, OpenAI's ``chat.completion.chunk`` shape. A client that goes away
+        (a failed write, or a closed connection while waiting) cancels the generation."""
+        started = time.perf_counter()
+        call = self.open_stream(body, request.headers)
+        if isinstance(call, tuple):
+            status, payload = call
+            return web.json_response(payload, status=status)
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Request-Id": call.request_id,
+            },
+        )
+
+        def gone() -> bool:
+            transport = request.transport
+            return transport is None or transport.is_closing()
+
+        try:
+            await response.prepare(request)
+            async for data in call.events(gone):
+                await response.write(data)
+            if call.outcome == "disconnected":
+                call.disconnected()
+            else:
+                await response.write_eof()
+        except ConnectionError:
+            call.disconnected()
+        except asyncio.CancelledError:
+            call.disconnected()
+            raise
+        finally:
+            call.close()
+            self.metrics.requests.labels(status=call.status).inc()
+            self.metrics.latency.observe((time.perf_counter() - started) * 1000)
+        return response
 
     async def _http_models(self, request: web.Request) -> web.Response:
         refused = self._refusal(request)

@@ -69,6 +69,16 @@ class LlmMetrics:
             buckets=DURATION_BUCKETS_MS,
             registry=r,
         )
+        self.cancelled = Counter(
+            f"{p}_cancelled_total",
+            "Respuestas en streaming detenidas porque el cliente se fue",
+            registry=r,
+        )
+        self.chunks = Counter(
+            f"{p}_stream_chunks_total",
+            "Trozos de texto publicados en inference.chunks",
+            registry=r,
+        )
         self.redeliveries = Counter(
             f"{p}_redeliveries_skipped_total",
             "Peticiones ya respondidas que llegaron otra vez y no se generaron de nuevo",

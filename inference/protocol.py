@@ -271,6 +271,7 @@ def turn_event(request: Mapping[str, Any], response: Mapping[str, Any]) -> dict[
         "request_id": response.get("request_id"),
         "metadata": {
             "source": "inference-worker",
+            **({"streamed": "true"} if request.get("stream") else {}),
             **({"error": response["error"]["type"]} if failed else {}),
             **(
                 {"finish_reason": response["finish_reason"]}
@@ -293,7 +294,6 @@ OPENAI_SAMPLING = (
     "frequency_penalty",
 )
 UNSUPPORTED = {
-    "stream": "streaming responses are not supported; send stream=false",
     "n": "only n=1 is supported",
     "tools": "tool calls are not supported",
     "logprobs": "logprobs are not supported",
@@ -321,6 +321,17 @@ def request_from_openai(
         if not allowed:
             raise InvalidRequest(f"{name}: {why}")
     problems = check_messages(body.get("messages"))
+    stream = body.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        problems.append(f"stream: expected true or false, got {stream!r}")
+    options = body.get("stream_options")
+    if options is not None:
+        if not stream:
+            problems.append("stream_options: only allowed with stream=true")
+        elif not isinstance(options, Mapping) or not isinstance(
+            options.get("include_usage", False), bool
+        ):
+            problems.append('stream_options: expected {"include_usage": true|false}')
     sampling: dict[str, Any] = {}
     if body.get("max_completion_tokens") is not None and body.get("max_tokens") is None:
         sampling["max_tokens"] = body["max_completion_tokens"]
@@ -360,6 +371,7 @@ def request_from_openai(
         "reply_topic": reply_topic,
         "deadline": now + int(timeout_s * 1000),
         "metadata": {str(k): str(v) for k, v in metadata.items()},
+        "stream": bool(stream),
     }
 
 

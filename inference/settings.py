@@ -51,6 +51,14 @@ class InferenceSettings(Settings):
     drain_timeout_s: float = field(
         default=60.0, metadata={"help": "On shutdown, wait this long for in-flight requests"}
     )
+    stream_chunk_ms: float = field(
+        default=25.0,
+        metadata={"help": "Streamed answers: publish the generated text at most this often (ms)"},
+    )
+    stream_chunk_tokens: int = field(
+        default=16,
+        metadata={"help": "Streamed answers: or as soon as this many tokens wait"},
+    )
     heartbeat_s: float = field(
         default=5.0, metadata={"help": "Seconds between the worker's heartbeats"}
     )

@@ -7,6 +7,12 @@ answers exactly the requests that were not answered. A request id seen again whi
 recently answered is not generated twice. Requests past their deadline get a ``timeout`` error
 without generating; malformed ones get an ``invalid_request`` error and a dead letter.
 
+Streamed requests (``stream``) publish their text as it is generated, batched into
+``InferenceChunk`` events on ``inference.chunks`` (every ``stream_chunk_ms`` or
+``stream_chunk_tokens``), before the usual response; an ``InferenceCancel`` on
+``inference.cancels`` (the client went away) stops the generation within a token, and the answer
+ends ``cancelled`` (no ``ChatTurn``: the turn did not happen for the user).
+
 Threads: the event loop owns the engine calls and the bookkeeping; one thread runs the blocking
 ``consume()`` (rebalance callbacks run there too), one serves the producer's delivery reports.
 """
@@ -18,13 +24,21 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from continuum import kafka as clients
 from continuum.retry import with_retry
@@ -43,6 +57,7 @@ from inference.protocol import (
     response_event,
     turn_event,
 )
+from inference.streaming import ChunkBatcher, chunk_event
 from producers.consumer import consume_available, is_record
 from producers.deadletter import DeadLetterQueue
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
@@ -67,6 +82,9 @@ class WorkerConfig:
     session_timeout_ms: int = 10_000
     remember_ids: int = 50_000
     heartbeat_s: float = 5.0
+    stream_chunk_ms: float = 25.0  # a streamed answer's text is published at most this often
+    stream_chunk_tokens: int = 16  # ... or as soon as this many tokens wait
+    follow_cancels: bool = True  # read inference.cancels (every worker reads all of them)
 
 
 class InferenceWorker:
@@ -99,6 +117,9 @@ class InferenceWorker:
         self._lock = threading.Lock()  # the book is touched by the loop and the consume thread
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Future[None]] = {}  # request id -> its answer
+        self._cancels: dict[str, threading.Event] = {}  # streamed requests being generated
+        self._cancelled_early: OrderedDict[str, None] = OrderedDict()  # cancels seen first
+        self.cancels: CancelListener | None = None
         self._answered: OrderedDict[str, None] = OrderedDict()
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
@@ -143,10 +164,15 @@ class InferenceWorker:
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("inference worker %s: %s on %s", self.worker_id, self.engine.info(), self.topic)
         beating = asyncio.ensure_future(self._heartbeats())
+        if self.config.follow_cancels:
+            self.cancels = CancelListener(self.settings, self.cancel)
+            self.cancels.start()
         try:
             await self._consume(kafka)
         finally:
             beating.cancel()
+            if self.cancels is not None:
+                self.cancels.stop_event.set()
             await self._drain()
             self._commit(sync=True)
             await self._loop.run_in_executor(kafka, self._consumer.close)
@@ -267,6 +293,23 @@ class InferenceWorker:
             self._commit_scheduled = True
             self._loop.call_later(0.005, self._commit)
 
+    # -- cancels -----------------------------------------------------------------------------
+
+    def cancel(self, request_id: str) -> None:
+        """Stop generating ``request_id`` (thread-safe): its client went away."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel, request_id)
+
+    def _cancel(self, request_id: str) -> None:
+        event = self._cancels.get(request_id)
+        if event is not None:
+            event.set()
+            return
+        # Not generating here (yet): remembered a while, so a request still queued is skipped.
+        self._cancelled_early[request_id] = None
+        while len(self._cancelled_early) > 10_000:
+            self._cancelled_early.popitem(last=False)
+
     # -- one request -------------------------------------------------------------------------
 
     def _start(self, msg: Message) -> None:
@@ -353,9 +396,16 @@ class InferenceWorker:
                 error=(ERR_TIMEOUT, f"deadline passed {late} ms before generation started"),
             )
             return await self._reply(request, reply)
+        stream = StreamOut(self, request) if request.get("stream") else None
         self.metrics.active.inc()
         try:
-            result = await self.engine.generate(gen)
+            if stream is None:
+                result = await self.engine.generate(gen)
+            else:
+                result = await self.engine.generate(
+                    gen, on_text=stream.on_text, cancel=stream.cancel
+                )
+                stream.close()
         except InvalidRequest as exc:
             reply = response_event(
                 request,
@@ -372,6 +422,13 @@ class InferenceWorker:
                 error=(ERR_ENGINE, f"{type(exc).__name__}: {exc}"),
             )
         else:
+            if result.finish_reason == "cancelled":
+                self.metrics.cancelled.inc()
+                reply = response_event(
+                    request, model_version=version, worker_id=self.worker_id, result=result
+                )
+                # Nobody reads this answer and the turn did not happen for the user: no ChatTurn.
+                return await self._reply(request, reply, turn=False)
             if result.finish_reason == "timeout":
                 reply = response_event(
                     request,
@@ -386,11 +443,15 @@ class InferenceWorker:
                 )
         finally:
             self.metrics.active.dec()
+            if stream is not None:
+                stream.close()
         return await self._reply(request, reply)
 
-    async def _reply(self, request: dict[str, Any], reply: dict[str, Any]) -> bool:
+    async def _reply(
+        self, request: dict[str, Any], reply: dict[str, Any], turn: bool = True
+    ) -> bool:
         futures = [self._send("InferenceResponse", reply, topic=request["reply_topic"] or None)]
-        if self.config.emit_turns:
+        if self.config.emit_turns and turn:
             futures.append(self._send("ChatTurn", turn_event(request, reply)))
         ok = all(await asyncio.gather(*futures))
         error = reply.get("error")
@@ -466,6 +527,123 @@ class InferenceWorker:
             "assigned": sorted(f"{t}[{p}]" for t, p in self.assigned),
             "time": time.time(),
         }
+
+
+class StreamOut:
+    """One streamed request on the worker: the engine's text (from its thread) batched into
+    ``InferenceChunk`` events on ``inference.chunks``, and the cancel flag the engine watches."""
+
+    def __init__(self, worker: InferenceWorker, request: dict[str, Any]) -> None:
+        assert worker._loop is not None
+        self.worker, self.request, self.loop = worker, request, worker._loop
+        self.request_id = str(request["request_id"])
+        # One generation of the request: a crash makes the next owner generate again, and the
+        # gateway tells the two apart by this id (an attempt happens once in the world).
+        self.attempt = uuid.uuid4().hex
+        cfg = worker.config
+        self.batcher = ChunkBatcher(cfg.stream_chunk_ms, cfg.stream_chunk_tokens)
+        self.topic = topic_spec("inference.chunks").full_name(worker.settings.topic_prefix)
+        self.cancel = threading.Event()
+        if worker._cancelled_early.pop(self.request_id, "no") is None:
+            self.cancel.set()
+        worker._cancels[self.request_id] = self.cancel
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    def on_text(self, text: str, tokens: int) -> None:
+        """From the engine (any thread)."""
+        self.loop.call_soon_threadsafe(self._add, text, tokens)
+
+    def _add(self, text: str, tokens: int) -> None:
+        if self.closed:
+            return
+        if self.batcher.add(text, time.time() * 1000, tokens):
+            self._publish()
+        elif self._timer is None:
+            self._timer = self.loop.call_later(self.batcher.every_ms / 1000, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not self.closed and self.batcher.due(time.time() * 1000):
+            self._publish()
+
+    def _publish(self) -> None:
+        now = time.time() * 1000
+        taken = self.batcher.take(now)
+        if taken is None:
+            return
+        seq, text, tokens = taken
+        w = self.worker
+        event = chunk_event(
+            self.request,
+            self.attempt,
+            seq,
+            text,
+            tokens,
+            model_version=w.engine.model_version,
+            worker_id=w.worker_id,
+            now_ms=int(now),
+        )
+        try:  # best effort: the final response carries the whole text
+            w.producer.send(
+                "InferenceChunk", event, topic=self.topic, key=self.request_id, prepare=False
+            )
+            w.metrics.chunks.inc()
+        except Exception:
+            log.exception("chunk of %s not sent", self.request_id)
+
+    def close(self) -> None:
+        """Generation ended: publish what waits (text the engine reported before returning is
+        already on the loop, queued ahead of this call) and stop watching for a cancel."""
+        if self.closed:
+            return
+        if not self.cancel.is_set():
+            self._publish()
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.worker._cancels.pop(self.request_id, None)
+
+
+class CancelListener(threading.Thread):
+    """Reads ``inference.cancels`` from its end, every partition, no consumer group (every
+    worker sees every cancel), and hands each request id to ``on_cancel``."""
+
+    def __init__(self, settings: Settings, on_cancel: Callable[[str], None]) -> None:
+        super().__init__(name="cancels", daemon=True)
+        self.topic = topic_spec("inference.cancels").full_name(settings.topic_prefix)
+        self.on_cancel = on_cancel
+        self.decoder = decoder_for(settings)
+        self.consumer = clients.consumer(
+            settings,
+            f"continuum-cancels-{uuid.uuid4()}",  # assigned, never committed
+            {"fetch.wait.max.ms": 50, "socket.nagle.disable": True},
+            offset_reset="latest",
+        )
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            parts = with_retry(
+                lambda: clients.partitions_of(self.consumer, self.topic),
+                f"inference worker: reading {self.topic}",
+            )
+            self.consumer.assign([TopicPartition(self.topic, p, OFFSET_END) for p in parts])
+            while not self.stop_event.is_set():
+                for msg in consume_available(self.consumer, 500, 0.2):
+                    if msg.error() or msg.value() is None:
+                        continue
+                    try:
+                        decoded = self.decoder.decode(msg.value())
+                    except DecodeError as exc:
+                        log.warning("unreadable cancel: %s", exc.reason)
+                        continue
+                    if decoded.schema == "InferenceCancel":
+                        self.on_cancel(str(decoded.record["request_id"]))
+        except Exception:  # cancels save work; answering requests goes on without them
+            log.exception("cancel listener stopped")
+        finally:
+            self.consumer.close()
 
 
 def _settle(fut: asyncio.Future[bool], ok: bool) -> None:

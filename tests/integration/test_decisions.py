@@ -25,8 +25,7 @@ from tests.integration.conftest import Broker, wait_for
 from tests.integration.fakes import FakeSlack
 from tests.integration.kafka_read import read_topic
 from tests.integration.streams_worker import StreamsWorker
-from tests.integration.test_streams import START, produce
-from tests.integration.traffic import Feed, wait_exact, wait_part_way
+from tests.integration.traffic import START, Feed, produce, wait_exact, wait_part_way
 
 pytestmark = pytest.mark.integration
 

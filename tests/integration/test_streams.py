@@ -7,24 +7,12 @@ import uuid
 
 import pytest
 
-from continuum.demo.chat import DriftInjection, SimulatorConfig, TrafficSimulator
+from continuum.demo.chat import DriftInjection, SimulatorConfig
 from producers.consumer import EventConsumer
-from producers.producer import EventProducer
 from tests.integration.conftest import Broker, wait_for
-from tests.integration.traffic import Feed, ab_totals, wait_exact, wait_part_way
+from tests.integration.traffic import START, Feed, ab_totals, produce, wait_exact, wait_part_way
 
 pytestmark = pytest.mark.integration
-START = 1_767_225_600_000
-
-
-def produce(broker: Broker, prefix: str, cfg: SimulatorConfig) -> tuple[int, int]:
-    turns = fb = 0
-    with EventProducer(broker.bootstrap, topic_prefix=prefix) as p:
-        for schema, ev in TrafficSimulator(cfg).events():
-            p.send(schema, ev, prepare=False)
-            turns += schema == "ChatTurn"
-            fb += schema == "Feedback"
-    return turns, fb
 
 
 def read_all(broker: Broker, prefix: str, topics: list[str], idle_polls: int = 4) -> list:

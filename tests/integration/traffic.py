@@ -9,12 +9,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from continuum.demo.chat import SimulatorConfig, run
+from continuum.demo.chat import SimulatorConfig, TrafficSimulator, run
 from continuum.kafka import Connection
 from jobs.archive import archive_files, read_archive
 from producers.producer import EventProducer
 from tests.integration.child import Child
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import Broker, wait_for
 from tests.integration.streams_worker import StreamsWorker
 
 
@@ -93,3 +93,17 @@ def cli_child(bootstrap: str, prefix: str, home: Path, *argv: str, **env: str) -
 def archived(home: Path, topic: str) -> list[str]:
     """Event ids in the archive under ``home`` for a topic, in file order."""
     return [r["event_id"] for r in read_archive(archive_files(home / "archive", topic))]
+
+
+START = 1_767_225_600_000
+
+
+def produce(broker: Broker, prefix: str, cfg: SimulatorConfig) -> tuple[int, int]:
+    """Send a simulation's events; (turns, feedback) sent."""
+    turns = fb = 0
+    with EventProducer(broker.bootstrap, topic_prefix=prefix) as p:
+        for schema, ev in TrafficSimulator(cfg).events():
+            p.send(schema, ev, prepare=False)
+            turns += schema == "ChatTurn"
+            fb += schema == "Feedback"
+    return turns, fb

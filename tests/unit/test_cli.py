@@ -22,7 +22,7 @@ def documented_commands() -> list[list[str]]:
     assignments, trailing comments and ``&`` dropped; ``a && b`` split; lines that show
     alternatives with ``|`` or elide with ``...`` left out)."""
     text = ROOT.joinpath("README.md").read_text()
-    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S)
+    blocks = re.findall(r"```[\w-]*\n(.*?)```", text, flags=re.S)
     lines = [line for block in blocks for line in block.splitlines()]
     lines += [
         line.split("$(VENV)/bin/", 1)[1]

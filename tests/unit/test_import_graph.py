@@ -135,3 +135,17 @@ def test_every_package_is_installed() -> None:
         for p in (ROOT / pkg).rglob("__init__.py")
     }
     assert found <= listed, sorted(found - listed)
+
+
+def test_tests_share_helpers_not_each_other() -> None:
+    """Shared fakes and helpers live in helper modules (fakes.py, traffic.py, ...), never in
+    another test file."""
+    offenders = []
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("tests.") and node.module.rsplit(".", 1)[-1].startswith(
+                    "test_"
+                ):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {node.module}")
+    assert not offenders, offenders

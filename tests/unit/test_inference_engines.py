@@ -6,49 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from inference.engines.llamacpp import LlamaCppEngine
 from inference.engines.vllm import VllmEngine, result_from_output, sampling_kwargs
 from inference.gateway import VariantRouter
-from inference.protocol import GenerationRequest, InvalidRequest, Sampling
-
-
-class FakeLlama:
-    instances: list[FakeLlama] = []
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-        self.calls: list[dict] = []
-        self.busy = False
-        FakeLlama.instances.append(self)
-
-    def create_chat_completion(self, **kw):
-        assert not self.busy, "one context used by two threads at once"
-        self.busy = True
-        try:
-            self.calls.append(kw)
-            text = ""
-            for tok in ("Hola", ",", " claro"):
-                kw["logits_processor"][0]([], [0.0])
-                text += tok
-                time.sleep(0.01)
-            if kw["messages"][-1]["content"] == "too long":
-                raise ValueError("Requested tokens (5000) exceed context window of 2048")
-            return {
-                "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 3},
-            }
-        finally:
-            self.busy = False
-
-
-def gen_request(rid="r", content="hola", deadline=None, **sampling):
-    return GenerationRequest(
-        rid, ({"role": "user", "content": content},), Sampling(**sampling), deadline
-    )
+from inference.protocol import InvalidRequest
+from tests.unit.fakes import FakeAsyncLLM, FakeLlama, gen_request, output
 
 
 @pytest.fixture()
@@ -128,41 +93,6 @@ def test_llamacpp_refuses_a_missing_model(tmp_path):
 
 
 # -- vLLM ------------------------------------------------------------------------------------
-
-
-def output(text, tokens, finished, reason=None, prompt=(1, 2, 3)):
-    return SimpleNamespace(
-        prompt_token_ids=list(prompt),
-        finished=finished,
-        outputs=[SimpleNamespace(text=text, token_ids=list(tokens), finish_reason=reason)],
-    )
-
-
-class FakeTokenizer:
-    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
-        assert tokenize is False and add_generation_prompt is True
-        return "".join(f"<|{m['role']}|>{m['content']}" for m in messages) + "<|assistant|>"
-
-
-class FakeAsyncLLM:
-    def __init__(self, delay=0.0):
-        self.prompts, self.aborted, self.delay = [], [], delay
-
-    def get_tokenizer(self):
-        return FakeTokenizer()
-
-    async def generate(self, prompt, params, request_id):
-        self.prompts.append((prompt, params, request_id))
-        yield output("", [], False)
-        yield output("Hola", [7], False)
-        await asyncio.sleep(self.delay)
-        yield output("Hola, claro", [7, 8, 9], True, "length")
-
-    async def abort(self, request_id):
-        self.aborted.append(request_id)
-
-    def shutdown(self):
-        pass
 
 
 def test_vllm_sampling_params_use_openai_names():

@@ -58,7 +58,11 @@ def test_openai_body_becomes_a_valid_inference_request():
         ({"temperature": 3}, "body.temperature: got 3.0, expected a value from 0 to 2"),
         ({"max_tokens": 0}, "body.max_tokens: got 0"),
         ({"top_p": 0}, "body.top_p"),
-        ({"stream": True}, "stream: streaming responses are not supported"),
+        ({"stream": "yes"}, "stream: expected true or false"),
+        (
+            {"stream_options": {"include_usage": True}},
+            "stream_options: only allowed with stream=true",
+        ),
         ({"n": 3}, "n: only n=1"),
         ({"messages": []}, "messages: got [], expected a non-empty list"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role: got 'robot'"),

@@ -38,6 +38,8 @@ def test_every_contract_has_id_time_docs_and_defaults_on_optional_fields() -> No
             "EvaluationResult",
             "Experiment",
             "Feedback",
+            "InferenceCancel",
+            "InferenceChunk",
             "InferenceRequest",
             "InferenceResponse",
             "ModelVersion",
