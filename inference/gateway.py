@@ -150,7 +150,14 @@ class ReplyListener(threading.Thread):
         self.consumer = clients.consumer(
             settings,
             f"continuum-gateway-{uuid.uuid4()}",  # assigned, never committed
-            {"fetch.wait.max.ms": 10, "socket.nagle.disable": True, "fetch.min.bytes": 1},
+            {
+                "fetch.wait.max.ms": 10,
+                "socket.nagle.disable": True,
+                "fetch.min.bytes": 1,
+                # The first answer at once, before the worker's transaction commits: the client
+                # gets it exactly once either way (first wins), analytics read committed.
+                "isolation.level": "read_uncommitted",
+            },
             offset_reset="latest",
         )
         self.stop_event = threading.Event()

@@ -48,6 +48,8 @@ def worker_from_settings(s: InferenceSettings, engine: Engine | None = None) -> 
             answer_unrouted=s.answer_unrouted,
             drain_timeout_s=s.drain_timeout_s,
             heartbeat_s=s.heartbeat_s,
+            transactions=s.transactions,
+            transaction_interval_ms=s.transaction_interval_ms,
             stream_chunk_ms=s.stream_chunk_ms,
             stream_chunk_tokens=s.stream_chunk_tokens,
         ),

@@ -51,6 +51,16 @@ class InferenceSettings(Settings):
     drain_timeout_s: float = field(
         default=60.0, metadata={"help": "On shutdown, wait this long for in-flight requests"}
     )
+    transactions: bool = field(
+        default=True,
+        metadata={
+            "help": "Answers, their ChatTurns and the request offsets in one Kafka transaction "
+            "(exactly once for read_committed readers)"
+        },
+    )
+    transaction_interval_ms: float = field(
+        default=50.0, metadata={"help": "Commit the open transaction this often (ms)"}
+    )
     stream_chunk_ms: float = field(
         default=25.0,
         metadata={"help": "Streamed answers: publish the generated text at most this often (ms)"},

@@ -33,6 +33,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from continuum.retry import with_retry
+
 log = logging.getLogger(__name__)
 
 
@@ -74,8 +76,8 @@ class Transactions:
         timeout_s: float = 60.0,
         before_commit: Callable[[], None] | None = None,
     ) -> None:
-        """``before_commit``: a test hook called with the records produced and the offsets not
-        yet added (the worst moment to die)."""
+        """``before_commit``: a test hook called when the transaction holds records and neither
+        its offsets nor its commit were sent yet (the worst moment to die)."""
         self.producer = producer
         self.client = producer._producer  # the confluent-kafka Producer
         self.offsets, self.committed = offsets, committed
@@ -95,7 +97,12 @@ class Transactions:
 
     async def start(self) -> None:
         """Fence any earlier incarnation of this worker and open the first transaction."""
-        await self._call(lambda: self.client.init_transactions(self.timeout_s))
+        await self._call(
+            lambda: with_retry(
+                lambda: self.client.init_transactions(self.timeout_s),
+                "inference worker: starting its transactions",
+            )
+        )
         await self._call(self.client.begin_transaction)
         self._open.set()
 
@@ -146,7 +153,7 @@ class Transactions:
     async def _commit(self, offsets: list[tuple[str, int, int, str]]) -> None:
         while True:
             try:
-                if self.before_commit is not None:
+                if self.before_commit is not None and self.pending:
                     self.before_commit()
                 if offsets:
                     tps = [TopicPartition(t, p, o, metadata=m) for t, p, o, m in offsets]

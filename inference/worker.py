@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import socket
 import threading
 import time
@@ -58,6 +60,7 @@ from inference.protocol import (
     turn_event,
 )
 from inference.streaming import ChunkBatcher, chunk_event
+from inference.transactions import Transactions
 from producers.consumer import consume_available, is_record
 from producers.deadletter import DeadLetterQueue
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
@@ -85,6 +88,11 @@ class WorkerConfig:
     stream_chunk_ms: float = 25.0  # a streamed answer's text is published at most this often
     stream_chunk_tokens: int = 16  # ... or as soon as this many tokens wait
     follow_cancels: bool = True  # read inference.cancels (every worker reads all of them)
+    transactions: bool = True  # answers, measurements and offsets in one Kafka transaction
+    transaction_interval_ms: float = 50.0  # how often the open transaction is committed
+    # A crashed worker's open transaction is aborted by the broker after this (sooner when the
+    # same worker id starts again): until then read_committed readers wait at it.
+    transaction_timeout_ms: int = 30_000
 
 
 class InferenceWorker:
@@ -106,9 +114,33 @@ class InferenceWorker:
         self.worker_id = self.config.worker_id or socket.gethostname()
         self.metrics = metrics or LlmMetrics()
         self.max_inflight = self.config.max_inflight or 2 * engine.max_concurrency
-        self.producer = producer or EventProducer.from_settings(
-            settings, config=LOW_LATENCY_PRODUCER
+        self.transactional_id = (
+            f"{settings.topic_prefix}{self.config.group_id}-{self.worker_id}"
+            if self.config.transactions and producer is None
+            else None
         )
+        if self.transactional_id is not None:
+            # Answers, their ChatTurns, dead letters and offsets go through this producer, in
+            # transactions; heartbeats and streamed chunks (not part of an answer's exactly-once
+            # bookkeeping, and wanted at once) through the plain one.
+            self.producer = EventProducer.from_settings(
+                settings,
+                config={
+                    **LOW_LATENCY_PRODUCER,
+                    "transactional.id": self.transactional_id,
+                    "transaction.timeout.ms": self.config.transaction_timeout_ms,
+                    # A write not delivered within a transaction's life fails it (it is aborted
+                    # and produced again: see inference.transactions).
+                    "message.timeout.ms": self.config.transaction_timeout_ms,
+                },
+            )
+            self.plain = EventProducer.from_settings(settings, config=LOW_LATENCY_PRODUCER)
+        else:
+            self.producer = producer or EventProducer.from_settings(
+                settings, config=LOW_LATENCY_PRODUCER
+            )
+            self.plain = self.producer
+        self.txn: Transactions | None = None
         self.deserializer = decoder_for(settings)
         self.topic = topic_spec(REQUESTS).full_name(settings.topic_prefix)
         self._consumer_factory = consumer_factory
@@ -156,13 +188,32 @@ class InferenceWorker:
                     "group.id": self.config.group_id,
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
                     "session.timeout.ms": self.config.session_timeout_ms,
                     "on_commit": self._on_commit,
                 },
             )
         )
+        txn_task: asyncio.Future[None] | None = None
+        if self.transactional_id is not None:
+            self.txn = Transactions(
+                self.producer,
+                offsets=self._offsets_to_commit,
+                committed=self._offsets_committed,
+                group_metadata=lambda: self._consumer.consumer_group_metadata(),
+                interval_ms=self.config.transaction_interval_ms,
+                before_commit=_fault_hook(self.producer),
+            )
+            await self.txn.start()  # fences this worker's previous incarnation
+            txn_task = asyncio.ensure_future(self.txn.run(self._stopping))
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("inference worker %s: %s on %s", self.worker_id, self.engine.info(), self.topic)
+        log.info(
+            "inference worker %s: %s on %s%s",
+            self.worker_id,
+            self.engine.info(),
+            self.topic,
+            f" (transactional id {self.transactional_id})" if self.transactional_id else "",
+        )
         beating = asyncio.ensure_future(self._heartbeats())
         if self.config.follow_cancels:
             self.cancels = CancelListener(self.settings, self.cancel)
@@ -174,14 +225,21 @@ class InferenceWorker:
             if self.cancels is not None:
                 self.cancels.stop_event.set()
             await self._drain()
-            self._commit(sync=True)
+            if self.txn is not None:
+                if txn_task is not None:
+                    await txn_task
+                await self.txn.close()
+            else:
+                self._commit(sync=True)
             await self._loop.run_in_executor(kafka, self._consumer.close)
             kafka.shutdown()
             self._heartbeat("STOPPED")
-            self.producer.flush(10)
+            self.plain.flush(10)
             polling.set()
             poller.join()
             self.producer.close(raise_on_failure=False)
+            if self.plain is not self.producer:
+                self.plain.close(raise_on_failure=False)
             await self.engine.stop()
             self.metrics.unload()
             log.info("inference worker %s stopped: %d answered", self.worker_id, self.answered)
@@ -224,7 +282,7 @@ class InferenceWorker:
     def _heartbeat(self, status: str) -> None:
         """Tell the streams health check this worker is alive (or stopped on purpose)."""
         try:
-            self.producer.send(
+            self.plain.send(
                 "WorkerHeartbeat",
                 {
                     "worker_id": self.worker_id,
@@ -242,6 +300,8 @@ class InferenceWorker:
     def _serve_deliveries(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self.producer.poll(0.05)
+            if self.plain is not self.producer:
+                self.plain.poll(0)
 
     # -- rebalance and commits ---------------------------------------------------------------
 
@@ -256,7 +316,16 @@ class InferenceWorker:
         log.info("assigned %s", [f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed])
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._commit(sync=True, consumer=consumer)
+        if self.txn is not None and self._loop is not None and not self._loop.is_closed():
+            # What was answered on these partitions commits now, with its offsets, while this
+            # worker still owns them.
+            done = asyncio.run_coroutine_threadsafe(self.txn.commit(), self._loop)
+            try:
+                done.result(self.config.transaction_timeout_ms / 1000)
+            except Exception as exc:
+                log.warning("transaction not committed on revoke: %s", exc)
+        elif self.txn is None:
+            self._commit(sync=True, consumer=consumer)
         with self._lock:
             for tp in partitions:
                 self._book.revoke(tp.topic, tp.partition)
@@ -270,6 +339,15 @@ class InferenceWorker:
             for tp in partitions:
                 if tp.error is None:
                     self._book.committed(tp.topic, tp.partition, tp.offset, tp.metadata or "")
+
+    def _offsets_to_commit(self) -> list[tuple[str, int, int, str]]:
+        with self._lock:
+            return self._book.to_commit()
+
+    def _offsets_committed(self, offsets: list[tuple[str, int, int, str]]) -> None:
+        with self._lock:
+            for t, p, o, m in offsets:
+                self._book.committed(t, p, o, m)
 
     def _commit(self, *, sync: bool = False, consumer: Any = None) -> None:
         self._commit_scheduled = False
@@ -336,7 +414,8 @@ class InferenceWorker:
         if acked:
             with self._lock:
                 self._book.finish(topic, partition, offset)
-            self._commit_soon()
+            if self.txn is None:
+                self._commit_soon()
 
     async def _answer(self, msg: Message) -> bool:
         """Answer one record; True once everything it produced is acknowledged."""
@@ -450,10 +529,10 @@ class InferenceWorker:
     async def _reply(
         self, request: dict[str, Any], reply: dict[str, Any], turn: bool = True
     ) -> bool:
-        futures = [self._send("InferenceResponse", reply, topic=request["reply_topic"] or None)]
+        sends = [self._send("InferenceResponse", reply, topic=request["reply_topic"] or None)]
         if self.config.emit_turns and turn:
-            futures.append(self._send("ChatTurn", turn_event(request, reply)))
-        ok = all(await asyncio.gather(*futures))
+            sends.append(self._send("ChatTurn", turn_event(request, reply)))
+        ok = all(await asyncio.gather(*sends))
         error = reply.get("error")
         self.metrics.observe(
             total_ms=reply["total_ms"],
@@ -467,9 +546,14 @@ class InferenceWorker:
             self.answered += 1
         return ok
 
-    def _send(
-        self, schema: str, event: dict[str, Any], topic: str | None = None
-    ) -> asyncio.Future[bool]:
+    async def _send(self, schema: str, event: dict[str, Any], topic: str | None = None) -> bool:
+        """Produce one record of an answer: True once it is safe to count the request answered
+        (acknowledged by the broker; with transactions, added to the open transaction, which
+        commits it atomically with the request's offset)."""
+        key = event.get("session_id") or event.get("request_id")
+        if self.txn is not None:
+            await self.txn.send(schema, event, topic, key)
+            return True
         assert self._loop is not None
         loop = self._loop
         fut: asyncio.Future[bool] = loop.create_future()
@@ -479,13 +563,27 @@ class InferenceWorker:
                 log.error("%s for %s not delivered: %s", schema, event.get("request_id"), err)
             loop.call_soon_threadsafe(_settle, fut, err is None)
 
-        key = event.get("session_id") or event.get("request_id")
         self.producer.send(
             schema, event, topic=topic, key=key, prepare=False, on_delivery=delivered
         )
-        return fut
+        return await fut
 
     async def _dead_letter(self, msg: Message, reason: str) -> bool:
+        if self.txn is not None:
+            letters: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+            self.metrics.dead_letters.inc()
+            DeadLetterQueue(lambda *letter: letters.append(letter)).send(
+                msg.topic(),
+                msg.key(),
+                msg.value(),
+                reason,
+                partition=msg.partition(),
+                offset=msg.offset(),
+                schema="InferenceRequest",
+            )
+            for topic, key, value, headers in letters:
+                await self.txn.send_raw(topic, value, key, headers)
+            return True
         assert self._loop is not None
         loop = self._loop
         fut: asyncio.Future[bool] = loop.create_future()
@@ -585,7 +683,7 @@ class StreamOut:
             now_ms=int(now),
         )
         try:  # best effort: the final response carries the whole text
-            w.producer.send(
+            w.plain.send(
                 "InferenceChunk", event, topic=self.topic, key=self.request_id, prepare=False
             )
             w.metrics.chunks.inc()
@@ -644,6 +742,29 @@ class CancelListener(threading.Thread):
             log.exception("cancel listener stopped")
         finally:
             self.consumer.close()
+
+
+FAULT_ENV = "CONTINUUM_FAULT_KILL_BEFORE_TXN_COMMIT"
+
+
+def _fault_hook(producer: EventProducer) -> Callable[[], None] | None:
+    """Fault injection for the tests that prove the transactional path: with
+    ``CONTINUUM_FAULT_KILL_BEFORE_TXN_COMMIT=N`` the worker SIGKILLs itself at its N-th
+    transaction commit, once the answers are on the broker and before their offsets and the
+    commit (the worst moment). Unset in production."""
+    raw = os.environ.get(FAULT_ENV)
+    if not raw:
+        return None
+    left = [int(raw)]
+
+    def hook() -> None:
+        left[0] -= 1
+        if left[0] <= 0:
+            log.warning("%s: killing this worker before its transaction commits", FAULT_ENV)
+            producer.flush(10)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
 
 
 def _settle(fut: asyncio.Future[bool], ok: bool) -> None:

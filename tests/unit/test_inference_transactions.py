@@ -1,0 +1,160 @@
+"""The worker's transaction cycle (inference.transactions) against a fake transactional producer:
+records and offsets commit together, an abortable failure is redone without regenerating, a
+fenced producer stops the worker, senders wait while a commit is under way."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from inference.transactions import Transactions
+
+
+class TxnClient:
+    """The transactional calls of confluent_kafka.Producer, recorded; fails on demand."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.fail_commit: list[KafkaError] = []
+        self.offsets: list[list[tuple[str, int, int]]] = []
+
+    def init_transactions(self, timeout: float) -> None:
+        self.log.append("init")
+
+    def begin_transaction(self) -> None:
+        self.log.append("begin")
+
+    def send_offsets_to_transaction(self, tps: Any, group: Any, timeout: float) -> None:
+        assert group == "group-metadata"
+        self.offsets.append([(tp.topic, tp.partition, tp.offset) for tp in tps])
+        self.log.append("offsets")
+
+    def commit_transaction(self, timeout: float) -> None:
+        if self.fail_commit:
+            raise KafkaException(self.fail_commit.pop(0))
+        self.log.append("commit")
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.log.append("abort")
+
+
+class Producer:
+    def __init__(self) -> None:
+        self._producer = TxnClient()
+        self.sent: list[tuple[str, str]] = []
+
+    def send(self, schema: str, event: dict[str, Any], **kw: Any) -> None:
+        self.sent.append((schema, event["id"]))
+        self._producer.log.append(f"send {event['id']}")
+
+    def produce_raw(self, topic: str, value: Any, key: Any, headers: Any) -> None:
+        self.sent.append(("raw", topic))
+        self._producer.log.append(f"raw {topic}")
+
+
+def error(code: int, *, fatal: bool = False, abort: bool = False, retriable: bool = False):
+    return KafkaError(code, "test", fatal=fatal, retriable=retriable, txn_requires_abort=abort)
+
+
+def make(offsets: list[list[tuple[str, int, int, str]]]) -> tuple[Transactions, Producer, list]:
+    producer, committed = Producer(), []
+    book = list(offsets)
+    txn = Transactions(
+        producer,
+        offsets=lambda: book[0] if book else [],
+        committed=committed.append,
+        group_metadata=lambda: "group-metadata",
+        interval_ms=5,
+    )
+    return txn, producer, committed
+
+
+def test_records_and_offsets_commit_together_then_the_next_transaction_begins() -> None:
+    txn, producer, committed = make([[("req", 0, 5, "6,7")]])
+
+    async def run() -> None:
+        await txn.start()
+        await txn.send("InferenceResponse", {"id": "a"}, "replies", "k")
+        await txn.send_raw("req.dlq", b"x", None, [])
+        await txn.commit()
+        await txn.commit()  # nothing new: nothing sent
+
+    asyncio.run(run())
+    log = producer._producer.log
+    assert log == ["init", "begin", "send a", "raw req.dlq", "offsets", "commit", "begin"]
+    assert producer._producer.offsets == [[("req", 0, 5)]]
+    assert committed == [[("req", 0, 5, "6,7")]] and txn.stats.commits == 1
+    assert not txn.pending
+
+
+def test_an_abortable_failure_is_redone_in_the_next_transaction_without_regenerating() -> None:
+    txn, producer, committed = make([[("req", 1, 3, "")]])
+    producer._producer.fail_commit = [error(KafkaError._STATE, abort=True)]
+
+    async def run() -> None:
+        await txn.start()
+        await txn.send("InferenceResponse", {"id": "a"}, None, None)
+        await txn.commit()
+
+    asyncio.run(run())
+    log = producer._producer.log
+    assert log == [
+        "init",
+        "begin",
+        "send a",
+        "offsets",
+        "abort",
+        "begin",
+        "send a",  # the same record, produced again
+        "offsets",
+        "commit",
+        "begin",
+    ]
+    assert txn.stats.aborts == 1 and committed == [[("req", 1, 3, "")]]
+
+
+def test_a_fenced_producer_stops_the_worker_and_a_retriable_error_is_retried() -> None:
+    txn, producer, _ = make([])
+    producer._producer.fail_commit = [error(KafkaError._TIMED_OUT, retriable=True)]
+
+    async def run() -> None:
+        await txn.start()
+        await txn.send("ChatTurn", {"id": "t"}, None, None)
+        await txn.commit()
+        producer._producer.fail_commit = [error(KafkaError._FENCED, fatal=True)]
+        await txn.send("ChatTurn", {"id": "u"}, None, None)
+        await txn.commit()
+
+    with pytest.raises(KafkaException):
+        asyncio.run(run())
+    assert producer._producer.log.count("commit") == 1  # the retried one
+
+
+def test_senders_wait_while_a_commit_is_under_way() -> None:
+    txn, producer, _ = make([])
+    order: list[str] = []
+
+    async def run() -> None:
+        await txn.start()
+        slow_commit = producer._producer.commit_transaction
+
+        def commit(timeout: float) -> None:
+            order.append("committing")
+            slow_commit(timeout)
+
+        producer._producer.commit_transaction = commit  # type: ignore[method-assign]
+        await txn.send("ChatTurn", {"id": "a"}, None, None)
+        committing = asyncio.ensure_future(txn.commit())
+        await asyncio.sleep(0)  # the commit closed the gate
+        sender = asyncio.ensure_future(txn.send("ChatTurn", {"id": "b"}, None, None))
+        await committing
+        await sender
+        order.append("sent b")
+
+    asyncio.run(run())
+    assert order == ["committing", "sent b"]
+    log = producer._producer.log
+    assert log.index("send b") > log.index("commit")
