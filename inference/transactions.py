@@ -17,7 +17,11 @@ records, and the requests are answered again by the next owner, once. The gatewa
 
 Records of the open transaction are kept until it commits: when the broker says the transaction
 must be aborted (an abortable error), it is aborted and the same records go into the next one,
-without generating anything again. A fatal error (this producer was fenced) stops the worker.
+without generating anything again. A fatal error (the producer's epoch was bumped: the broker
+timed the transaction out while it was unreachable, or another process took this transactional
+id) makes a new producer with the same id, which aborts what was open, and the same records go
+into its first transaction. Taken over again and again (another live worker with the same worker
+id), the worker stops, saying so.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +41,53 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from continuum.retry import with_retry
 
 log = logging.getLogger(__name__)
+
+# librdkafka's timeout for send_offsets_to_transaction and commit_transaction: a retriable
+# timeout during an outage is retried; a call that outlives it by 10 s is given up.
+CALL_TIMEOUT_S = 10.0
+
+
+class _Stuck(Exception):
+    """A producer call blocked past its deadline."""
+
+
+class _Runner:
+    """One daemon thread running one producer's blocking calls in order. A call that never
+    returns leaves only this thread behind (it does not keep the process alive)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="txn", daemon=True).start()
+
+    def submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((fn, fut, loop))
+        return fut
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            fn, fut, loop = item
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # handed to the awaiting coroutine
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, fut, result, error)
+            except RuntimeError:  # the loop closed while the call blocked: nobody waits
+                return
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
 
 @dataclass
@@ -56,6 +108,7 @@ class TxnStats:
     commits: int = 0
     aborts: int = 0
     records: int = 0
+    renewals: int = 0
     commit_ms: float = 0.0  # total time spent committing
 
 
@@ -67,44 +120,75 @@ class Transactions:
 
     def __init__(
         self,
-        producer: Any,
+        make_producer: Callable[[], Any],
         *,
         offsets: Callable[[], list[tuple[str, int, int, str]]],
         committed: Callable[[list[tuple[str, int, int, str]]], None],
         group_metadata: Callable[[], Any],
         interval_ms: float = 50.0,
         timeout_s: float = 60.0,
+        stuck_after_s: float = CALL_TIMEOUT_S + 10,
         before_commit: Callable[[], None] | None = None,
     ) -> None:
-        """``before_commit``: a test hook called when the transaction holds records and neither
-        its offsets nor its commit were sent yet (the worst moment to die)."""
-        self.producer = producer
-        self.client = producer._producer  # the confluent-kafka Producer
+        """``make_producer()`` builds the transactional ``EventProducer`` (again after a fatal
+        error). ``before_commit``: a test hook called when the transaction holds records and
+        neither its offsets nor its commit were sent yet (the worst moment to die)."""
+        self.make_producer = make_producer
+        self.producer = make_producer()
+        self.client = self.producer._producer  # the confluent-kafka Producer
         self.offsets, self.committed = offsets, committed
         self.group_metadata = group_metadata
         self.interval_s = interval_ms / 1000
         self.timeout_s = timeout_s
+        self.stuck_after_s = stuck_after_s
         self.before_commit = before_commit
         self.pending = Pending()
         self.stats = TxnStats()
         self._open = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="txn")
+        self._runner = _Runner()
         self._last: list[tuple[str, int, int, str]] = []
+        self._renewals: list[float] = []  # when the producer was made again (fatal errors)
 
-    async def _call(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    async def _call(
+        self, fn: Callable[[], Any], what: str = "", deadline_s: float | None = None
+    ) -> Any:
+        """Run a blocking producer call on this producer's thread; a call that waits on Kafka
+        says so every 10 s (what it waits for), a few lines per outage. Past ``deadline_s`` the
+        call is given up (its thread left blocked): librdkafka's send_offsets_to_transaction
+        can block forever once the group coordinator went away (librdkafka#5456, #5511)."""
+        fut = self._runner.submit(fn)
+        started = time.monotonic()
+        while True:
+            step = 10.0 if deadline_s is None else max(0.01, min(10.0, deadline_s))
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), step)
+            except TimeoutError:
+                waited = time.monotonic() - started
+                if deadline_s is not None and waited > deadline_s:
+                    raise _Stuck(
+                        f"{what or 'a transactional call'} blocked {waited:.0f}s"
+                    ) from None
+                log.warning(
+                    "transactions: waiting %.0fs for Kafka to %s",
+                    waited,
+                    what or getattr(fn, "__name__", "answer"),
+                )
 
     async def start(self) -> None:
         """Fence any earlier incarnation of this worker and open the first transaction."""
+        await self._init()
+        self._open.set()
+
+    async def _init(self) -> None:
+        client = self.client
         await self._call(
             lambda: with_retry(
-                lambda: self.client.init_transactions(self.timeout_s),
+                lambda: client.init_transactions(self.timeout_s),
                 "inference worker: starting its transactions",
             )
         )
-        await self._call(self.client.begin_transaction)
-        self._open.set()
+        await self._call(client.begin_transaction)
 
     async def send(
         self, schema: str, event: dict[str, Any], topic: str | None, key: str | None
@@ -160,14 +244,26 @@ class Transactions:
                     group = self.group_metadata()
                     await self._call(
                         functools.partial(
-                            self.client.send_offsets_to_transaction, tps, group, self.timeout_s
-                        )
+                            self.client.send_offsets_to_transaction, tps, group, CALL_TIMEOUT_S
+                        ),
+                        "add the answered offsets to the transaction",
+                        deadline_s=self.stuck_after_s,
                     )
-                await self._call(lambda: self.client.commit_transaction(self.timeout_s))
+                await self._call(
+                    functools.partial(self.client.commit_transaction, CALL_TIMEOUT_S),
+                    "commit the transaction",
+                    deadline_s=self.stuck_after_s,
+                )
+            except _Stuck as exc:
+                await self._renew(str(exc))
+                offsets = self.offsets()
+                continue
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if err.fatal():
-                    raise  # fenced by a newer incarnation: this worker must stop
+                    await self._renew(err.str())
+                    offsets = self.offsets()
+                    continue
                 if err.txn_requires_abort():
                     log.warning("transaction aborted (%s); producing it again", err.str())
                     self.stats.aborts += 1
@@ -189,6 +285,25 @@ class Transactions:
             self.committed(offsets)
         await self._call(self.client.begin_transaction)
 
+    async def _renew(self, why: str) -> None:
+        """A new producer with the same transactional id (the old one cannot be used after a
+        fatal error), its first transaction holding the records of the one that failed."""
+        now = time.monotonic()
+        self._renewals = [t for t in self._renewals if now - t < 60] + [now]
+        if len(self._renewals) > 3:
+            raise RuntimeError(
+                f"transactional producer unusable {len(self._renewals)} times in a minute "
+                f"({why}): is another worker running with the same --worker-id?"
+            )
+        log.warning("transactional producer unusable (%s); starting a new one", why)
+        self.stats.renewals += 1
+        self._runner.stop()  # a call may still block it: left behind (a daemon thread)
+        self._runner = _Runner()
+        self.producer = self.make_producer()
+        self.client = self.producer._producer
+        await self._init()
+        self._redo()
+
     def _redo(self) -> None:
         """Produce the aborted transaction's records again, in the new transaction."""
         for schema, event, topic, key in self.pending.records:
@@ -201,4 +316,4 @@ class Transactions:
         try:
             await self.commit()
         finally:
-            self._pool.shutdown(wait=False)
+            self._runner.stop()

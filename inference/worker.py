@@ -119,28 +119,19 @@ class InferenceWorker:
             if self.config.transactions and producer is None
             else None
         )
+        self._producer: EventProducer | None = None
         if self.transactional_id is not None:
-            # Answers, their ChatTurns, dead letters and offsets go through this producer, in
-            # transactions; heartbeats and streamed chunks (not part of an answer's exactly-once
-            # bookkeeping, and wanted at once) through the plain one.
-            self.producer = EventProducer.from_settings(
-                settings,
-                config={
-                    **LOW_LATENCY_PRODUCER,
-                    "transactional.id": self.transactional_id,
-                    "transaction.timeout.ms": self.config.transaction_timeout_ms,
-                    # A write not delivered within a transaction's life fails it (it is aborted
-                    # and produced again: see inference.transactions).
-                    "message.timeout.ms": self.config.transaction_timeout_ms,
-                },
-            )
+            # Answers, their ChatTurns, dead letters and offsets go through the transactional
+            # producer (made by Transactions at run time); heartbeats and streamed chunks (not
+            # part of an answer's exactly-once bookkeeping, and wanted at once) through this one.
             self.plain = EventProducer.from_settings(settings, config=LOW_LATENCY_PRODUCER)
         else:
-            self.producer = producer or EventProducer.from_settings(
+            self._producer = producer or EventProducer.from_settings(
                 settings, config=LOW_LATENCY_PRODUCER
             )
-            self.plain = self.producer
+            self.plain = self._producer
         self.txn: Transactions | None = None
+        self.txn_failed: BaseException | None = None
         self.deserializer = decoder_for(settings)
         self.topic = topic_spec(REQUESTS).full_name(settings.topic_prefix)
         self._consumer_factory = consumer_factory
@@ -161,6 +152,36 @@ class InferenceWorker:
         self.answered = 0
         self.skipped = 0
         self.ready = threading.Event()
+
+    @property
+    def producer(self) -> EventProducer:
+        """The producer of answers: the transactional one while transactions run."""
+        if self.txn is not None:
+            producer: EventProducer = self.txn.producer
+            return producer
+        assert self._producer is not None
+        return self._producer
+
+    def _transactional_producer(self) -> EventProducer:
+        return EventProducer.from_settings(
+            self.settings,
+            config={
+                **LOW_LATENCY_PRODUCER,
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": self.config.transaction_timeout_ms,
+                # A write not delivered within a transaction's life fails it (it is aborted and
+                # produced again: see inference.transactions).
+                "message.timeout.ms": self.config.transaction_timeout_ms,
+            },
+        )
+
+    def _txn_done(self, task: asyncio.Future[None]) -> None:
+        """The commit loop ended: on an error the worker stops (answers could no longer be
+        committed), and exits with that error."""
+        if not task.cancelled() and task.exception() is not None:
+            self.txn_failed = task.exception()
+            log.error("transactions stopped: %s; stopping the worker", self.txn_failed)
+            self._stopping.set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -197,15 +218,16 @@ class InferenceWorker:
         txn_task: asyncio.Future[None] | None = None
         if self.transactional_id is not None:
             self.txn = Transactions(
-                self.producer,
+                self._transactional_producer,
                 offsets=self._offsets_to_commit,
                 committed=self._offsets_committed,
                 group_metadata=lambda: self._consumer.consumer_group_metadata(),
                 interval_ms=self.config.transaction_interval_ms,
-                before_commit=_fault_hook(self.producer),
+                before_commit=_fault_hook(lambda: self.producer),
             )
             await self.txn.start()  # fences this worker's previous incarnation
             txn_task = asyncio.ensure_future(self.txn.run(self._stopping))
+            txn_task.add_done_callback(self._txn_done)
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
             "inference worker %s: %s on %s%s",
@@ -226,9 +248,10 @@ class InferenceWorker:
                 self.cancels.stop_event.set()
             await self._drain()
             if self.txn is not None:
-                if txn_task is not None:
-                    await txn_task
-                await self.txn.close()
+                if txn_task is not None and not txn_task.done():
+                    await asyncio.wait({txn_task})
+                if self.txn_failed is None:
+                    await self.txn.close()
             else:
                 self._commit(sync=True)
             await self._loop.run_in_executor(kafka, self._consumer.close)
@@ -243,6 +266,8 @@ class InferenceWorker:
             await self.engine.stop()
             self.metrics.unload()
             log.info("inference worker %s stopped: %d answered", self.worker_id, self.answered)
+        if self.txn_failed is not None:
+            raise self.txn_failed
 
     async def _consume(self, kafka: ThreadPoolExecutor) -> None:
         assert self._loop is not None
@@ -299,9 +324,15 @@ class InferenceWorker:
 
     def _serve_deliveries(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.producer.poll(0.05)
-            if self.plain is not self.producer:
-                self.plain.poll(0)
+            answers = self.txn.producer if self.txn is not None else self._producer
+            try:
+                if answers is not None:
+                    answers.poll(0.05)
+                if self.plain is not answers:
+                    self.plain.poll(0.05 if answers is None else 0)
+            except KafkaException as exc:  # a producer replaced after a fatal error
+                log.debug("poll: %s", exc)
+                time.sleep(0.05)
 
     # -- rebalance and commits ---------------------------------------------------------------
 
@@ -747,7 +778,7 @@ class CancelListener(threading.Thread):
 FAULT_ENV = "CONTINUUM_FAULT_KILL_BEFORE_TXN_COMMIT"
 
 
-def _fault_hook(producer: EventProducer) -> Callable[[], None] | None:
+def _fault_hook(producer: Callable[[], EventProducer]) -> Callable[[], None] | None:
     """Fault injection for the tests that prove the transactional path: with
     ``CONTINUUM_FAULT_KILL_BEFORE_TXN_COMMIT=N`` the worker SIGKILLs itself at its N-th
     transaction commit, once the answers are on the broker and before their offsets and the
@@ -761,7 +792,7 @@ def _fault_hook(producer: EventProducer) -> Callable[[], None] | None:
         left[0] -= 1
         if left[0] <= 0:
             log.warning("%s: killing this worker before its transaction commits", FAULT_ENV)
-            producer.flush(10)
+            producer().flush(10)
             os.kill(os.getpid(), signal.SIGKILL)
 
     return hook

@@ -180,7 +180,8 @@ def test_inference_calls_during_an_outage_are_answered_or_fail_clearly(tmp_path:
                 assert answer["error"]["type"], answer  # OpenAI-shaped, says what happened
         print(f"calls during the outage: {statuses}; log lines (worker, gateway): {lines}")
         assert max(lines) < 50, worker.tail(60) + gateway.tail(60)
-        assert gateway.chat(body)[0] == 200  # and the path works again
+        again = gateway.chat(body)  # and the path works again
+        assert again[0] == 200, (again, worker.tail(60), gateway.tail(20))
     finally:
         pool.shutdown(wait=False)
         for proc in (gateway, worker):

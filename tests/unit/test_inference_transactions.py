@@ -40,6 +40,9 @@ class TxnClient:
     def abort_transaction(self, timeout: float) -> None:
         self.log.append("abort")
 
+    def purge(self) -> None:
+        self.log.append("purge")
+
 
 class Producer:
     def __init__(self) -> None:
@@ -63,7 +66,7 @@ def make(offsets: list[list[tuple[str, int, int, str]]]) -> tuple[Transactions, 
     producer, committed = Producer(), []
     book = list(offsets)
     txn = Transactions(
-        producer,
+        lambda: producer,
         offsets=lambda: book[0] if book else [],
         committed=committed.append,
         group_metadata=lambda: "group-metadata",
@@ -116,21 +119,90 @@ def test_an_abortable_failure_is_redone_in_the_next_transaction_without_regenera
     assert txn.stats.aborts == 1 and committed == [[("req", 1, 3, "")]]
 
 
-def test_a_fenced_producer_stops_the_worker_and_a_retriable_error_is_retried() -> None:
-    txn, producer, _ = make([])
-    producer._producer.fail_commit = [error(KafkaError._TIMED_OUT, retriable=True)]
+def test_a_retriable_error_is_retried_and_a_fatal_one_renews_the_producer() -> None:
+    made: list[Producer] = []
+
+    def make_producer() -> Producer:
+        made.append(Producer())
+        return made[-1]
+
+    txn = Transactions(
+        make_producer,
+        offsets=lambda: [],
+        committed=lambda offsets: None,
+        group_metadata=lambda: "group-metadata",
+    )
+    made[0]._producer.fail_commit = [error(KafkaError._TIMED_OUT, retriable=True)]
+
+    async def run() -> None:
+        await txn.start()
+        await txn.send("ChatTurn", {"id": "t"}, None, None)
+        await txn.commit()  # retried
+        made[0]._producer.fail_commit = [error(KafkaError._FENCED, fatal=True)]
+        await txn.send("ChatTurn", {"id": "u"}, None, None)
+        await txn.commit()  # a new producer commits "u"
+
+    asyncio.run(run())
+    assert made[0]._producer.log.count("commit") == 1
+    assert made[1]._producer.log == ["init", "begin", "send u", "commit", "begin"]
+    assert txn.producer is made[1] and txn.stats.renewals == 1
+
+
+def test_a_producer_taken_over_again_and_again_stops_the_worker() -> None:
+    def fenced() -> Producer:
+        p = Producer()
+        p._producer.fail_commit = [error(KafkaError._FENCED, fatal=True)] * 10
+        return p
+
+    txn = Transactions(
+        fenced,
+        offsets=lambda: [],
+        committed=lambda offsets: None,
+        group_metadata=lambda: "group-metadata",
+    )
 
     async def run() -> None:
         await txn.start()
         await txn.send("ChatTurn", {"id": "t"}, None, None)
         await txn.commit()
-        producer._producer.fail_commit = [error(KafkaError._FENCED, fatal=True)]
-        await txn.send("ChatTurn", {"id": "u"}, None, None)
+
+    with pytest.raises(RuntimeError, match="same --worker-id"):
+        asyncio.run(run())
+
+
+def test_a_call_that_blocks_forever_is_given_up_for_a_new_producer() -> None:
+    """librdkafka's send_offsets_to_transaction can block past its timeout once the group
+    coordinator went away: the call is abandoned and a new producer redoes the transaction."""
+    import threading
+
+    made: list[Producer] = []
+    never = threading.Event()
+
+    def make_producer() -> Producer:
+        made.append(Producer())
+        if len(made) == 1:
+            made[0]._producer.send_offsets_to_transaction = (  # type: ignore[method-assign]
+                lambda *a: never.wait()
+            )
+        return made[-1]
+
+    txn = Transactions(
+        make_producer,
+        offsets=lambda: [("req", 0, 4, "")],
+        committed=lambda offsets: None,
+        group_metadata=lambda: "group-metadata",
+        stuck_after_s=0.2,
+    )
+
+    async def run() -> None:
+        await txn.start()
+        await txn.send("ChatTurn", {"id": "t"}, None, None)
         await txn.commit()
 
-    with pytest.raises(KafkaException):
-        asyncio.run(run())
-    assert producer._producer.log.count("commit") == 1  # the retried one
+    asyncio.run(run())
+    never.set()
+    assert made[1]._producer.log == ["init", "begin", "send t", "offsets", "commit", "begin"]
+    assert txn.stats.renewals == 1
 
 
 def test_senders_wait_while_a_commit_is_under_way() -> None:
