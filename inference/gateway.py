@@ -19,18 +19,11 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -41,14 +34,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from continuum import kafka as clients
-from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from inference.auth import ApiKeys
+from inference.gateway_stream import StreamCall
 from inference.metrics import DURATION_BUCKETS_MS
 from inference.protocol import (
-    ERR_ENGINE,
     ERR_INVALID,
     ERR_OVERLOADED,
     ERR_TIMEOUT,
@@ -58,19 +49,11 @@ from inference.protocol import (
     openai_from_response,
     request_from_openai,
 )
+from inference.routing import ReplyListener, VariantRouter
 from inference.streaming import (
-    StreamAssembler,
-    StreamBroken,
     cancel_event,
-    completion_chunk,
-    sse,
-    usage_chunk,
 )
-from producers.assignment import CONTROL, Assigner, make_assigner
-from producers.consumer import consume_available
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
-from producers.schema_topic import decoder_for
-from schemas.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -84,257 +67,6 @@ class GatewayConfig:
     max_pending: int = 1000
     models: tuple[str, ...] = ()  # advertised on /v1/models before any answer was seen
     follow_experiments: bool = True
-
-
-@dataclass(frozen=True)
-class Route:
-    model: str | None
-    experiment_id: str | None = None
-    variant: str | None = None
-
-
-class VariantRouter:
-    """Which model serves a call, from the running experiments (pure; fed by the reply thread)."""
-
-    def __init__(self) -> None:
-        self.experiments: dict[str, dict[str, Any]] = {}
-        self._assigners: dict[str, Assigner] = {}
-
-    def update(self, experiment: Mapping[str, Any]) -> None:
-        exp_id = str(experiment["experiment_id"])
-        self.experiments[exp_id] = dict(experiment)
-        self._assigners[exp_id] = make_assigner(
-            str(experiment.get("strategy") or "STICKY"),
-            float(experiment.get("traffic_split", 50.0)) / 100.0,
-            salt=exp_id,
-        )
-
-    def running(self) -> dict[str, Any] | None:
-        live = [e for e in self.experiments.values() if e.get("status") == "RUNNING"]
-        return max(live, key=lambda e: _ms(e.get("event_time")), default=None)
-
-    def route(self, requested_model: str | None, session_id: str, now: int) -> Route:
-        exp = self.running()
-        if exp is None or requested_model not in (
-            None,
-            exp["control_version"],
-            exp["experiment_id"],
-        ):
-            return Route(requested_model)
-        variant = self._assigners[exp["experiment_id"]].assign(session_id, now)
-        model = exp["control_version"] if variant == CONTROL else exp["treatment_version"]
-        return Route(model, exp["experiment_id"], variant)
-
-
-def _ms(value: Any) -> int:
-    if value is None:
-        return 0
-    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
-
-
-class ReplyListener(threading.Thread):
-    """Reads the reply topic from its current end (every partition, no consumer group: each
-    gateway sees every answer) and the experiments topic from its beginning."""
-
-    def __init__(self, settings: Settings, reply_topic: str, gateway: Gateway) -> None:
-        super().__init__(name="gateway-replies", daemon=True)
-        self.gateway = gateway
-        self.reply_topic = reply_topic
-        self.experiments_topic = (
-            topic_spec("experiments").full_name(settings.topic_prefix)
-            if gateway.config.follow_experiments
-            else None
-        )
-        self.chunks_topic = topic_spec("inference.chunks").full_name(settings.topic_prefix)
-        self.decoder = decoder_for(settings)
-        self.consumer = clients.consumer(
-            settings,
-            f"continuum-gateway-{uuid.uuid4()}",  # assigned, never committed
-            {
-                "fetch.wait.max.ms": 10,
-                "socket.nagle.disable": True,
-                "fetch.min.bytes": 1,
-                # The first answer at once, before the worker's transaction commits: the client
-                # gets it exactly once either way (first wins), analytics read committed.
-                "isolation.level": "read_uncommitted",
-            },
-            offset_reset="latest",
-        )
-        self.stop_event = threading.Event()
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
-
-    def assign(self) -> None:
-        """Assign the reply topic from its current end. A cluster that is still electing leaders
-        (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE, a topic not known yet) is waited out up
-        to the retry deadline."""
-
-        def ends() -> tuple[Any, list[TopicPartition]]:
-            md = self.consumer.list_topics(timeout=10)
-            topic = md.topics.get(self.reply_topic)
-            if topic is None or topic.error is not None:
-                raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
-            tps = []
-            for p in topic.partitions:
-                _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.reply_topic, p), timeout=10
-                )
-                tps.append(TopicPartition(self.reply_topic, p, high))
-            return md, tps
-
-        md, tps = with_retry(ends, f"gateway: reading the end of {self.reply_topic}")
-        if self.chunks_topic in md.topics:  # streamed answers' text, from now on
-            tps += [
-                TopicPartition(self.chunks_topic, p, OFFSET_END)
-                for p in md.topics[self.chunks_topic].partitions
-            ]
-        else:
-            log.warning("no %s topic: streamed calls get their text at the end", self.chunks_topic)
-        if self.experiments_topic and self.experiments_topic in md.topics:
-            tps += [
-                TopicPartition(self.experiments_topic, p, OFFSET_BEGINNING)
-                for p in md.topics[self.experiments_topic].partitions
-            ]
-        self.consumer.assign(tps)
-
-    def run(self) -> None:
-        try:
-            self.assign()
-            self.ready.set()
-            while not self.stop_event.is_set():
-                for msg in consume_available(self.consumer, 500, 0.1):
-                    if msg.error():
-                        continue
-                    self._handle(msg.topic(), msg.value())
-        except BaseException as exc:  # surfaced by /health and start()
-            self.error = exc
-            self.ready.set()
-            log.exception("reply listener stopped")
-        finally:
-            self.consumer.close()
-
-    def _handle(self, topic: str, value: bytes | None) -> None:
-        if value is None:
-            return
-        try:
-            decoded = self.decoder.decode(value)
-        except DecodeError as exc:
-            log.warning("unreadable record on %s: %s", topic, exc.reason)
-            return
-        if decoded.schema == "InferenceChunk":
-            self.gateway.deliver_chunk(decoded.record)
-        elif decoded.schema == "InferenceResponse":
-            self.gateway.deliver(decoded.record)
-        elif decoded.schema == "Experiment":
-            self.gateway.router.update(decoded.record)
-
-
-class StreamCall:
-    """One streamed call on the gateway: the request's chunks and final response, in, and the
-    server-sent events for the client, out."""
-
-    def __init__(self, gateway: Gateway, event: dict[str, Any], *, include_usage: bool) -> None:
-        self.gateway = gateway
-        self.request_id: str = event["request_id"]
-        self.model = event.get("model") or ""
-        self.deadline = time.monotonic() + gateway.config.timeout_s + 1.0
-        self.include_usage = include_usage
-        self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-        self.assembler = StreamAssembler()
-        self.started = time.perf_counter()
-        self.created = int(time.time())
-        self.completion_id = f"chatcmpl-{self.request_id}"
-        self.outcome = ""  # done | error | timeout | broken | disconnected
-        self.status = "200"
-        self._first = True
-        self._cancelled = False
-
-    def _chunk(self, delta: Mapping[str, Any], finish: str | None = None) -> bytes:
-        return sse(completion_chunk(self.completion_id, self.model, self.created, delta, finish))
-
-    def _text(self, text: str) -> bytes:
-        if self._first:
-            self._first = False
-            self.gateway.metrics.ttft.observe((time.perf_counter() - self.started) * 1000)
-        return self._chunk({"content": text})
-
-    def _error(self, kind: str, message: str, outcome: str) -> list[bytes]:
-        self.outcome = outcome
-        self.status = str(openai_error(kind, message)[0])
-        return [sse(openai_error(kind, message)[1]), sse("[DONE]")]
-
-    async def events(self, gone: Callable[[], bool] = lambda: False) -> AsyncIterator[bytes]:
-        """The call's server-sent events, up to ``[DONE]``. ``gone()`` tells whether the client
-        left while nothing was sent (checked twice a second)."""
-        yield self._chunk({"role": "assistant", "content": ""})
-        while True:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                self.cancel("timeout")
-                for data in self._error(
-                    ERR_TIMEOUT,
-                    f"no answer within {self.gateway.config.timeout_s:.0f}s "
-                    f"(request {self.request_id})",
-                    "timeout",
-                ):
-                    yield data
-                return
-            try:
-                kind, event = await asyncio.wait_for(self.queue.get(), min(left, 0.5))
-            except TimeoutError:
-                if gone():
-                    self.outcome = "disconnected"
-                    return
-                continue
-            self.model = self.model or event.get("model_version") or ""
-            try:
-                if kind == "chunk":
-                    text = self.assembler.feed(event)
-                    if text:
-                        yield self._text(text)
-                    continue
-                error = event.get("error")
-                if error:
-                    for data in self._error(error["type"], error["message"], "error"):
-                        yield data
-                    return
-                rest = self.assembler.finish(event.get("text") or "")
-            except StreamBroken as exc:
-                self.cancel("stream_broken")
-                for data in self._error(ERR_ENGINE, str(exc), "broken"):
-                    yield data
-                return
-            if rest:
-                yield self._text(rest)
-            yield self._chunk({}, event.get("finish_reason") or "stop")
-            if self.include_usage:
-                yield sse(
-                    usage_chunk(
-                        self.completion_id,
-                        self.model,
-                        self.created,
-                        int(event.get("prompt_tokens") or 0),
-                        int(event.get("completion_tokens") or 0),
-                    )
-                )
-            yield sse("[DONE]")
-            self.outcome = "done"
-            return
-
-    def cancel(self, reason: str) -> None:
-        if not self._cancelled:
-            self._cancelled = True
-            self.gateway.cancel(self.request_id, reason)
-
-    def disconnected(self) -> None:
-        self.outcome = "disconnected"
-        self.status = "499"  # client closed the connection (nginx's code)
-        self.cancel("client_disconnected")
-
-    def close(self) -> None:
-        self.gateway._close_stream(self.request_id)
-        if self.outcome:
-            self.gateway.metrics.streams.labels(self.outcome).inc()
 
 
 class GatewayMetrics:

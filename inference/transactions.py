@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -317,3 +319,26 @@ class Transactions:
             await self.commit()
         finally:
             self._runner.stop()
+
+
+FAULT_ENV = "CONTINUUM_FAULT_KILL_BEFORE_TXN_COMMIT"
+
+
+def fault_hook(producer: Callable[[], Any]) -> Callable[[], None] | None:
+    """Fault injection for the tests that prove the transactional path: with
+    ``CONTINUUM_FAULT_KILL_BEFORE_TXN_COMMIT=N`` the worker SIGKILLs itself at its N-th
+    transaction commit, once the answers are on the broker and before their offsets and the
+    commit (the worst moment). Unset in production."""
+    raw = os.environ.get(FAULT_ENV)
+    if not raw:
+        return None
+    left = [int(raw)]
+
+    def hook() -> None:
+        left[0] -= 1
+        if left[0] <= 0:
+            log.warning("%s: killing this worker before its transaction commits", FAULT_ENV)
+            producer().flush(10)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook

@@ -14,7 +14,7 @@ import pytest
 
 from continuum import kafka as clients
 from continuum.topics import topic_spec
-from inference.worker import FAULT_ENV
+from inference.transactions import FAULT_ENV
 from schemas.ids import stable_id
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import wait_for

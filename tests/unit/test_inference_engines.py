@@ -11,8 +11,8 @@ import pytest
 
 from inference.engines.llamacpp import LlamaCppEngine
 from inference.engines.vllm import VllmEngine, result_from_output, sampling_kwargs
-from inference.gateway import VariantRouter
 from inference.protocol import InvalidRequest
+from inference.routing import VariantRouter
 from tests.unit.fakes import FakeAsyncLLM, FakeLlama, gen_request, output
 
 

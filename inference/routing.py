@@ -1,0 +1,177 @@
+"""Where a gateway's calls go and where their answers come from: the A/B router over the running
+experiments (:class:`VariantRouter`, pure), and the thread that reads the reply topic, the
+streamed chunks and the experiments (:class:`ReplyListener`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from continuum import kafka as clients
+from continuum.retry import with_retry
+from continuum.settings import Settings
+from continuum.topics import topic_spec
+from producers.assignment import CONTROL, Assigner, make_assigner
+from producers.consumer import consume_available
+from producers.schema_topic import decoder_for
+from schemas.errors import DecodeError
+
+if TYPE_CHECKING:
+    from inference.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    model: str | None
+    experiment_id: str | None = None
+    variant: str | None = None
+
+
+class VariantRouter:
+    """Which model serves a call, from the running experiments (pure; fed by the reply thread)."""
+
+    def __init__(self) -> None:
+        self.experiments: dict[str, dict[str, Any]] = {}
+        self._assigners: dict[str, Assigner] = {}
+
+    def update(self, experiment: Mapping[str, Any]) -> None:
+        exp_id = str(experiment["experiment_id"])
+        self.experiments[exp_id] = dict(experiment)
+        self._assigners[exp_id] = make_assigner(
+            str(experiment.get("strategy") or "STICKY"),
+            float(experiment.get("traffic_split", 50.0)) / 100.0,
+            salt=exp_id,
+        )
+
+    def running(self) -> dict[str, Any] | None:
+        live = [e for e in self.experiments.values() if e.get("status") == "RUNNING"]
+        return max(live, key=lambda e: _ms(e.get("event_time")), default=None)
+
+    def route(self, requested_model: str | None, session_id: str, now: int) -> Route:
+        exp = self.running()
+        if exp is None or requested_model not in (
+            None,
+            exp["control_version"],
+            exp["experiment_id"],
+        ):
+            return Route(requested_model)
+        variant = self._assigners[exp["experiment_id"]].assign(session_id, now)
+        model = exp["control_version"] if variant == CONTROL else exp["treatment_version"]
+        return Route(model, exp["experiment_id"], variant)
+
+
+def _ms(value: Any) -> int:
+    if value is None:
+        return 0
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
+
+
+class ReplyListener(threading.Thread):
+    """Reads the reply topic from its current end (every partition, no consumer group: each
+    gateway sees every answer) and the experiments topic from its beginning."""
+
+    def __init__(self, settings: Settings, reply_topic: str, gateway: Gateway) -> None:
+        super().__init__(name="gateway-replies", daemon=True)
+        self.gateway = gateway
+        self.reply_topic = reply_topic
+        self.experiments_topic = (
+            topic_spec("experiments").full_name(settings.topic_prefix)
+            if gateway.config.follow_experiments
+            else None
+        )
+        self.chunks_topic = topic_spec("inference.chunks").full_name(settings.topic_prefix)
+        self.decoder = decoder_for(settings)
+        self.consumer = clients.consumer(
+            settings,
+            f"continuum-gateway-{uuid.uuid4()}",  # assigned, never committed
+            {
+                "fetch.wait.max.ms": 10,
+                "socket.nagle.disable": True,
+                "fetch.min.bytes": 1,
+                # The first answer at once, before the worker's transaction commits: the client
+                # gets it exactly once either way (first wins), analytics read committed.
+                "isolation.level": "read_uncommitted",
+            },
+            offset_reset="latest",
+        )
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+
+    def assign(self) -> None:
+        """Assign the reply topic from its current end. A cluster that is still electing leaders
+        (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE, a topic not known yet) is waited out up
+        to the retry deadline."""
+
+        def ends() -> tuple[Any, list[TopicPartition]]:
+            md = self.consumer.list_topics(timeout=10)
+            topic = md.topics.get(self.reply_topic)
+            if topic is None or topic.error is not None:
+                raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+            tps = []
+            for p in topic.partitions:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.reply_topic, p), timeout=10
+                )
+                tps.append(TopicPartition(self.reply_topic, p, high))
+            return md, tps
+
+        md, tps = with_retry(ends, f"gateway: reading the end of {self.reply_topic}")
+        if self.chunks_topic in md.topics:  # streamed answers' text, from now on
+            tps += [
+                TopicPartition(self.chunks_topic, p, OFFSET_END)
+                for p in md.topics[self.chunks_topic].partitions
+            ]
+        else:
+            log.warning("no %s topic: streamed calls get their text at the end", self.chunks_topic)
+        if self.experiments_topic and self.experiments_topic in md.topics:
+            tps += [
+                TopicPartition(self.experiments_topic, p, OFFSET_BEGINNING)
+                for p in md.topics[self.experiments_topic].partitions
+            ]
+        self.consumer.assign(tps)
+
+    def run(self) -> None:
+        try:
+            self.assign()
+            self.ready.set()
+            while not self.stop_event.is_set():
+                for msg in consume_available(self.consumer, 500, 0.1):
+                    if msg.error():
+                        continue
+                    self._handle(msg.topic(), msg.value())
+        except BaseException as exc:  # surfaced by /health and start()
+            self.error = exc
+            self.ready.set()
+            log.exception("reply listener stopped")
+        finally:
+            self.consumer.close()
+
+    def _handle(self, topic: str, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            decoded = self.decoder.decode(value)
+        except DecodeError as exc:
+            log.warning("unreadable record on %s: %s", topic, exc.reason)
+            return
+        if decoded.schema == "InferenceChunk":
+            self.gateway.deliver_chunk(decoded.record)
+        elif decoded.schema == "InferenceResponse":
+            self.gateway.deliver(decoded.record)
+        elif decoded.schema == "Experiment":
+            self.gateway.router.update(decoded.record)
