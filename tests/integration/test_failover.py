@@ -61,8 +61,11 @@ def test_the_streams_worker_rides_through_on_a_three_node_cluster(
         assert admin.replication() == (3, 2)
         admin.create(all_specs())
         # Every topic is replicated on the three nodes.
+        name = topic_spec("chat.turns").full_name(prefix)
+        # A new cluster's metadata reaches every node a moment after the topics exist.
+        wait_for(lambda: name in admin.admin.list_topics(timeout=10).topics, 60)
         md = admin.admin.list_topics(timeout=10)
-        turns = md.topics[topic_spec("chat.turns").full_name(prefix)]
+        turns = md.topics[name]
         assert {len(p.replicas) for p in turns.partitions.values()} == {3}
         home = tmp_path / "home"
         worker = StreamsWorker(bootstrap, prefix, home)
