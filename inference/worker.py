@@ -600,35 +600,11 @@ class InferenceWorker:
         return await fut
 
     async def _dead_letter(self, msg: Message, reason: str) -> bool:
-        if self.txn is not None:
-            letters: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
-            self.metrics.dead_letters.inc()
-            DeadLetterQueue(lambda *letter: letters.append(letter)).send(
-                msg.topic(),
-                msg.key(),
-                msg.value(),
-                reason,
-                partition=msg.partition(),
-                offset=msg.offset(),
-                schema="InferenceRequest",
-            )
-            for topic, key, value, headers in letters:
-                await self.txn.send_raw(topic, value, key, headers)
-            return True
-        assert self._loop is not None
-        loop = self._loop
-        fut: asyncio.Future[bool] = loop.create_future()
+        """The record to ``<topic>.dlq`` with the reason; True once it is safe to count it
+        handled (acknowledged, or added to the open transaction)."""
         self.metrics.dead_letters.inc()
-
-        def sink(
-            topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-        ) -> None:
-            def delivered(err: KafkaError | None, _msg: Message) -> None:
-                loop.call_soon_threadsafe(_settle, fut, err is None)
-
-            self.producer.produce_raw(topic, value, key, headers, on_delivery=delivered)
-
-        DeadLetterQueue(sink).send(
+        letters: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]] = []
+        DeadLetterQueue(lambda *letter: letters.append(letter)).send(
             msg.topic(),
             msg.key(),
             msg.value(),
@@ -637,7 +613,23 @@ class InferenceWorker:
             offset=msg.offset(),
             schema="InferenceRequest",
         )
-        return await fut
+        assert self._loop is not None
+        loop = self._loop
+        delivered: list[asyncio.Future[bool]] = []
+        for topic, key, value, headers in letters:
+            if self.txn is not None:
+                await self.txn.send_raw(topic, value, key, headers)
+                continue
+            fut: asyncio.Future[bool] = loop.create_future()
+
+            def report(
+                err: KafkaError | None, _msg: Message, fut: asyncio.Future[bool] = fut
+            ) -> None:
+                loop.call_soon_threadsafe(_settle, fut, err is None)
+
+            self.producer.produce_raw(topic, value, key, headers, on_delivery=report)
+            delivered.append(fut)
+        return all(await asyncio.gather(*delivered))
 
     def _remember(self, request_id: str) -> None:
         self._answered[request_id] = None

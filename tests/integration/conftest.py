@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,20 @@ def worker_factory(broker: Broker, prefix: str, tmp_path: Path):
     yield make
     for w in workers:
         w.stop()
+
+
+@pytest.fixture()
+def stack(broker, prefix):
+    """Start service processes (``InferenceWorkerProc``, ``GatewayProc``...) on the test broker,
+    each waited up; all stopped after the test."""
+    procs: list[Any] = []
+
+    def start(kind, *extra):
+        proc = kind(broker.bootstrap, prefix, *extra)
+        procs.append(proc)
+        wait_for(proc.up, 120, 0.3, what=lambda: f"{proc.what} up:\n{proc.tail()}")
+        return proc
+
+    yield start
+    for p in procs:
+        p.stop()

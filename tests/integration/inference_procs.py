@@ -11,7 +11,10 @@ import urllib.request
 from typing import Any
 
 from continuum.localkafka import free_port
+from continuum.topics import topic_spec
+from schemas.serde import AvroDeserializer
 from tests.integration.child import Child
+from tests.integration.kafka_read import read_topic
 
 
 def _env(bootstrap: str, prefix: str) -> dict[str, str]:
@@ -170,3 +173,11 @@ class ChatProbe:
         """When the first chat sent at or after ``t`` was answered (200), if one was."""
         done = [end for sent, end, status in list(self.calls) if sent >= t and status == 200]
         return min(done) if done else None
+
+
+def responses(bootstrap: str, prefix: str) -> list[dict[str, Any]]:
+    """The reply topic as a ``read_committed`` reader sees it (answers whose transaction
+    committed)."""
+    d = AvroDeserializer()
+    topic = topic_spec("inference.responses").full_name(prefix)
+    return [d.decode(v).record for v, _ in read_topic(bootstrap, topic)]

@@ -15,19 +15,11 @@ from producers.producer import EventProducer
 from schemas.ids import stable_id
 from schemas.serde import AvroDeserializer
 from tests.integration.conftest import wait_for
-from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc, metric
+from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc, metric, responses
 from tests.integration.kafka_read import read_topic
 
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.integration
-
-
-def responses(bootstrap: str, prefix: str) -> list[dict[str, Any]]:
-    """The reply topic as a ``read_committed`` reader sees it (answers whose transaction
-    committed)."""
-    d = AvroDeserializer()
-    topic = topic_spec("inference.responses").full_name(prefix)
-    return [d.decode(v).record for v, _ in read_topic(bootstrap, topic)]
 
 
 def committed(bootstrap: str, prefix: str, ids: list[str]) -> list[dict[str, Any]]:
@@ -49,21 +41,6 @@ def chat_body(text: str, max_tokens: int = 12, **extra: Any) -> dict[str, Any]:
         "temperature": 0,
         **extra,
     }
-
-
-@pytest.fixture()
-def stack(broker, prefix):
-    procs: list[Any] = []
-
-    def start(kind, *extra):
-        proc = kind(broker.bootstrap, prefix, *extra)
-        procs.append(proc)
-        wait_for(proc.up, 120, 0.3, what=lambda: f"{proc.what} up:\n{proc.tail()}")
-        return proc
-
-    yield start
-    for p in procs:
-        p.stop()
 
 
 def test_round_trip_through_the_gateway_with_measurement_and_metrics(broker, prefix, stack):

@@ -11,11 +11,8 @@ from typing import Any
 
 import pytest
 
-from continuum.topics import topic_spec
-from schemas.serde import AvroDeserializer
 from tests.integration.conftest import wait_for
-from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc, metric
-from tests.integration.kafka_read import read_topic
+from tests.integration.inference_procs import GatewayProc, InferenceWorkerProc, metric, responses
 
 pytest.importorskip("llama_cpp")
 openai = pytest.importorskip("openai")
@@ -23,27 +20,6 @@ pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "user", "content": "Hola, ¿qué carros familiares me recomiendas?"}]
 LONG = [{"role": "user", "content": "List 100 car brands, one per line, numbered."}]
-
-
-@pytest.fixture()
-def stack(broker, prefix):
-    procs: list[Any] = []
-
-    def start(kind, *extra):
-        proc = kind(broker.bootstrap, prefix, *extra)
-        procs.append(proc)
-        wait_for(proc.up, 120, 0.3, what=lambda: f"{proc.what} up:\n{proc.tail()}")
-        return proc
-
-    yield start
-    for p in procs:
-        p.stop()
-
-
-def responses(bootstrap: str, prefix: str) -> list[dict[str, Any]]:
-    d = AvroDeserializer()
-    topic = topic_spec("inference.responses").full_name(prefix)
-    return [d.decode(v).record for v, _ in read_topic(bootstrap, topic)]
 
 
 class SseReader:
