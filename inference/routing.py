@@ -1,14 +1,12 @@
-"""Where a gateway's calls go and where their answers come from: the A/B router over the running
-experiments (:class:`VariantRouter`, pure), and the thread that reads the reply topic, the
-streamed chunks and the experiments (:class:`ReplyListener`)."""
+"""Where a gateway's answers come from: the thread that reads the reply topic, the streamed chunks
+and the experiments (:class:`ReplyListener`), which feeds the A/B router
+(:class:`producers.assignment.VariantRouter`, shared with the MLClient)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import (
@@ -23,7 +21,7 @@ from continuum import kafka as clients
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
-from producers.assignment import CONTROL, Assigner, make_assigner
+from producers.assignment import Route, VariantRouter
 from producers.consumer import consume_available
 from producers.schema_topic import decoder_for
 from schemas.errors import DecodeError
@@ -32,52 +30,6 @@ if TYPE_CHECKING:
     from inference.gateway import Gateway
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Route:
-    model: str | None
-    experiment_id: str | None = None
-    variant: str | None = None
-
-
-class VariantRouter:
-    """Which model serves a call, from the running experiments (pure; fed by the reply thread)."""
-
-    def __init__(self) -> None:
-        self.experiments: dict[str, dict[str, Any]] = {}
-        self._assigners: dict[str, Assigner] = {}
-
-    def update(self, experiment: Mapping[str, Any]) -> None:
-        exp_id = str(experiment["experiment_id"])
-        self.experiments[exp_id] = dict(experiment)
-        self._assigners[exp_id] = make_assigner(
-            str(experiment.get("strategy") or "STICKY"),
-            float(experiment.get("traffic_split", 50.0)) / 100.0,
-            salt=exp_id,
-        )
-
-    def running(self) -> dict[str, Any] | None:
-        live = [e for e in self.experiments.values() if e.get("status") == "RUNNING"]
-        return max(live, key=lambda e: _ms(e.get("event_time")), default=None)
-
-    def route(self, requested_model: str | None, session_id: str, now: int) -> Route:
-        exp = self.running()
-        if exp is None or requested_model not in (
-            None,
-            exp["control_version"],
-            exp["experiment_id"],
-        ):
-            return Route(requested_model)
-        variant = self._assigners[exp["experiment_id"]].assign(session_id, now)
-        model = exp["control_version"] if variant == CONTROL else exp["treatment_version"]
-        return Route(model, exp["experiment_id"], variant)
-
-
-def _ms(value: Any) -> int:
-    if value is None:
-        return 0
-    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
 
 class ReplyListener(threading.Thread):
@@ -175,3 +127,6 @@ class ReplyListener(threading.Thread):
             self.gateway.deliver(decoded.record)
         elif decoded.schema == "Experiment":
             self.gateway.router.update(decoded.record)
+
+
+__all__ = ["ReplyListener", "Route", "VariantRouter"]

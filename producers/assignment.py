@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 CONTROL = "control"
 TREATMENT = "treatment"
@@ -150,3 +150,50 @@ def make_assigner(
     raise ValueError(
         f"unknown assignment strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}"
     )
+
+
+@dataclass(frozen=True)
+class Route:
+    model: str | None
+    experiment_id: str | None = None
+    variant: str | None = None
+
+
+class VariantRouter:
+    """Which model serves a call, from the running experiments (pure; the gateway's reply thread
+    and the MLClient's experiment follower feed it)."""
+
+    def __init__(self) -> None:
+        self.experiments: dict[str, dict[str, Any]] = {}
+        self._assigners: dict[str, Assigner] = {}
+
+    def update(self, experiment: Mapping[str, Any]) -> None:
+        exp_id = str(experiment["experiment_id"])
+        self.experiments[exp_id] = dict(experiment)
+        self._assigners[exp_id] = make_assigner(
+            str(experiment.get("strategy") or "STICKY"),
+            float(experiment.get("traffic_split", 50.0)) / 100.0,
+            salt=exp_id,
+        )
+
+    def running(self) -> dict[str, Any] | None:
+        live = [e for e in self.experiments.values() if e.get("status") == "RUNNING"]
+        return max(live, key=lambda e: _ms(e.get("event_time")), default=None)
+
+    def route(self, requested_model: str | None, session_id: str, now: int) -> Route:
+        exp = self.running()
+        if exp is None or requested_model not in (
+            None,
+            exp["control_version"],
+            exp["experiment_id"],
+        ):
+            return Route(requested_model)
+        variant = self._assigners[exp["experiment_id"]].assign(session_id, now)
+        model = exp["control_version"] if variant == CONTROL else exp["treatment_version"]
+        return Route(model, exp["experiment_id"], variant)
+
+
+def _ms(value: Any) -> int:
+    if value is None:
+        return 0
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)

@@ -1,5 +1,6 @@
 """The long-running services: ``continuum streams worker``, ``continuum infer worker|gateway``
-(and the inference bench and export), ``continuum alerts`` and ``continuum archive``."""
+(and the inference bench and export), ``continuum model-server``, ``continuum alerts`` and
+``continuum archive``."""
 
 from __future__ import annotations
 
@@ -109,6 +110,20 @@ def archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def model_server(args: argparse.Namespace, settings: Settings) -> int:
+    from inference.dispatch.model import load_or_train
+    from inference.dispatch.server import serve
+
+    logging.getLogger("inference").setLevel(logging.INFO)
+    folder = Path(args.model_dir) if args.model_dir else settings.home / "models" / "dispatch"
+    model = load_or_train(folder / args.version, args.version, retrain=args.retrain)
+    try:
+        asyncio.run(serve(model, args.host, args.port, folder / args.version))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def register(sub: Commands) -> None:
     from inference.settings import InferenceSettings
     from streams.settings import StreamsSettings
@@ -152,6 +167,18 @@ def register(sub: Commands) -> None:
     p.add_argument(
         "--max-attempts", type=int, default=8, help="tries before an alert is dead-lettered"
     )
+
+    p = command(
+        sub,
+        "model-server",
+        model_server,
+        help="serve the dispatch model (trained at first run) on the seed's /api/v2/dispatch",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8600, help="port to listen on")
+    p.add_argument("--version", default="gbm-v2", help="model version to serve (and train)")
+    p.add_argument("--model-dir", help="where models are kept (default CONTINUUM_HOME/models/dispatch)")
+    p.add_argument("--retrain", action="store_true", help="train again even if a model is kept")
 
     p = command(sub, "archive", archive, help="sink topics to daily Avro container files (history)")
     p.add_argument("--topics", default="chat.turns,chat.feedback", help="comma-separated topics")
