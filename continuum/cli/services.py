@@ -177,7 +177,9 @@ def register(sub: Commands) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8600, help="port to listen on")
     p.add_argument("--version", default="gbm-v2", help="model version to serve (and train)")
-    p.add_argument("--model-dir", help="where models are kept (default CONTINUUM_HOME/models/dispatch)")
+    p.add_argument(
+        "--model-dir", help="where models are kept (default CONTINUUM_HOME/models/dispatch)"
+    )
     p.add_argument("--retrain", action="store_true", help="train again even if a model is kept")
 
     p = command(sub, "archive", archive, help="sink topics to daily Avro container files (history)")

@@ -332,7 +332,7 @@ BRIEF_KEYS = (
     "title",
     "model_version",
 )
-DETAIL_KEYS = ("message", "recommendation", "signals")
+DETAIL_KEYS = ("message", "recommendation", "signals", "details")
 
 
 def brief(event: Mapping[str, Any], *, detailed: bool = False) -> dict[str, Any]:

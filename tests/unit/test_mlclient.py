@@ -66,7 +66,9 @@ class Server:
                 if row.get("bad"):
                     out.append({"error": "zone is 'marte'"})
                 else:
-                    out.append({"prediction": "drv-1", "confidence": 0.9, "model_version": "gbm-v2"})
+                    out.append(
+                        {"prediction": "drv-1", "confidence": 0.9, "model_version": "gbm-v2"}
+                    )
             return httpx.Response(200, json={"predictions": out})
         return httpx.Response(
             200,

@@ -1,0 +1,129 @@
+"""MLClient with the real dispatch model server and the real broker: its predictions reach the
+streams worker's views; killing the model server makes every call fall back (no caller sees an
+exception) and raises HIGH_FALLBACK_RATE at the seed's critical rate; the alert resolves once the
+server is back."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from inference.dispatch.rules import rules_answer
+from inference.dispatch.world import dispatch, success_probability
+from producers import EventProducer
+from producers.circuit import CircuitBreaker
+from producers.mlclient import MLClient, PredictionResult
+from tests.integration.conftest import Broker, wait_for
+from tests.integration.model_server import ModelServerProc
+
+
+class Traffic(threading.Thread):
+    """Dispatches at a steady rate through the client, each with its outcome from the ground
+    truth; records every result and any exception a caller would have seen."""
+
+    def __init__(self, client: MLClient, per_s: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.client, self.every = client, 1 / per_s
+        self.results: list[tuple[float, PredictionResult]] = []
+        self.errors: list[BaseException] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        rng, n = random.Random(3), 0
+        while not self.stop_event.is_set():
+            req = dispatch(rng, int(time.time() * 1000), n)
+            n += 1
+            try:
+                r = self.client.predict(req, entity_id=req["dispatch_id"])
+                ok = r.features and rng.random() < success_probability(r.features)
+                self.client.log_outcome(r.prediction_id, success=bool(ok))
+                self.results.append((time.monotonic(), r))
+            except BaseException as exc:  # the point: there must be none
+                self.errors.append(exc)
+            self.stop_event.wait(self.every)
+
+    def since(self, t: float) -> list[PredictionResult]:
+        return [r for at, r in self.results if at >= t]
+
+
+def test_predictions_fall_back_when_the_model_server_dies_and_the_alert_follows(
+    broker: Broker, prefix: str, worker_factory, tmp_path_factory
+) -> None:
+    model_dir: Path = tmp_path_factory.mktemp("models")
+    server = ModelServerProc(model_dir)  # not `stack`: this test kills and restarts it
+    wait_for(server.up, 120, 0.3, what=lambda: "model server up:\n" + server.tail())
+    worker = worker_factory(window_s=10, hop_s=5, freeze_after=300)
+    producer = EventProducer(broker.bootstrap, topic_prefix=prefix)
+    client = MLClient(
+        server.base_url,
+        fallback=rules_answer,
+        producer=producer,
+        breaker=CircuitBreaker(failure_threshold=5, reset_after_s=1.0),
+        health_interval_s=0.5,
+        timeout_s=2.0,
+    )
+    traffic = Traffic(client)
+    traffic.start()
+    try:
+        wait_for(lambda: client.model_version == "gbm-v2", 30, what="the model's version")
+
+        def window() -> dict[str, Any] | None:
+            status, body = worker.get("/predictions/gbm-v2/")
+            return (body or {}).get("last_window") if status == 200 else None
+
+        wait_for(
+            lambda: (window() or {}).get("sample_size", 0) >= 100,
+            90,
+            what=lambda: f"a full window of predictions: {window()}\n{worker.tail()}",
+        )
+        assert window()["fallback_rate"] == 0.0  # type: ignore[index]
+
+        def fallback_alerts() -> list[dict[str, Any]]:
+            alerts = worker.get("/alerts/active/")[1]["alerts"]
+            return [a for a in alerts if a["alert_type"] == "HIGH_FALLBACK_RATE"]
+
+        assert fallback_alerts() == []
+        server.kill()
+        killed = time.monotonic()
+        wait_for(
+            lambda: any(a["severity"] == "CRITICAL" for a in fallback_alerts()),
+            90,
+            what=lambda: f"a CRITICAL HIGH_FALLBACK_RATE: {worker.get('/alerts/active/')[1]}",
+        )
+        after = traffic.since(killed + 0.5)
+        assert after and all(r.fallback_used for r in after)
+        reasons = {r.fallback_reason.split(":")[0] for r in after if r.fallback_reason}
+        assert reasons <= {"error", "circuit_open"} and "circuit_open" in reasons
+        assert all(r.model_version == "gbm-v2" for r in after)  # counted against the model
+        alert = next(a for a in fallback_alerts() if a["severity"] == "CRITICAL")
+        assert alert["model_version"] == "gbm-v2"
+        assert alert["details"]["fallback_critical"] == "0.1"
+
+        server = server.restart()
+        wait_for(server.up, 60, 0.3, what=lambda: "model server back:\n" + server.tail())
+        back = time.monotonic()
+        wait_for(
+            lambda: any(not r.fallback_used for r in traffic.since(back)),
+            30,
+            what="the client using the model again",
+        )
+        wait_for(
+            lambda: fallback_alerts() == [],
+            90,
+            what=lambda: f"HIGH_FALLBACK_RATE resolved: {worker.get('/alerts/active/')[1]}",
+        )
+        history = worker.get("/alerts/history/")[1]["alerts"]
+        kinds = [(a["alert_type"], a["status"]) for a in history]
+        assert ("HIGH_FALLBACK_RATE", "RESOLVED") in kinds
+        assert traffic.errors == []
+
+        status, body = worker.get("/predictions/gbm-v2/")
+        assert status == 200 and body["outcomes"]["outcomes"] > 100
+    finally:
+        traffic.stop_event.set()
+        traffic.join(10)
+        client.close()
+        server.stop()
