@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from streams.logic.evaluation import evaluate_experiment
+from streams.logic.features import training_metrics
 from streams.logic.groups import (
     GroupIndex,
     Send,
@@ -113,6 +114,7 @@ class Rollup:
             live_baseline=pipe.live.baselines.get(model),
             evaluation_accuracy=evaluation.get("intent_accuracy") if evaluation else None,
             trained_at_ms=registered.get("trained_at") if registered else None,
+            training=training_metrics(registered.get("training_metrics") if registered else None),
         )
         await self.send(step.sends)
         put(pipe.group_state, group, step.state, partition)

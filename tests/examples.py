@@ -226,6 +226,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "baseline_model_version": "okla-v2.0",
         "reason": "passing evaluation",
         "metadata": {},
+        "training_metrics": '{"accuracy": 0.91, "confidence_mean": 0.88}',
     },
     "RetrainTrigger": {
         "event_id": _id(9),

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from continuum.cli.common import Actions, Commands, time_ms
@@ -47,9 +49,26 @@ def register_version(args: argparse.Namespace, settings: Settings) -> int:
         trained_at=time_ms(args.trained_at) if args.trained_at else now,
         artifact_uri=args.artifact,
         dataset=args.dataset,
+        training_metrics=training_metrics_file(args.training_metrics),
     )
     _publish(settings, [event])
     return 0
+
+
+def training_metrics_file(path: str | None) -> str | None:
+    """The training metrics to register, from a JSON file: the metrics object itself or a model
+    server's ``info.json`` (its ``training_metrics``)."""
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--training-metrics {path}: cannot read a JSON object: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("training_metrics"), dict):
+        data = data["training_metrics"]
+    if not isinstance(data, dict):
+        raise SystemExit(f"--training-metrics {path}: expected a JSON object")
+    return json.dumps(data, separators=(",", ":"))
 
 
 def retire(args: argparse.Namespace, settings: Settings) -> int:
@@ -95,6 +114,11 @@ def register(sub: Commands) -> None:
     )
     p.add_argument("--artifact", help="where the weights are")
     p.add_argument("--dataset", help="training dataset")
+    p.add_argument(
+        "--training-metrics",
+        help="JSON file of training metrics (or a model server's info.json): drift is also "
+        "measured against them, feature by feature",
+    )
     p.add_argument("--reason", help="why (recorded)")
     p = models.add(
         "promote", promote, help="to production, if its evaluation and experiment allow it"

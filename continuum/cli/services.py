@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -117,11 +118,36 @@ def model_server(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("inference").setLevel(logging.INFO)
     folder = Path(args.model_dir) if args.model_dir else settings.home / "models" / "dispatch"
     model = load_or_train(folder / args.version, args.version, retrain=args.retrain)
+    if args.register:
+        register_model(settings, model.version, folder / args.version, model.info)
     try:
         asyncio.run(serve(model, args.host, args.port, folder / args.version))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def register_model(settings: Settings, version: str, folder: Path, info: dict) -> None:
+    """Register a served version with its training metrics, unless the registry knows it."""
+    from jobs.registry import load_registry
+    from producers import EventProducer
+
+    registry = load_registry(settings)
+    if registry.state(version) is not None:
+        print(f"{version} is already registered ({registry.state(version)})", flush=True)
+        return
+    event = registry.register(
+        version,
+        int(time.time() * 1000),
+        trained_at=info.get("trained_at"),
+        artifact_uri=str(folder),
+        dataset=f"synthetic dispatches (seed {info.get('seed')})",
+        reason="registered by the model server with its training metrics",
+        training_metrics=json.dumps(info["training_metrics"], separators=(",", ":")),
+    )
+    with EventProducer.from_settings(settings) as p:
+        p.send("ModelVersion", event)
+    print(f"registered {version} with its training metrics", flush=True)
 
 
 def register(sub: Commands) -> None:
@@ -181,6 +207,11 @@ def register(sub: Commands) -> None:
         "--model-dir", help="where models are kept (default CONTINUUM_HOME/models/dispatch)"
     )
     p.add_argument("--retrain", action="store_true", help="train again even if a model is kept")
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="register the version with its training metrics in the model registry (Kafka)",
+    )
 
     p = command(sub, "archive", archive, help="sink topics to daily Avro container files (history)")
     p.add_argument("--topics", default="chat.turns,chat.feedback", help="comma-separated topics")

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VERSION = "gbm-v2"
 BINS = 10
+# Clock features: any window of minutes sees one hour and weekday, never the training's spread
+# over the week, so comparing them with training would always "drift". Not monitored.
+CLOCK_FEATURES = ("hour", "day_of_week", "is_peak")
 
 
 @dataclass
@@ -61,10 +64,14 @@ class DispatchModel:
 
 
 def _distribution(values: list[Any], name: str) -> dict[str, Any]:
-    if name in CATEGORIES:
-        shares = {c: 0.0 for c in CATEGORIES[name]}
+    """A feature's training distribution in the shape the streams compare windows with
+    (``streams.logic.features``): booleans and labels as shares of each value (booleans as
+    "true"/"false"), numbers as decile bins with a sample for the KS test."""
+    if name in CATEGORIES or isinstance(values[0], bool):
+        cats = CATEGORIES.get(name, ("false", "true"))
+        shares = {c: 0.0 for c in cats}
         for v in values:
-            shares[v] += 1 / len(values)
+            shares[str(v).lower() if isinstance(v, bool) else v] += 1 / len(values)
         return {"type": "categorical", "shares": {k: round(v, 5) for k, v in shares.items()}}
     arr = np.asarray(values, dtype=float)
     edges = np.unique(np.quantile(arr, np.linspace(0, 1, BINS + 1)[1:-1]))
@@ -147,8 +154,11 @@ def train(
             "expected_success_model": round(float(np.mean(p_model)), 4),
             "expected_success_rules": round(float(np.mean(p_rules)), 4),
             "feature_distributions": {
-                name: _distribution([f[name] for f in chosen], name) for name in FEATURES
+                name: _distribution([f[name] for f in chosen], name)
+                for name in FEATURES
+                if name not in CLOCK_FEATURES
             },
+            "unmonitored_features": list(CLOCK_FEATURES),
         },
         "feature_importance": importance,
     }

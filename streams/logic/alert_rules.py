@@ -119,7 +119,7 @@ def drift_requests(
                         "threshold": r.threshold,
                     }
                 ],
-                recommendation=RECOMMENDATIONS.get(r.signal),
+                recommendation=RECOMMENDATIONS.get(r.signal.split(":")[0]),
                 details={**r.details, "threshold": f"{r.threshold:g}"},
             )
         )

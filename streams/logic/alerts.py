@@ -62,6 +62,11 @@ RECOMMENDATIONS = {
     "data_quality_outliers": "Latency outliers: look for timeouts or stuck requests.",
     "performance_degradation": "Performance (outcome accuracy, or effective confidence without "
     "outcomes) fell against the previous period: consider rolling back or retraining.",
+    "feature_drift": "A model input no longer looks like its training data (PSI over the "
+    "training bins): check the producer of that feature, then retrain on recent data if the "
+    "change is real.",
+    "confidence_vs_training": "Live confidence is under what the model showed on its training "
+    "data: the traffic moved away from it; compare the features' drift and consider retraining.",
     "change_point": "An abrupt change was detected online; confirm it on the windowed signals.",
     "SERVICE_DOWN": "No heartbeat from the inference workers: restart them and check the GPU node.",
     "LOW_CONFIDENCE": "Mean confidence is below the minimum: retrain or roll back the model.",

@@ -76,6 +76,9 @@ class DriftThresholds:
     performance_drop: float = 0.10  # relative drop vs the previous period
     min_samples: int = 100  # no verdict on fewer turns
     kl_smoothing: float = 0.5  # additive (Laplace) pseudo-count per intent
+    # PSI of a predictive model's feature against its training distribution (0.1 is commonly
+    # read as a moderate shift, 0.2 as a significant one; the seed gives no number for it).
+    feature_psi: float = 0.2
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -13,6 +13,7 @@ from streams.logic.abtest import analyze
 from streams.logic.alert_rules import drift_requests, notice_request, rule_requests
 from streams.logic.alerts import AlertThresholds
 from streams.logic.drift import SIGNAL_THRESHOLD, DriftThresholds, evaluate
+from streams.logic.features import compare_with_training
 from streams.logic.feedback import FeedbackTally
 from streams.logic.partials import (
     AB_FEEDBACK,
@@ -29,7 +30,7 @@ from streams.logic.partials import (
     merge_slots,
     state_of,
 )
-from streams.logic.predictions import OutcomeTally
+from streams.logic.predictions import OutcomeTally, PredictionStats
 from streams.logic.retrain import RetrainPolicy, due_triggers
 from streams.logic.turns import TurnStats
 
@@ -189,6 +190,7 @@ def _evaluate_window(
     kind: str,
     end: int,
     out: dict[str, Any],
+    training: Mapping[str, Any] | None = None,
 ) -> None:
     """The window ``[end - window, end)``: its signals against the baseline and the previous
     period (:func:`previous_period`), the alerts they open or resolve; ``new_state`` moves on
@@ -213,7 +215,13 @@ def _evaluate_window(
             previous=previous_period(new_state.get("periods", {}), end, cfg),
             accuracy=accuracy,
         )
-        for r in results:
+        against_training = []
+        if training and isinstance(window, PredictionStats):
+            against_training = compare_with_training(window, training, cfg.drift)
+            summary["training"] = {r.signal: round(r.value, 6) for r in against_training}
+        for r in [*results, *against_training]:
+            detector = "training" if r in against_training else "window"
+            threshold_name = r.details.get("threshold_name") or SIGNAL_THRESHOLD.get(r.signal, "")
             out["signals"].append(
                 {
                     "event_id": stable_id("signal", model, r.signal, end),
@@ -221,7 +229,7 @@ def _evaluate_window(
                     "model_version": model,
                     "variant": None,
                     "signal": r.signal,
-                    "detector": "window",
+                    "detector": detector,
                     "value": float(r.value),
                     "baseline": None if r.baseline is None else float(r.baseline),
                     "change": float(r.change),
@@ -233,16 +241,14 @@ def _evaluate_window(
                     "details": {
                         **r.details,
                         "low_confidence_rate": f"{summary['metrics']['low_confidence_rate']:.4f}",
-                        "threshold_name": SIGNAL_THRESHOLD.get(r.signal, ""),
-                        "threshold_source": cfg.threshold_sources.get(
-                            SIGNAL_THRESHOLD.get(r.signal, ""), "seed"
-                        ),
+                        "threshold_name": threshold_name,
+                        "threshold_source": cfg.threshold_sources.get(threshold_name, "seed"),
                         "min_samples": str(cfg.drift.min_samples),
                     },
                 }
             )
         # Alert requests: the owner of each dedup key decides what is opened or resolved.
-        out["alerts"].extend(drift_requests(model, results, end, cfg.alerts))
+        out["alerts"].extend(drift_requests(model, [*results, *against_training], end, cfg.alerts))
         out["alerts"].extend(
             rule_requests(
                 model,
@@ -277,6 +283,7 @@ def evaluate_model(
     evaluation_accuracy: float | None = None,
     trained_at_ms: int | None = None,
     kind: str = TURNS,
+    training: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the newest complete window (:func:`window_end`), if not done yet.
     ``evaluation_accuracy`` (newest published evaluation) and ``trained_at_ms`` (model registry)
@@ -284,7 +291,9 @@ def evaluate_model(
 
     ``kind`` TURNS: a chat model (turn windows; feedback: new examples and online accuracy =
     share of the newest window's feedback that does not report a ``wrong_intent``). PREDICTIONS: a predictive model
-    (prediction windows; outcomes: accuracy = share of successful outcomes, no feedback count)."""
+    (prediction windows; outcomes: accuracy = share of successful outcomes, no feedback count);
+    with ``training`` (the version's registered training metrics) each window is also compared
+    with them, feature by feature (detector ``training``)."""
     out: dict[str, Any] = {
         "signals": [],
         "alerts": [],
@@ -326,7 +335,7 @@ def evaluate_model(
             ).summary()
     else:
         for e in windows_due(buckets[0], new_state.get("evaluated_end"), end, cfg.hop_ms):
-            _evaluate_window(model, partials, baseline, new_state, cfg, kind, e, out)
+            _evaluate_window(model, partials, baseline, new_state, cfg, kind, e, out, training)
 
     if kind == PREDICTIONS:
         outcomes = merge_slots(partials, OUTCOMES, model)

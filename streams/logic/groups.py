@@ -64,10 +64,12 @@ def model_step(
     live_baseline: Mapping[str, Any] | None = None,
     evaluation_accuracy: float | None = None,
     trained_at_ms: int | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> ModelStep:
     """Evaluate a chat model (group ``m:``) or a predictive model (``p:``) on its partials:
     the published baseline (``live_baseline``) or the one this group froze, the decisions kept
-    in the outbox, the newest window's summary, and the buckets to forget."""
+    in the outbox, the newest window's summary, and the buckets to forget. ``training``: the
+    version's registered training metrics, compared with every window of a predictive model."""
     g = Group.parse(group)
     model = g.subject
     out = evaluate_model(
@@ -79,6 +81,7 @@ def model_step(
         evaluation_accuracy=evaluation_accuracy,
         trained_at_ms=trained_at_ms,
         kind=window_kind(group),
+        training=training,
     )
     new_state: dict[str, Any] = out["state"]
     step = ModelStep(new_state)

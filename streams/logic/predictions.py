@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streams.logic.features import FeatureProfile
 from streams.logic.turns import MIN_CONFIDENCE, TurnStats
 
 # Nulls in these count towards the data-quality null rate, next to every null feature value.
@@ -23,7 +24,12 @@ PREDICTION_FIELDS = ("confidence", "predicted_value")
 
 
 class PredictionStats(TurnStats):
-    """Everything drift detection needs about a set of predictions, as mergeable data."""
+    """Everything drift detection needs about a set of predictions, as mergeable data; with the
+    profile of their features for per-feature drift against the training data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = FeatureProfile()
 
     def update(self, pred: Mapping[str, Any]) -> None:
         self.n += 1
@@ -49,7 +55,24 @@ class PredictionStats(TurnStats):
                 self.nulls[key] = self.nulls.get(key, 0) + 1
                 missing = True
         self.rows_with_null += missing
+        self.features.update(str(pred.get("prediction_id", "")), pred.get("features") or {})
         self._span(pred.get("event_time"))
+
+    def merge(self, other: TurnStats) -> PredictionStats:
+        super().merge(other)
+        if isinstance(other, PredictionStats):
+            self.features.merge(other.features)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "feat": self.features.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PredictionStats:
+        s = super().from_dict(d)
+        assert isinstance(s, PredictionStats)
+        s.features = FeatureProfile.from_dict(d.get("feat"))
+        return s
 
 
 class OutcomeTally:

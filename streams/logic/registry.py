@@ -86,6 +86,7 @@ def _event(
         "evaluation_id",
         "experiment_id",
         "baseline_model_version",
+        "training_metrics",
     ):
         base.setdefault(key, None)
     base.setdefault("metadata", {})
@@ -130,7 +131,9 @@ class Registry:
         artifact_uri: str | None = None,
         dataset: str | None = None,
         reason: str = "registered",
+        training_metrics: str | None = None,
     ) -> dict[str, Any]:
+        """``training_metrics``: the version's training profile as JSON (see ModelVersion)."""
         self._check(version, CANDIDATE)
         return self._apply(
             _event(
@@ -142,6 +145,7 @@ class Registry:
                 artifact_uri=artifact_uri,
                 dataset=dataset,
                 reason=reason,
+                training_metrics=training_metrics,
             )
         )
 

@@ -13,8 +13,16 @@ from tests.integration.child import Child
 class ModelServerProc(Child):
     what = "model server"
 
-    def __init__(self, model_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        port: int | None = None,
+        *,
+        register_on: tuple[str, str] | None = None,
+    ) -> None:
+        """``register_on``: (bootstrap, topic prefix) to register the version there."""
         self.model_dir = model_dir
+        self.register_on = register_on
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/api/v2/dispatch"
         super().__init__(
@@ -27,8 +35,14 @@ class ModelServerProc(Child):
                 str(self.port),
                 "--model-dir",
                 str(model_dir),
+                *(["--register"] if register_on else []),
             ],
-            {},
+            {
+                "CONTINUUM_BOOTSTRAP_SERVERS": register_on[0],
+                "CONTINUUM_TOPIC_PREFIX": register_on[1],
+            }
+            if register_on
+            else {},
         )
 
     def up(self) -> bool:
@@ -41,4 +55,4 @@ class ModelServerProc(Child):
 
     def restart(self) -> ModelServerProc:
         """A new process on the same port and model folder (the kept model, not retrained)."""
-        return ModelServerProc(self.model_dir, self.port)
+        return ModelServerProc(self.model_dir, self.port, register_on=self.register_on)

@@ -30,11 +30,12 @@ class Traffic(threading.Thread):
         self.results: list[tuple[float, PredictionResult]] = []
         self.errors: list[BaseException] = []
         self.stop_event = threading.Event()
+        self.drift = False  # traffic unlike the training data (rain, far drivers)
 
     def run(self) -> None:
         rng, n = random.Random(3), 0
         while not self.stop_event.is_set():
-            req = dispatch(rng, int(time.time() * 1000), n)
+            req = dispatch(rng, int(time.time() * 1000), n, drift=self.drift)
             n += 1
             try:
                 r = self.client.predict(req, entity_id=req["dispatch_id"])
@@ -122,6 +123,69 @@ def test_predictions_fall_back_when_the_model_server_dies_and_the_alert_follows(
 
         status, body = worker.get("/predictions/gbm-v2/")
         assert status == 200 and body["outcomes"]["outcomes"] > 100
+    finally:
+        traffic.stop_event.set()
+        traffic.join(10)
+        client.close()
+        server.stop()
+
+
+def test_live_features_are_compared_with_the_registered_training_metrics(
+    broker: Broker, prefix: str, worker_factory, tmp_path_factory
+) -> None:
+    """`model-server --register` puts the version and its training metrics in the registry; the
+    streams worker compares every window with them, feature by feature (PSI, KS, chi-squared):
+    quiet on traffic like the training data, DRIFT_DETECTED once the traffic moves."""
+    server = ModelServerProc(
+        tmp_path_factory.mktemp("models"), register_on=(broker.bootstrap, prefix)
+    )
+    wait_for(server.up, 120, 0.3, what=lambda: "model server up:\n" + server.tail())
+    assert any("registered gbm-v2 with its training metrics" in line for line in server.lines)
+    worker = worker_factory(window_s=10, hop_s=5, freeze_after=300)
+    producer = EventProducer(broker.bootstrap, topic_prefix=prefix)
+    client = MLClient(server.base_url, fallback=rules_answer, producer=producer, timeout_s=2.0)
+    traffic = Traffic(client)
+    traffic.start()
+
+    def training_signals() -> list[dict[str, Any]]:
+        status, body = worker.get("/drift/gbm-v2/")
+        sigs = (body or {}).get("signals", [])
+        return [s for s in sigs if s.get("detector") == "training"] if status == 200 else []
+
+    try:
+        wait_for(
+            lambda: any(s["signal"] == "feature_drift:distance_km" for s in training_signals()),
+            120,
+            what=lambda: f"signals against training: {worker.get('/drift/gbm-v2/')}",
+        )
+        calm = training_signals()
+        names = {s["signal"] for s in calm}
+        assert {"feature_drift:zone", "feature_drift:rain", "confidence_vs_training"} <= names
+        # 18 features less the clock ones (hour, weekday, peak), not compared with training.
+        assert len([n for n in names if n.startswith("feature_drift:")]) == 15
+        assert not [s["signal"] for s in calm if s["breached"]]
+        ks = next(s for s in calm if s["signal"] == "feature_drift:distance_km")
+        assert ks["details"]["test"] == "ks" and ks["threshold"] == 0.2
+        assert ks["details"]["threshold_name"] == "feature_psi"
+
+        traffic.drift = True
+        drifted = time.time() * 1000
+
+        def breached() -> set[str]:
+            return {
+                s["signal"]
+                for s in training_signals()
+                if s["breached"] and s["window_start"] >= drifted
+            }
+
+        wait_for(
+            lambda: {"feature_drift:rain", "feature_drift:distance_km"} <= breached(),
+            120,
+            what=lambda: f"breached feature drift after {drifted}: {training_signals()}",
+        )
+        alerts = worker.get("/alerts/active/")[1]["alerts"]
+        keys = {a["dedup_key"] for a in alerts if a["alert_type"] == "DRIFT_DETECTED"}
+        assert "drift:gbm-v2:feature_drift:rain" in keys
     finally:
         traffic.stop_event.set()
         traffic.join(10)
