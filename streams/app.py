@@ -57,9 +57,10 @@ def create_app(
     stage1.register(pipe)
     stage2.register(pipe)
     alerts.register(pipe)
-    from streams import views
+    from streams import seed_api, views
 
     views.register(pipe)
+    seed_api.register(pipe)
 
     @app.task
     async def _start_mirror() -> None:

@@ -22,6 +22,7 @@ from streams.logic.groups import (
     should_evaluate,
 )
 from streams.logic.partials import Group, newer, slot_key
+from streams.logic.rollout import decide, is_rollout
 from streams.pipeline import Pipeline, delete, key_partition, put
 
 AB_EVERY_S = 2.0
@@ -139,10 +140,35 @@ class Rollup:
         result["_sequential"] = seq
         result["_inputs"] = inputs_of(partials)
         result["evaluated_at"] = int(time.time() * 1000)
+        if is_rollout(experiment):
+            await self.roll(experiment, result, prev)
         put(pipe.ab_results, group, result, partition)
         for arm in ("control", "treatment"):
             pipe.metrics.ab_samples.labels(exp_id, arm, "turns").set(result[arm]["turns"])
             pipe.metrics.ab_samples.labels(exp_id, arm, "feedback").set(result[arm]["feedback"])
+
+    async def roll(
+        self, experiment: dict[str, Any], result: dict[str, Any], prev: dict[str, Any]
+    ) -> None:
+        """Advance or stop a gradual rollout (streams.logic.rollout): the next version of the
+        experiment goes to the experiments topic, which every router follows. A move already
+        sent is not decided again until it is read back."""
+        sent = prev.get("_rollout_sent")
+        if sent and sent["after"] == experiment.get("event_id"):  # ours not read back yet
+            result["_rollout_sent"] = sent
+            result["rollout"] = {**prev.get("rollout", {}), "waiting_for": sent["id"]}
+            return
+        with self.pipe.live.lock:
+            alerts = list(self.pipe.live.alerts_open.values())
+        counts = (result["control"]["turns"], result["treatment"]["turns"])
+        decision = decide(experiment, counts, alerts, result["evaluated_at"])
+        result["rollout"] = decision.status
+        if decision.event is not None:
+            result["_rollout_sent"] = {
+                "id": decision.event["event_id"],
+                "after": experiment.get("event_id"),
+            }
+            await self.send([("Experiment", decision.event, None)])
 
     async def catch_up(self) -> None:
         for group, partition in list(self.ab_dirty.items()):

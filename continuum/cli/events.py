@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from continuum.cli.common import Actions, Commands, command
 from continuum.settings import Settings
@@ -51,12 +52,21 @@ def experiments(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(
             f"--strategy must be one of {', '.join(STRATEGIES)}, got {args.strategy!r}"
         )
+    split, strategy, metadata = args.split, args.strategy, {}
+    if getattr(args, "rollout", None):
+        from streams.logic.rollout import parse_schedule, rollout_metadata
+
+        metadata = rollout_metadata(
+            args.rollout, step_s=args.rollout_step_s, now_ms=int(time.time() * 1000)
+        )
+        split, strategy = parse_schedule(args.rollout)[0], "WEIGHT_BASED"
     event = experiment_event(
         args.experiment_id,
         args.control,
         args.treatment,
-        split_percent=args.split,
-        strategy=args.strategy,
+        split_percent=split,
+        strategy=strategy,
+        metadata=metadata,
         status=STATUS[args.action],
         min_samples=args.min_samples,
         alpha=args.alpha,
@@ -77,7 +87,18 @@ def register(sub: Commands) -> None:
     p.add_argument("--rejects", help="write rejected lines with their error here")
 
     ex = Actions(sub, "experiments", help="create, stop or conclude an A/B experiment")
-    ex.add("create", experiments, help="start routing --split percent to the treatment")
+    p = ex.add("create", experiments, help="start routing --split percent to the treatment")
+    p.add_argument(
+        "--rollout",
+        help="gradual rollout: treatment percents, e.g. 10,25,50,100 (WEIGHT_BASED; the streams "
+        "worker advances a step while the treatment is healthy, stops it on a CRITICAL alert)",
+    )
+    p.add_argument(
+        "--rollout-step-s",
+        type=float,
+        default=3600.0,
+        help="least time each rollout step runs before the next (seconds)",
+    )
     ex.add("stop", experiments, help="stop the experiment (traffic back to the control)")
     p = ex.add("conclude", experiments, help="record the outcome, with --winner")
     p.add_argument("--winner", choices=["control", "treatment"], help="the winning arm")

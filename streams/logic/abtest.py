@@ -64,6 +64,7 @@ class ArmTally:
         self.confidence = RunningStats()
         self.feedback = 0
         self.satisfied = 0
+        self.fallbacks = 0  # chat fallback answers, or predictions the rules answered
         # metric -> [totals per bucket, counts per bucket] (session-level analysis)
         self.buckets: dict[str, list[list[float]]] = {}
 
@@ -87,6 +88,7 @@ class ArmTally:
         self.n += 1
         self.sessions += turn.get("turn_index") == 0
         self.leads += bool(turn.get("lead_captured"))
+        self.fallbacks += bool(turn.get("is_fallback") or turn.get("fallback_used"))
         if turn.get("latency_ms") is not None:
             self.latency.update(turn["latency_ms"])
         if turn.get("confidence") is not None:
@@ -114,6 +116,7 @@ class ArmTally:
         self.confidence.merge(other.confidence)
         self.feedback += other.feedback
         self.satisfied += other.satisfied
+        self.fallbacks += other.fallbacks
         for m, (totals, counts) in other.buckets.items():
             mine = self.buckets.get(m)
             if mine is None:
@@ -132,6 +135,7 @@ class ArmTally:
             "conf": self.confidence.to_dict(),
             "fb": self.feedback,
             "sat": self.satisfied,
+            "fbk": self.fallbacks,
             "bk": self.buckets,
         }
 
@@ -145,6 +149,7 @@ class ArmTally:
             int(d["sat"]),
         )
         a.sessions = int(d.get("ses", 0))
+        a.fallbacks = int(d.get("fbk", 0))
         a.buckets = {m: [list(t), list(c)] for m, (t, c) in (d.get("bk") or {}).items()}
         a.latency, a.confidence = (
             RunningStats.from_dict(d["lat"]),
@@ -163,6 +168,7 @@ class ArmTally:
             "latency_std_ms": self.latency.std if self.latency.n > 1 else None,
             "confidence_mean": self.confidence.mean if self.confidence.n else None,
             "confidence_std": self.confidence.std if self.confidence.n > 1 else None,
+            "fallback_rate": self.fallbacks / self.n if self.n else None,
         }
 
 
@@ -348,6 +354,7 @@ def analyze(
     alpha: float = 0.05,
     sequential_state: dict[str, float] | None = None,
     tau: Mapping[str, float] | None = None,
+    srm_since: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Full analysis of one experiment. ``sequential_state`` (metric -> running min p) is updated
     in place so the always-valid p-values stay monotone across looks; persist it with the tallies.
@@ -425,7 +432,14 @@ def analyze(
         decision = "no_significant_difference"
     # Assignment is per session (sticky) in the chatbot: turns of one session are not independent
     # draws, so the split is checked on sessions once there are enough of them, else on turns.
-    if control.sessions + treatment.sessions >= min_samples:
+    if srm_since is not None:
+        # A gradual rollout changed the split: only the samples since its step began were drawn
+        # at the split in force (the earlier steps were checked at theirs).
+        srm = sample_ratio_mismatch(
+            control.n - srm_since[0], treatment.n - srm_since[1], traffic_split / 100.0
+        )
+        srm["unit"] = "turns since the rollout step began"
+    elif control.sessions + treatment.sessions >= min_samples:
         srm = sample_ratio_mismatch(control.sessions, treatment.sessions, traffic_split / 100.0)
         srm["unit"] = "sessions"
     else:

@@ -399,6 +399,7 @@ def evaluate_experiment(
         )
         arm.feedback, arm.satisfied = fb.feedback, fb.satisfied
         arms[variant] = arm
+    base = (experiment.get("metadata") or {}).get("rollout_base")
     result = analyze(
         arms["control"],
         arms["treatment"],
@@ -406,6 +407,7 @@ def evaluate_experiment(
         min_samples=experiment.get("min_samples", 100),
         alpha=experiment.get("alpha", 0.05),
         sequential_state=seq_state,
+        srm_since=tuple(int(x) for x in base.split(",")) if base else None,  # type: ignore[arg-type]
     )
     result["experiment"] = dict(experiment)
     return result

@@ -11,11 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from continuum.settings import Settings
 from inference.dispatch.rules import rules_answer
 from inference.dispatch.world import dispatch, success_probability
 from producers import EventProducer
+from producers.assignment import VariantRouter
 from producers.circuit import CircuitBreaker
+from producers.experiments import ExperimentFollower, experiment_event
 from producers.mlclient import MLClient, PredictionResult
+from streams.logic.alerts import raise_request
+from streams.logic.rollout import rollout_metadata
 from tests.integration.conftest import Broker, wait_for
 from tests.integration.model_server import ModelServerProc
 
@@ -189,5 +194,102 @@ def test_live_features_are_compared_with_the_registered_training_metrics(
     finally:
         traffic.stop_event.set()
         traffic.join(10)
+        client.close()
+        server.stop()
+
+
+def test_a_gradual_rollout_advances_on_healthy_traffic_and_stops_on_a_critical_alert(
+    broker: Broker, prefix: str, worker_factory, tmp_path_factory
+) -> None:
+    """WEIGHT_BASED with a schedule: the streams worker advances 10 -> 50 -> 100 % while the
+    treatment is healthy, MLClient follows each step from the experiments topic; a second
+    rollout stops at once on an injected CRITICAL alert for its treatment, and every call goes
+    back to the control (the rules)."""
+    server = ModelServerProc(tmp_path_factory.mktemp("models"))
+    wait_for(server.up, 120, 0.3, what=lambda: "model server up:\n" + server.tail())
+    worker = worker_factory(window_s=10, hop_s=5, freeze_after=300)
+    settings = Settings(bootstrap_servers=broker.bootstrap, topic_prefix=prefix)
+    producer = EventProducer(broker.bootstrap, topic_prefix=prefix)
+
+    def start(exp_id: str, schedule: str, step_s: float) -> None:
+        now = int(time.time() * 1000)
+        producer.send(
+            "Experiment",
+            experiment_event(
+                exp_id,
+                "rules-v1",
+                "gbm-v2",
+                split_percent=float(schedule.split(",")[0]),
+                strategy="WEIGHT_BASED",
+                min_samples=20,
+                metadata=rollout_metadata(schedule, step_s=step_s, now_ms=now),
+            ),
+        )
+        producer.flush()
+
+    router = VariantRouter()
+    follower = ExperimentFollower(settings, router)
+    follower.start()
+    client = MLClient(
+        server.base_url, fallback=rules_answer, producer=producer, router=router, timeout_s=2.0
+    )
+    traffic = Traffic(client)
+    try:
+        start("rollout-a", "10,50,100", 2.0)
+        traffic.start()
+
+        def split(exp_id: str) -> float | None:
+            exp = router.experiments.get(exp_id)
+            return exp["traffic_split"] if exp else None
+
+        seen: list[float] = []
+
+        def completed() -> bool:
+            s = split("rollout-a")
+            if s is not None and (not seen or seen[-1] != s):
+                seen.append(s)
+            return s == 100.0
+
+        wait_for(completed, 90, what=lambda: f"rollout-a at 100 %: {seen} {worker.tail()}")
+        assert seen == [10.0, 50.0, 100.0]
+        meta = router.experiments["rollout-a"]["metadata"]
+        assert meta["rollout_state"] == "completed" and meta["rollout_step"] == "2"
+        status, ab = worker.get("/ab/rollout-a/")
+        assert status == 200 and not ab["srm"]["mismatch"]
+
+        start("rollout-b", "10,50", 3600.0)  # never advances on its own within the test
+        wait_for(lambda: split("rollout-b") == 10.0, 30, what="rollout-b followed")
+        producer.send(
+            "Alert",
+            raise_request(
+                "HIGH_FALLBACK_RATE",
+                "CRITICAL",
+                "rule:gbm-v2:fallback_rate",
+                "Fallback rate 40% on gbm-v2 (injected)",
+                int(time.time() * 1000),
+                model_version="gbm-v2",
+            ),
+            topic="alert-requests",
+        )
+        producer.flush()
+        wait_for(
+            lambda: split("rollout-b") == 0.0,
+            60,
+            what=lambda: f"rollout-b stopped: {worker.tail()}",
+        )
+        meta = router.experiments["rollout-b"]["metadata"]
+        assert meta["rollout_state"] == "stopped"
+        assert "CRITICAL HIGH_FALLBACK_RATE open for gbm-v2" in meta["rollout_reason"]
+        stopped = time.monotonic()
+        wait_for(lambda: len(traffic.since(stopped)) >= 50, 30, what="traffic after the stop")
+        after = traffic.since(stopped)
+        assert {(r.experiment_id, r.variant, r.model_version) for r in after} == {
+            ("rollout-b", "control", "rules-v1")
+        }
+        assert traffic.errors == []
+    finally:
+        traffic.stop_event.set()
+        traffic.join(10)
+        follower.stop()
         client.close()
         server.stop()

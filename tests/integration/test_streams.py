@@ -3,52 +3,22 @@ clean traffic), exactly-once totals across SIGKILL, web views, metrics."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from continuum.demo.chat import DriftInjection, SimulatorConfig
-from producers.consumer import EventConsumer
 from tests.integration.conftest import Broker, wait_for
-from tests.integration.traffic import START, Feed, ab_totals, produce, wait_exact, wait_part_way
+from tests.integration.kafka_read import read_all
+from tests.integration.traffic import (
+    START,
+    Feed,
+    ab_totals,
+    produce,
+    simulate_predictions,
+    wait_exact,
+    wait_part_way,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def read_all(broker: Broker, prefix: str, topics: list[str], idle_polls: int = 4) -> list:
-    out = []
-    with EventConsumer(
-        broker.bootstrap, f"read-{uuid.uuid4().hex[:6]}", topics, topic_prefix=prefix
-    ) as c:
-        idle = 0
-        while idle < idle_polls:
-            got = c.poll(0.5)
-            idle = 0 if got else idle + 1
-            out.extend(got)
-    return out
-
-
-def simulate_predictions(broker: Broker, prefix: str, *args: str) -> str:
-    """Run `continuum simulate-predictions` against the test broker; its standard output."""
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "continuum.cli",
-            "simulate-predictions",
-            *args,
-            "--bootstrap-servers",
-            broker.bootstrap,
-            "--topic-prefix",
-            prefix,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def test_injected_latency_and_fallback_drift_is_signalled_and_alerted(

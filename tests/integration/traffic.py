@@ -107,3 +107,26 @@ def produce(broker: Broker, prefix: str, cfg: SimulatorConfig) -> tuple[int, int
             turns += schema == "ChatTurn"
             fb += schema == "Feedback"
     return turns, fb
+
+
+def simulate_predictions(broker: Broker, prefix: str, *args: str) -> str:
+    """Run `continuum simulate-predictions` against the test broker; its standard output."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "continuum.cli",
+            "simulate-predictions",
+            *args,
+            "--bootstrap-servers",
+            broker.bootstrap,
+            "--topic-prefix",
+            prefix,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
