@@ -126,7 +126,10 @@ class ReplyListener(threading.Thread):
         elif decoded.schema == "InferenceResponse":
             self.gateway.deliver(decoded.record)
         elif decoded.schema == "Experiment":
-            self.gateway.router.update(decoded.record)
+            try:
+                self.gateway.router.update(decoded.record)
+            except ValueError as exc:  # its last good version keeps routing
+                log.warning("experiment ignored: %s", exc)
 
 
 __all__ = ["ReplyListener", "Route", "VariantRouter"]

@@ -132,11 +132,33 @@ class WeightBasedAssigner:
         )
 
 
+def peak_hours(text: str) -> tuple[int, ...]:
+    """``"7-9,17-19"`` or ``"7,8,9"`` -> the hours (0..23) they name."""
+    hours: set[int] = set()
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            lo, _, hi = part.partition("-")
+            hours.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError as exc:
+        raise ValueError(f"peak_hours {text!r}: expected hours like 7-9,17-19") from exc
+    if not hours or min(hours) < 0 or max(hours) > 23:
+        raise ValueError(f"peak_hours {text!r}: expected hours between 0 and 23")
+    return tuple(sorted(hours))
+
+
 def make_assigner(
-    strategy: str, share: float = 0.5, *, salt: str = "", seed: int | None = None
+    strategy: str,
+    share: float = 0.5,
+    *,
+    salt: str = "",
+    seed: int | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Assigner:
-    """Build an assigner from an Experiment's strategy name and treatment share (0..1)."""
+    """Build an assigner from an Experiment's strategy name and treatment share (0..1).
+    TIME_BASED reads ``metadata``: ``peak_hours`` (e.g. ``9-18``, Santo Domingo time) and
+    ``peak_split`` (the treatment's percent in those hours; default half the split)."""
     s = strategy.upper()
+    meta = metadata or {}
     if s == "RANDOM":
         return RandomAssigner(share, seed)
     if s == "ROUND_ROBIN":
@@ -144,7 +166,15 @@ def make_assigner(
     if s == "STICKY":
         return StickyAssigner(share, salt)
     if s == "TIME_BASED":
-        return TimeBasedAssigner(peak_share=share / 2, offpeak_share=share, salt=salt)
+        peak = float(meta["peak_split"]) / 100 if meta.get("peak_split") else share / 2
+        if meta.get("peak_hours"):
+            return TimeBasedAssigner(
+                peak_share=peak,
+                offpeak_share=share,
+                peak_hours=peak_hours(meta["peak_hours"]),
+                salt=salt,
+            )
+        return TimeBasedAssigner(peak_share=peak, offpeak_share=share, salt=salt)
     if s == "WEIGHT_BASED":
         return WeightBasedAssigner(((0, share),), salt)
     raise ValueError(
@@ -174,11 +204,16 @@ class VariantRouter:
             str(experiment.get("strategy") or "STICKY"),
             float(experiment.get("traffic_split", 50.0)) / 100.0,
             salt=exp_id,
+            metadata=experiment.get("metadata") or {},
         )
 
     def running(self) -> dict[str, Any] | None:
         live = [e for e in self.experiments.values() if e.get("status") == "RUNNING"]
         return max(live, key=lambda e: _ms(e.get("event_time")), default=None)
+
+    def arm(self, experiment_id: str, unit_id: str, now: int) -> str:
+        """The arm of ``unit_id`` in a known experiment (its own assigner)."""
+        return self._assigners[experiment_id].assign(unit_id, now)
 
     def route(self, requested_model: str | None, session_id: str, now: int) -> Route:
         exp = self.running()

@@ -110,7 +110,10 @@ class ExperimentFollower(threading.Thread):
                         log.warning("unreadable record on %s: %s", self.topic, exc.reason)
                         continue
                     if decoded.schema == "Experiment":
-                        self.router.update(decoded.record)
+                        try:
+                            self.router.update(decoded.record)
+                        except ValueError as exc:  # its last good version keeps routing
+                            log.warning("experiment ignored: %s", exc)
                         self.seen += 1
         except Exception:
             log.exception("experiment follower stopped; calls keep their last routes")

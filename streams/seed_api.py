@@ -205,8 +205,11 @@ class SeedApi:
             exps = dict(self.pipe.live.experiments)
         for exp_id, ev in exps.items():
             if self._router_seen.get(exp_id) != ev.get("event_id"):
-                self.router.update(ev)
                 self._router_seen[exp_id] = ev.get("event_id")
+                try:
+                    self.router.update(ev)
+                except ValueError:  # bad metadata: its last good version keeps routing
+                    continue
         wanted = body.get("experiment_id")
         if wanted is not None:
             exp = exps.get(str(wanted))
@@ -224,7 +227,7 @@ class SeedApi:
                 "unit_id": unit,
                 "reason": "no running experiment: the control serves",
             }
-        arm = self.router._assigners[exp["experiment_id"]].assign(unit, int(time.time() * 1000))
+        arm = self.router.arm(exp["experiment_id"], unit, int(time.time() * 1000))
         return 200, {
             "experiment_id": exp["experiment_id"],
             "phase": arm,

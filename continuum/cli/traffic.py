@@ -107,6 +107,46 @@ def simulate_predictions(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def simulate_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    """Dispatches through MLClient to a model server, following the live experiments."""
+    import threading
+    import time
+
+    from continuum.cli.common import stop_on_signals
+    from continuum.demo.dispatch import run_dispatch
+    from inference.dispatch.rules import rules_answer
+    from producers.assignment import VariantRouter
+    from producers.experiments import ExperimentFollower
+    from producers.mlclient import MLClient
+    from producers.producer import EventProducer
+
+    stop = threading.Event()
+    stop_on_signals(stop)
+    began = time.monotonic()
+    router = VariantRouter()
+    follower = ExperimentFollower(settings, router)
+    follower.start()
+    with (
+        EventProducer.from_settings(settings) as producer,
+        MLClient(args.model_url, fallback=rules_answer, producer=producer, router=router) as c,
+    ):
+        sent = run_dispatch(
+            c,
+            rate=args.rate,
+            should_stop=lambda: (
+                stop.is_set() or (args.seconds > 0 and time.monotonic() - began >= args.seconds)
+            ),
+            drift_at_s=args.drift_at,
+        )
+        status = c.status()
+    follower.stop()
+    print(
+        f"sent {sent} dispatches through {args.model_url}; {status['events_dropped']} events "
+        f"dropped; circuit {status['circuit']}"
+    )
+    return 0
+
+
 def demo(args: argparse.Namespace, settings: Settings) -> int:
     from continuum.demo.run import DemoConfig, run_demo
 
@@ -115,6 +155,8 @@ def demo(args: argparse.Namespace, settings: Settings) -> int:
         keep_broker=args.keep_broker,
         chat_every_s=args.chat_every_s,
         ready_timeout_s=args.ready_timeout_s,
+        model_down_at_s=args.model_down_at,
+        model_down_s=args.model_down_s,
     )
     return run_demo(settings, config, chat_config(args))
 
@@ -153,6 +195,23 @@ def register(sub: Commands) -> None:
     p.add_argument("--realtime", action="store_true", help="pace at --rate per wall-clock second")
 
     p = command(
+        sub,
+        "simulate-dispatch",
+        simulate_dispatch,
+        help="send dispatches through MLClient to a model server (fallback, A/B, outcomes)",
+    )
+    p.add_argument(
+        "--model-url",
+        default="http://127.0.0.1:8600/api/v2/dispatch",
+        help="the model server's base URL",
+    )
+    p.add_argument("--rate", type=float, default=10.0, help="dispatches per second")
+    p.add_argument("--seconds", type=float, default=0.0, help="run this long (0 = until stopped)")
+    p.add_argument(
+        "--drift-at", type=float, default=None, help="move the traffic off the training data at S"
+    )
+
+    p = command(
         sub, "demo", demo, help="start the broker, create topics, simulate traffic and watch it"
     )
     add_chat_flags(p, turns=0)
@@ -169,4 +228,15 @@ def register(sub: Commands) -> None:
         type=float,
         default=180.0,
         help="longest wait for every service and a first chat before the traffic starts",
+    )
+    p.add_argument(
+        "--model-down-at",
+        type=float,
+        default=None,
+        metavar="S",
+        help="kill the dispatch model server S seconds in: MLClient falls back to the rules and "
+        "HIGH_FALLBACK_RATE is raised, then resolved once it is back",
+    )
+    p.add_argument(
+        "--model-down-s", type=float, default=30.0, help="how long the model server stays down"
     )

@@ -202,3 +202,35 @@ def run_predictions(
         time.sleep(max(0.0, min(0.5, held[0][0] - time.monotonic())))
         send_due(time.monotonic())
     return sim
+
+
+def run_dispatch(
+    client: Any,
+    *,
+    rate: float,
+    should_stop: Callable[[], bool],
+    drift_at_s: float | None = None,
+    seed: int = 7,
+) -> int:
+    """Dispatches of Santo Domingo through an :class:`~producers.mlclient.MLClient` to the real
+    model server, ``rate`` per second, each with its outcome drawn from the ground truth of the
+    chosen driver; from ``drift_at_s`` on the traffic moves away from the training data (rain,
+    drivers farther and less willing). Returns how many were sent."""
+    from inference.dispatch.world import dispatch, success_probability
+
+    rng = random.Random(seed)
+    began = time.monotonic()
+    n = 0
+    while not should_stop():
+        elapsed = time.monotonic() - began
+        drift = drift_at_s is not None and elapsed >= drift_at_s
+        req = dispatch(rng, int(time.time() * 1000), n, drift=drift)
+        r = client.predict(req, entity_id=req["dispatch_id"])
+        if r.features:
+            ok = rng.random() < success_probability(r.features)
+            client.log_outcome(r.prediction_id, success=ok)
+        n += 1
+        wait = began + n / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+    return n

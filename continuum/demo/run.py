@@ -22,7 +22,7 @@ from rich.live import Live
 from continuum.admin import TopicAdmin
 from continuum.demo.chat import SimulatorConfig, run
 from continuum.demo.chatbot import ChatStats, chat_loop
-from continuum.demo.dispatch import PredictionSimConfig, run_predictions
+from continuum.demo.dispatch import run_dispatch
 from continuum.demo.screen import ArmStats, alerts_table, breach_timing, loop_table, traffic_table
 from continuum.demo.services import (
     DEMO_MODEL,
@@ -39,12 +39,15 @@ from continuum.demo.services import (
 )
 from continuum.localkafka import LocalKafka
 from continuum.settings import Settings
+from inference.dispatch.rules import rules_answer
+from producers.circuit import CircuitBreaker
 from producers.consumer import EventConsumer
+from producers.mlclient import MLClient
 from producers.producer import EventProducer
 from producers.schema_topic import decoder_for
 from streams.logic.abtest import is_satisfied
 
-DEMO_PREDICTION_RATE = 40.0  # dispatch predictions per second, next to the chat traffic
+DEMO_PREDICTION_RATE = 20.0  # dispatches per second through MLClient, next to the chat traffic
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class DemoConfig:
     keep_broker: bool = False  # leave the broker running afterwards
     chat_every_s: float = 4.0  # seconds between real chats through the gateway
     ready_timeout_s: float = 180.0  # longest wait for every service and a first chat
+    model_down_at_s: float | None = None  # kill the dispatch model server this far in ...
+    model_down_s: float = 30.0  # ... for this long: MLClient falls back to the rules
 
 
 def run_demo(settings: Settings, demo: DemoConfig, config: SimulatorConfig) -> int:
@@ -85,16 +90,19 @@ def run_demo(settings: Settings, demo: DemoConfig, config: SimulatorConfig) -> i
         web = services["streams"].url
         if llm_ready:
             console.print(
-                f"[green]started[/] streams worker, inference worker, gateway, alert consumer\n"
+                f"[green]started[/] streams worker, inference worker, gateway, alert consumer, "
+                f"model server\n"
                 f"  live dashboard  {web}/dashboard/\n"
+                f"  dispatch model  {services['model'].url}/predict\n"
                 f"  OpenAI API      {services['gateway'].url}/v1/chat/completions\n"
                 f"  LLM metrics     {services['inference'].url}/metrics\n"
                 f"  webhook sink    {sink.url}"
             )
         else:
             console.print(
-                f"[green]started[/] streams worker, alert consumer\n"
+                f"[green]started[/] streams worker, alert consumer, model server\n"
                 f"  live dashboard  {web}/dashboard/\n"
+                f"  dispatch model  {services['model'].url}/predict\n"
                 f"  webhook sink    {sink.url}\n"
                 "[yellow]the CPU engine (llama-cpp-python) is not installed yet[/]: `make demo` "
                 f"builds it in the background (log: {ENGINE_LOG}); the inference worker and the "
@@ -144,6 +152,7 @@ def run_demo(settings: Settings, demo: DemoConfig, config: SimulatorConfig) -> i
         stop.set()
 
     previous_sigint = signal.signal(signal.SIGINT, on_sigint)
+    dispatch_client: MLClient | None = None
     try:
         consumer.wait_assigned(30)
         threads.append(
@@ -157,27 +166,32 @@ def run_demo(settings: Settings, demo: DemoConfig, config: SimulatorConfig) -> i
         )
         threads[-1].start()
         drift_at = config.drift.at_s if config.drift else None
-        # Any ML model, not only the chatbot: a dispatch model's predictions and outcomes, whose
-        # confidence and accuracy drift at the same moment.
+        # Any ML model, not only the chatbot: dispatches through MLClient to the real model
+        # server (fallback to the rules when it cannot answer), their traffic moving away from
+        # the training data at the same moment as the chat drift.
+        dispatch_client = MLClient(
+            services["model"].url,
+            fallback=rules_answer,
+            producer=producer,
+            timeout_s=1.0,
+            breaker=CircuitBreaker(failure_threshold=5, reset_after_s=2.0),
+            health_interval_s=1.0,
+        )
         threads.append(
             threading.Thread(
-                target=run_predictions,
-                name="predictions",
+                target=run_dispatch,
+                name="dispatch",
                 daemon=True,
-                args=(
-                    lambda schema, ev: producer.send(schema, ev),
-                    PredictionSimConfig(
-                        predictions=0,
-                        rate=DEMO_PREDICTION_RATE,
-                        outcome_delay_ms=2_000,
-                        drift_at_s=drift_at,
-                        drift=("confidence", "accuracy"),
-                    ),
-                ),
-                kwargs={"realtime": True, "live_time": True, "should_stop": stop.is_set},
+                args=(dispatch_client,),
+                kwargs={
+                    "rate": DEMO_PREDICTION_RATE,
+                    "should_stop": stop.is_set,
+                    "drift_at_s": drift_at,
+                },
             )
         )
         threads[-1].start()
+        model_down_until: float | None = None
         chatting = False
         last_probe = 0.0
         last_engine_probe = time.monotonic()
@@ -197,9 +211,29 @@ def run_demo(settings: Settings, demo: DemoConfig, config: SimulatorConfig) -> i
                             f"({services['inference'].url}/metrics) and the gateway "
                             f"({services['gateway'].url}/v1/chat/completions)"
                         )
+                elapsed = time.monotonic() - began
+                if (
+                    demo.model_down_at_s is not None
+                    and model_down_until is None
+                    and elapsed >= demo.model_down_at_s
+                ):
+                    model_down_until = time.monotonic() + demo.model_down_s
+                    services["model"].proc.kill()
+                    live.console.print(
+                        f"[yellow]model server killed[/] {elapsed:.0f} s into the demo: every "
+                        f"dispatch falls back to the rules for {demo.model_down_s:.0f} s "
+                        "(HIGH_FALLBACK_RATE follows)"
+                    )
+                if model_down_until is not None and time.monotonic() >= model_down_until > 0:
+                    model_down_until = 0.0  # back once; a later crash is revived as usual
+                    services["model"].restart()
+                    services["model"].restarts = 0
+                    live.console.print("[green]model server restarted[/]: the model answers again")
                 if time.monotonic() - last_probe >= 1:
                     last_probe = time.monotonic()
                     for name, svc in services.items():
+                        if name == "model" and model_down_until:  # held down on purpose
+                            continue
                         if svc.proc.poll() is not None:
                             up[name] = False
                             revive(svc, live.console.print)
@@ -273,6 +307,8 @@ def run_demo(settings: Settings, demo: DemoConfig, config: SimulatorConfig) -> i
         stop.set()
         for t in threads:
             t.join(10)
+        if dispatch_client is not None:
+            dispatch_client.close(10)
         consumer.close()
         producer.close(raise_on_failure=False)
         try:
@@ -281,7 +317,7 @@ def run_demo(settings: Settings, demo: DemoConfig, config: SimulatorConfig) -> i
             console.print(f"could not count dead letters: {exc}")
             dlq = -1
         # Producers of events first, then the consumers of them.
-        for name in ("gateway", "inference", "streams", "alerts"):
+        for name in ("gateway", "inference", "model", "streams", "alerts"):
             if name in services:
                 stop_process(services[name].proc)
         sink.__exit__(None, None, None)

@@ -1,4 +1,5 @@
-"""The demo's child processes (streams worker, alert consumer, inference worker, gateway): started
+"""The demo's child processes (streams worker, alert consumer, dispatch model server, inference
+worker, gateway): started
 with the demo's settings, probed until ready, revived when they exit, stopped in order; and the
 local webhook that stands in for Slack."""
 
@@ -103,7 +104,7 @@ def spawn(
     return Service(name, proc, url, log, list(argv), child_env)
 
 
-PROBES = {"streams": "/health/", "inference": "/health", "gateway": "/health"}
+PROBES = {"streams": "/health/", "inference": "/health", "gateway": "/health", "model": "/health"}
 
 
 def revive(svc: Service, say: Callable[[str], None]) -> bool:
@@ -212,8 +213,9 @@ def engine_available() -> bool:
 
 
 def start_services(settings: Settings, sink_url: str, *, llm: bool = True) -> dict[str, Service]:
-    """Streams worker (demo-sized windows: 30 s every 5 s) and the alert consumer posting to the
-    sink; with ``llm``, the inference worker on the CPU engine and the gateway too."""
+    """Streams worker (demo-sized windows: 30 s every 5 s), the alert consumer posting to the
+    sink and the dispatch model server (registered with its training metrics); with ``llm``, the
+    inference worker on the CPU engine and the gateway too."""
     web = port(6066)
     services = {
         "streams": spawn(
@@ -243,6 +245,13 @@ def start_services(settings: Settings, sink_url: str, *, llm: bool = True) -> di
             env={"CONTINUUM_WEBHOOK_URL": sink_url},
         ),
     }
+    model = port(8600)
+    services["model"] = spawn(
+        settings,
+        "model",
+        ["model-server", "--port", str(model), "--register"],
+        f"http://127.0.0.1:{model}/api/v2/dispatch",
+    )
     if llm:
         services.update(start_llm(settings))
     return services

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 DEFAULT_VERSION = "gbm-v2"
 BINS = 10
 # Clock features: any window of minutes sees one hour and weekday, never the training's spread
-# over the week, so comparing them with training would always "drift". Not monitored.
-CLOCK_FEATURES = ("hour", "day_of_week", "is_peak")
+# over the week, so comparing them with training would always "drift". Not monitored; nor is the
+# ETA, which is the distance at the hour's speed (the distance itself is).
+CLOCK_FEATURES = ("hour", "day_of_week", "is_peak", "eta_min")
 
 
 @dataclass

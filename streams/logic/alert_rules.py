@@ -373,6 +373,11 @@ def _title(r: SignalResult, scope: str) -> str:
         return f"Fallback rate {r.value:.1%} (+{r.change:.1f} pp) on {scope}"
     if r.signal == "intent_distribution_shift":
         return f"Intent mix shifted (KL {r.value:.2f}) on {scope}"
+    if r.signal.startswith("feature_drift:"):
+        feature = r.signal.split(":", 1)[1]
+        return f"Feature {feature} drifted from training (PSI {r.value:.2f}) on {scope}"
+    if r.signal == "confidence_vs_training":
+        return f"Confidence {r.change:+.0%} against training on {scope}"
     if r.baseline:
         return f"{r.signal.replace('_', ' ').capitalize()}: {r.change:+.0%} on {scope}"
     return f"{r.signal.replace('_', ' ').capitalize()}: {r.value:.3g} on {scope}"

@@ -46,6 +46,8 @@ class PredictionStats(TurnStats):
             self.intents[label] = self.intents.get(label, 0) + 1
         missing = False
         for f in PREDICTION_FIELDS:
+            if f == "confidence" and pred.get("fallback_used"):
+                continue  # rules answer without a confidence: not a data-quality problem
             if pred.get(f) is None:
                 self.nulls[f] = self.nulls.get(f, 0) + 1
                 missing = True

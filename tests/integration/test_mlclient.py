@@ -166,8 +166,8 @@ def test_live_features_are_compared_with_the_registered_training_metrics(
         calm = training_signals()
         names = {s["signal"] for s in calm}
         assert {"feature_drift:zone", "feature_drift:rain", "confidence_vs_training"} <= names
-        # 18 features less the clock ones (hour, weekday, peak), not compared with training.
-        assert len([n for n in names if n.startswith("feature_drift:")]) == 15
+        # 18 features less the clock ones (hour, weekday, peak, ETA), not compared with training.
+        assert len([n for n in names if n.startswith("feature_drift:")]) == 14
         assert not [s["signal"] for s in calm if s["breached"]]
         ks = next(s for s in calm if s["signal"] == "feature_drift:distance_km")
         assert ks["details"]["test"] == "ks" and ks["threshold"] == 0.2

@@ -75,3 +75,13 @@ def test_factory_and_errors() -> None:
         make_assigner("coin")
     with pytest.raises(ValueError, match="between 0 and 1, got 1.5"):
         StickyAssigner(1.5)
+
+
+def test_time_based_peak_hours_and_share_come_from_the_experiment() -> None:
+    a = make_assigner(
+        "TIME_BASED", 0.5, salt="x", metadata={"peak_hours": "9-11,17", "peak_split": "10"}
+    )
+    assert isinstance(a, TimeBasedAssigner)
+    assert a.peak_hours == (9, 10, 11, 17) and a.peak_share == 0.1 and a.offpeak_share == 0.5
+    with pytest.raises(ValueError, match="peak_hours"):
+        make_assigner("TIME_BASED", 0.5, metadata={"peak_hours": "25"})

@@ -91,8 +91,8 @@ def test_training_metrics_describe_the_chosen_pairs(model: DispatchModel) -> Non
     assert 0.6 < tm["accuracy"] < 1 and 0.5 < tm["auc"] < 1
     assert 0 < tm["confidence_mean"] <= 1
     dist = tm["feature_distributions"]
-    assert set(dist) == set(FEATURES) - {"hour", "day_of_week", "is_peak"}
-    assert tm["unmonitored_features"] == ["hour", "day_of_week", "is_peak"]
+    assert set(dist) == set(FEATURES) - {"hour", "day_of_week", "is_peak", "eta_min"}
+    assert tm["unmonitored_features"] == ["hour", "day_of_week", "is_peak", "eta_min"]
     for name, d in dist.items():
         total = sum(d["shares"].values()) if d["type"] == "categorical" else sum(d["shares"])
         assert total == pytest.approx(1, abs=1e-3), name
