@@ -360,27 +360,26 @@ def register(pipe: Pipeline) -> None:
 
         async def local() -> Response:
             result = api.ab_result(exp["experiment_id"])
-            if result is None and answer is not api.status:
+            if result is None and answer != api.status:
                 return _error(view, 404, f"no A/B data yet for {exp['experiment_id']!r}")
             out = answer(exp, result)
             return view.json(out)
 
         return await _routed(pipe, pipe.ab_results, group, view, request, local)
 
-    @app.page(f"{AB}/status")
-    class AbStatus(View):
-        async def get(self, request: Request) -> Response:
-            return await ab_view(self, request, api.status)
+    for name, fn in (
+        ("status", api.status),
+        ("comparison", api.comparison),
+        ("recommendation", api.recommendation),
+    ):
 
-    @app.page(f"{AB}/comparison")
-    class AbComparison(View):
-        async def get(self, request: Request) -> Response:
-            return await ab_view(self, request, api.comparison)
+        class AbAnswer(View):
+            answer = staticmethod(fn)
 
-    @app.page(f"{AB}/recommendation")
-    class AbRecommendation(View):
-        async def get(self, request: Request) -> Response:
-            return await ab_view(self, request, api.recommendation)
+            async def get(self, request: Request) -> Response:
+                return await ab_view(self, request, self.answer)
+
+        app.page(f"{AB}/{name}", name=f"seed-ab-{name}")(AbAnswer)
 
     @app.page(f"{AB}/dashboard")
     class AbDashboard(View):
