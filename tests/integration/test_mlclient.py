@@ -106,6 +106,11 @@ def test_predictions_fall_back_when_the_model_server_dies_and_the_alert_follows(
         assert all(r.model_version == "gbm-v2" for r in after)  # counted against the model
         alert = next(a for a in fallback_alerts() if a["severity"] == "CRITICAL")
         assert alert["model_version"] == "gbm-v2"
+        # The seed's monitoring API reads the same state.
+        fallback = worker.get("/api/v4/monitoring/health/fallback")[1]
+        assert fallback["models"]["gbm-v2"]["status"] == "UNHEALTHY"
+        active = worker.get("/api/v4/monitoring/alerts/active")[1]["alerts"]
+        assert alert["alert_id"] in {a["alert_id"] for a in active}
         assert alert["details"]["fallback_critical"] == "0.1"
 
         server = server.restart()
