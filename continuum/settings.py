@@ -163,6 +163,28 @@ class Settings:
     webhook_url: str = field(
         default="", metadata={"help": "Generic JSON webhook URL for alerts", "secret": True}
     )
+    # -- personal data in user text (producers.pii), applied by every EventProducer -----------
+    pii_redaction: str = field(
+        default="redact",
+        metadata={
+            "help": "What the SDK does with personal data (e-mail, phone, cédula, card, plate) in "
+            "user and bot text before it reaches Kafka: off, redact or reject"
+        },
+    )
+    pii_fields: str = field(
+        default="",
+        metadata={
+            "help": "Per-field overrides, e.g. ChatTurn.bot_response=off,Feedback.comment=reject"
+        },
+    )
+    pii_hash_key: str = field(
+        default="",
+        metadata={
+            "help": "Key of the hash in redacted placeholders (<PHONE:1f3a9c2e>) so a value still "
+            "joins across events; empty: type-only placeholders",
+            "secret": True,
+        },
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

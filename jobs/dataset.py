@@ -19,12 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PII_PATTERNS = (
-    ("[EMAIL]", re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b")),
-    ("[TARJETA]", re.compile(r"\b(?:\d[ -]?){13,16}\b")),
-    ("[CEDULA]", re.compile(r"\b\d{3}-\d{7}-\d\b|\b\d{11}\b")),
-    ("[TELEFONO]", re.compile(r"(?:\+?1[\s-]?)?\(?8[024]9\)?[\s-]?\d{3}[\s-]?\d{4}\b")),
-)
+from producers.pii import CARD, CEDULA, EMAIL, PHONE, PLATE, find_pii
+
+# The SDK's detector (producers.pii); the dataset keeps its Spanish placeholders.
+PLACEHOLDERS = {
+    EMAIL: "[EMAIL]",
+    CARD: "[TARJETA]",
+    CEDULA: "[CEDULA]",
+    PHONE: "[TELEFONO]",
+    PLATE: "[PLACA]",
+}
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,12 @@ def fingerprint(record: Mapping[str, Any]) -> str:
 
 def scrub(text: str) -> tuple[str, int]:
     """PII replaced by placeholders; how many were replaced."""
-    count = 0
-    for placeholder, rx in PII_PATTERNS:
-        text, n = rx.subn(placeholder, text)
-        count += n
-    return text, count
+    found = find_pii(text)
+    parts, last = [], 0
+    for f in found:
+        parts += [text[last : f.start], PLACEHOLDERS[f.type]]
+        last = f.end
+    return "".join(parts) + text[last:], len(found)
 
 
 def validate(

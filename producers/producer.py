@@ -19,6 +19,7 @@ from continuum import logthrottle
 from continuum.kafka import Connection
 from continuum.settings import Settings
 from continuum.topics import TopicSpec, topic_for_schema, topic_spec
+from producers.pii import Redactor
 from schemas.catalog import SchemaVersion, default_catalog
 from schemas.serde import AvroSerializer, make_registry
 
@@ -108,12 +109,16 @@ class EventProducer:
         max_block_s: float = 60.0,
         client: Any = None,
         publish_schemas: bool | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         """``kafka``: a bootstrap string (plaintext) or the service's :class:`Connection`
         (``from_settings`` passes it); ``client`` replaces the confluent-kafka ``Producer`` (unit
         tests pass a fake). ``publish_schemas`` (default: with a real client and no Schema
         Registry): each writer schema goes to the ``schemas`` topic before its first record, so
-        older readers can decode newer records (producers.schema_topic)."""
+        older readers can decode newer records (producers.schema_topic). ``redactor``: what
+        happens to personal data in user and bot text (:mod:`producers.pii`); by default it is
+        redacted with type-only placeholders (``from_settings`` applies the settings' policy
+        and hash key)."""
         # Measured (benchmarks/serde_produce.py): routing librdkafka's log through Python
         # logging or asking for error-only delivery reports both cost ~10-25% throughput here,
         # so the client keeps its defaults; per-message reports are served every 1000 sends.
@@ -138,6 +143,7 @@ class EventProducer:
 
             self.serializer.on_new_writer = SchemaPublisher(client, topic_prefix)
         self.topic_prefix = topic_prefix
+        self.redactor = redactor if redactor is not None else Redactor()
         self.max_block_s = max_block_s
         self._on_delivery_user = on_delivery
         self._lock = threading.Lock()
@@ -150,6 +156,7 @@ class EventProducer:
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> EventProducer:
         registry = make_registry(settings)
+        kwargs.setdefault("redactor", Redactor.from_settings(settings))
         return cls(
             settings.kafka,
             serializer=AvroSerializer(default_catalog(), registry),
@@ -196,6 +203,7 @@ class EventProducer:
         if self._closed:
             raise RuntimeError("EventProducer is closed")
         record = prepare_event(event) if prepare else event
+        record = self.redactor.apply(schema, record)  # type: ignore[arg-type]
         name, routed_key = route(schema, record, topic, self.topic_prefix)
         value = self.serializer.encode(schema, record, topic=name)
         self._produce(name, value, routed_key if key is None else key, headers, on_delivery)
