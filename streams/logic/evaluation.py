@@ -330,9 +330,24 @@ def evaluate_model(
     assert end is not None  # there are buckets
     if baseline is None:  # nothing to compare with yet: show the newest window, move on later
         if end > buckets[0]:
-            out["summary"] = merge_slots(
-                partials, kind, subject, end - cfg.window_ms, end
-            ).summary()
+            summary = merge_slots(partials, kind, subject, end - cfg.window_ms, end).summary()
+            out["summary"] = summary
+            # The seed's absolute rules (fallback rate, minimum confidence) need no baseline: a
+            # model failing from its first minutes is alerted too, once per window end (the
+            # same window evaluated again after the freeze sends the same request ids).
+            if end > new_state.get("rules_end", -1):
+                new_state["rules_end"] = end
+                out["alerts"].extend(
+                    rule_requests(
+                        model,
+                        summary,
+                        None,
+                        end,
+                        cfg.alerts,
+                        predictive=kind == PREDICTIONS,
+                        min_samples=cfg.drift.min_samples,
+                    )
+                )
     else:
         for e in windows_due(buckets[0], new_state.get("evaluated_end"), end, cfg.hop_ms):
             _evaluate_window(model, partials, baseline, new_state, cfg, kind, e, out, training)

@@ -221,3 +221,32 @@ def test_realtime_run_holds_each_outcome_until_its_time() -> None:
     stopped: list[str] = []
     run_predictions(lambda s, e: stopped.append(s), cfg, should_stop=lambda: len(stopped) >= 5)
     assert len(stopped) == 5
+
+
+def test_a_model_failing_from_its_first_minutes_is_alerted_before_any_baseline() -> None:
+    """The seed's fallback rule needs no baseline: 30 % fallbacks in the first windows raise
+    HIGH_FALLBACK_RATE (CRITICAL) while the baseline is still far from frozen, once per window."""
+    from streams.logic.evaluation import EvalConfig, evaluate_model
+
+    cfg = EvalConfig(window_ms=6 * HOP, hop_ms=HOP, freeze_after=10**6)
+    folder = Stage1Folder(HOP, retention_ms=cfg.retention_ms)
+    slots: dict[str, dict] = {}
+    items = [
+        (
+            "prediction",
+            pred(prediction_id=f"p{i}", event_time=i * 100, fallback_used=i % 10 < 3),
+            0,
+            i,
+        )
+        for i in range(1000)
+    ]
+    slots.update(folder.fold(items, slots.get))
+    parts = [p for p in slots.values() if p["g"] == "p:xgb-v2"]
+    out = evaluate_model("xgb-v2", parts, None, {}, cfg, kind=PREDICTIONS)
+    assert out["baseline"] is None
+    raised = [a for a in out["alerts"] if a["status"] == "OPEN"]
+    assert [(a["alert_type"], a["severity"]) for a in raised] == [
+        ("HIGH_FALLBACK_RATE", "CRITICAL")
+    ]
+    again = evaluate_model("xgb-v2", parts, None, out["state"], cfg, kind=PREDICTIONS)
+    assert again["alerts"] == []  # the same window end is not requested twice
