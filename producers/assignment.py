@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from producers.producer import epoch_ms
+
 CONTROL = "control"
 TREATMENT = "treatment"
 STRATEGIES = ("RANDOM", "ROUND_ROBIN", "TIME_BASED", "WEIGHT_BASED", "STICKY")
@@ -209,7 +211,7 @@ class VariantRouter:
 
     def running(self) -> dict[str, Any] | None:
         live = [e for e in self.experiments.values() if e.get("status") == "RUNNING"]
-        return max(live, key=lambda e: _ms(e.get("event_time")), default=None)
+        return max(live, key=lambda e: epoch_ms(e.get("event_time")), default=None)
 
     def arm(self, experiment_id: str, unit_id: str, now: int) -> str:
         """The arm of ``unit_id`` in a known experiment (its own assigner)."""
@@ -226,9 +228,3 @@ class VariantRouter:
         variant = self._assigners[exp["experiment_id"]].assign(session_id, now)
         model = exp["control_version"] if variant == CONTROL else exp["treatment_version"]
         return Route(model, exp["experiment_id"], variant)
-
-
-def _ms(value: Any) -> int:
-    if value is None:
-        return 0
-    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)

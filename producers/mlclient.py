@@ -148,6 +148,71 @@ def scalar_features(features: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def prediction_event(
+    prediction_id: str,
+    model_version: str,
+    *,
+    model_name: str = "dispatch",
+    phase: str | None = None,
+    experiment_id: str | None = None,
+    entity_id: str | None = None,
+    features: Mapping[str, Any] | None = None,
+    predicted_value: Any = None,
+    confidence: Any = None,
+    fallback_used: bool = False,
+    fallback_reason: str | None = None,
+    latency_ms: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    event_time: Any = None,
+) -> dict[str, Any]:
+    """The ``Prediction`` event of one prediction; its id is a function of the prediction id, so
+    the same prediction logged twice (a retry, the seed's ``/log`` and MLClient) is one event."""
+    return {
+        "event_id": stable_id("prediction", prediction_id),
+        "event_time": int(time.time() * 1000) if event_time is None else event_time,
+        "prediction_id": prediction_id,
+        "model_name": model_name,
+        "model_version": model_version,
+        "phase": phase,
+        "experiment_id": experiment_id,
+        "entity_id": entity_id,
+        "features": dict(features or {}),
+        "predicted_value": predicted_value,
+        "confidence": confidence,
+        "fallback_used": fallback_used,
+        "fallback_reason": fallback_reason,
+        "latency_ms": latency_ms,
+        "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
+    }
+
+
+def outcome_event(
+    prediction_id: str,
+    model_version: str,
+    *,
+    experiment_id: str | None = None,
+    variant: str | None = None,
+    actual_value: Any = None,
+    success: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    event_time: Any = None,
+) -> dict[str, Any]:
+    """The ``Outcome`` of a prediction (one per prediction: its id is the prediction's)."""
+    if isinstance(actual_value, int) and not isinstance(actual_value, bool):
+        actual_value = float(actual_value)
+    return {
+        "event_id": stable_id("outcome", prediction_id),
+        "event_time": int(time.time() * 1000) if event_time is None else event_time,
+        "prediction_id": prediction_id,
+        "model_version": model_version,
+        "experiment_id": experiment_id,
+        "variant": variant,
+        "actual_value": actual_value,
+        "success": success,
+        "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
+    }
+
+
 class EventLog:
     """A bounded queue in front of an :class:`~producers.producer.EventProducer`: ``put`` never
     blocks; a background thread sends. When the queue is full the event is dropped and counted."""
@@ -319,14 +384,11 @@ class MLClient:
             )
         try:
             out = call()
-        except ModelFailure as exc:
-            # An invalid answer is the model's fault too: it counts towards opening.
+        except Exception as exc:  # an invalid answer is the model's fault too: it counts
             self.breaker.failure()
             CIRCUIT.labels(self.model_name).set(_CIRCUIT_VALUE[self.breaker.state])
-            raise exc
-        except Exception as exc:
-            self.breaker.failure()
-            CIRCUIT.labels(self.model_name).set(_CIRCUIT_VALUE[self.breaker.state])
+            if isinstance(exc, ModelFailure):
+                raise
             raise ModelFailure(ERROR, f"{type(exc).__name__}: {exc}") from exc
         self.breaker.success()
         CIRCUIT.labels(self.model_name).set(0)
@@ -483,23 +545,25 @@ class MLClient:
         pred = r.prediction
         self.events.put(
             "Prediction",
-            {
-                "event_id": stable_id("prediction", r.prediction_id),
-                "event_time": int(time.time() * 1000),
-                "prediction_id": r.prediction_id,
-                "model_name": self.model_name,
-                "model_version": r.model_version,
-                "phase": r.phase,
-                "experiment_id": r.experiment_id,
-                "entity_id": entity_id,
-                "features": dict(r.features),
-                "predicted_value": float(pred) if isinstance(pred, int | float) else str(pred),
-                "confidence": r.confidence,
-                "fallback_used": r.fallback_used,
-                "fallback_reason": r.fallback_reason,
-                "latency_ms": r.latency_ms,
-                "metadata": dict(metadata or {}),
-            },
+            prediction_event(
+                r.prediction_id,
+                r.model_version,
+                model_name=self.model_name,
+                phase=r.phase,
+                experiment_id=r.experiment_id,
+                entity_id=entity_id,
+                features=r.features,
+                predicted_value=float(pred)
+                if isinstance(pred, int | float)
+                else None
+                if pred is None
+                else str(pred),
+                confidence=r.confidence,
+                fallback_used=r.fallback_used,
+                fallback_reason=r.fallback_reason,
+                latency_ms=r.latency_ms,
+                metadata=metadata,
+            ),
         )
 
     def log_outcome(
@@ -528,19 +592,15 @@ class MLClient:
                 f"outcome for prediction {prediction_id!r}: this client did not make it (or no "
                 "longer remembers it), so pass model_version= (and experiment_id=/variant=)"
             )
-        event = {
-            "event_id": stable_id("outcome", prediction_id),
-            "event_time": int(time.time() * 1000),
-            "prediction_id": prediction_id,
-            "model_version": model_version,
-            "experiment_id": experiment_id,
-            "variant": variant,
-            "actual_value": float(actual_value)
-            if isinstance(actual_value, int | float) and not isinstance(actual_value, bool)
-            else actual_value,
-            "success": success,
-            "metadata": dict(metadata or {}),
-        }
+        event = outcome_event(
+            prediction_id,
+            model_version,
+            experiment_id=experiment_id,
+            variant=variant,
+            actual_value=actual_value,
+            success=success,
+            metadata=metadata,
+        )
         if self.events is not None:
             self.events.put("Outcome", event)
         return event

@@ -76,6 +76,12 @@ def to_millis(value: Any) -> Any:
     return value
 
 
+def epoch_ms(value: Any) -> int:
+    """A timestamp field as epoch millis for ordering and arithmetic (None and bad text: 0)."""
+    ms = to_millis(value)
+    return int(ms) if isinstance(ms, int | float) else 0
+
+
 def prepare_event(event: Mapping[str, Any]) -> dict[str, Any]:
     """Fill ``event_id`` and ``event_time`` when the caller left them out."""
     out = dict(event)

@@ -20,9 +20,9 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from producers.assignment import STRATEGIES, VariantRouter
-from producers.producer import prepare_event
+from producers.mlclient import outcome_event, prediction_event
+from producers.producer import epoch_ms, prepare_event
 from schemas.errors import EventValidationError
-from schemas.ids import stable_id
 from streams.agents.alerts import send_request
 from streams.logic.abtest import recommendation_band
 from streams.logic.alerts import SEVERITIES, resolve_request
@@ -104,7 +104,7 @@ class SeedApi:
         if wanted:
             return exps.get(wanted)
         running = [e for e in exps.values() if e.get("status") == "RUNNING"]
-        return max(running, key=lambda e: _ms(e.get("event_time")), default=None)
+        return max(running, key=lambda e: epoch_ms(e.get("event_time")), default=None)
 
     def ab_result(self, exp_id: str) -> dict[str, Any] | None:
         return self.pipe.ab_results.get(experiment_group(exp_id))
@@ -183,7 +183,7 @@ class SeedApi:
                 metric = PERIOD_METRICS.get(r["signal"])
                 if metric is None or r["model_version"] != version or r.get("detector") != "window":
                     continue
-                start = int(_ms(r["event_time"])) // size * size
+                start = epoch_ms(r["event_time"]) // size * size
                 sums.setdefault(start, {}).setdefault(metric, []).append(float(r["value"]))
             phases[arm] = {
                 str(start): {
@@ -247,41 +247,40 @@ class SeedApi:
         for name in ("prediction_id", "model_version"):
             if not isinstance(body.get(name), str) or not body[name]:
                 return 400, {"error": f"{name} must be a non-empty text"}
-        pid = body["prediction_id"]
-        now = int(time.time() * 1000)
-        pred = {
-            "event_id": stable_id("prediction", pid),
-            "event_time": body.get("event_time", now),
-            "prediction_id": pid,
-            "model_name": body.get("model_name", "dispatch"),
-            "model_version": body["model_version"],
-            "phase": body.get("phase"),
-            "experiment_id": body.get("experiment_id"),
-            "entity_id": body.get("entity_id"),
-            "features": body.get("features") or {},
-            "predicted_value": body.get("predicted_value"),
-            "confidence": body.get("confidence"),
-            "fallback_used": bool(body.get("fallback_used", False)),
-            "fallback_reason": body.get("fallback_reason"),
-            "latency_ms": body.get("latency_ms"),
-            "metadata": {str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
-        }
-        events = [("Prediction", pred)]
+        pid, version = body["prediction_id"], body["model_version"]
+        events = [
+            (
+                "Prediction",
+                prediction_event(
+                    pid,
+                    version,
+                    model_name=body.get("model_name", "dispatch"),
+                    phase=body.get("phase"),
+                    experiment_id=body.get("experiment_id"),
+                    entity_id=body.get("entity_id"),
+                    features=body.get("features"),
+                    predicted_value=body.get("predicted_value"),
+                    confidence=body.get("confidence"),
+                    fallback_used=bool(body.get("fallback_used", False)),
+                    fallback_reason=body.get("fallback_reason"),
+                    latency_ms=body.get("latency_ms"),
+                    metadata=body.get("metadata"),
+                    event_time=body.get("event_time"),
+                ),
+            )
+        ]
         if body.get("success") is not None or body.get("actual_value") is not None:
             events.append(
                 (
                     "Outcome",
-                    {
-                        "event_id": stable_id("outcome", pid),
-                        "event_time": now,
-                        "prediction_id": pid,
-                        "model_version": body["model_version"],
-                        "experiment_id": body.get("experiment_id"),
-                        "variant": body.get("phase"),
-                        "actual_value": body.get("actual_value"),
-                        "success": body.get("success"),
-                        "metadata": {},
-                    },
+                    outcome_event(
+                        pid,
+                        version,
+                        experiment_id=body.get("experiment_id"),
+                        variant=body.get("phase"),
+                        actual_value=body.get("actual_value"),
+                        success=body.get("success"),
+                    ),
                 )
             )
         try:
@@ -335,12 +334,6 @@ def _overall(statuses: list[str]) -> str:
         if s in statuses:
             return s
     return "HEALTHY"
-
-
-def _ms(value: Any) -> int:
-    if value is None:
-        return 0
-    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
 
 def register(pipe: Pipeline) -> None:
@@ -470,7 +463,7 @@ def register(pipe: Pipeline) -> None:
             models[version] = {
                 "state": reg.get("state", "UNREGISTERED"),
                 "trained_at": trained,
-                "age_days": round((now - _ms(trained)) / 86_400_000, 2) if trained else None,
+                "age_days": round((now - epoch_ms(trained)) / 86_400_000, 2) if trained else None,
                 "files": reg.get("artifact_uri"),
                 "has_training_metrics": bool(reg.get("training_metrics")),
                 "seen_in_traffic": version in served,

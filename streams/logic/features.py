@@ -17,6 +17,7 @@ the training quantile ``edges``, the ``shares`` of each bin and a ``sample`` of 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -64,8 +65,17 @@ class FeatureProfile:
                 counts[key] = counts.get(key, 0) + 1
             elif isinstance(v, int | float) and math.isfinite(v):
                 numeric[name] = float(v)
-        if numeric:
-            self._keep([(row_hash(prediction_id), numeric)])
+        if not numeric:
+            return
+        # One row into the sorted bottom-k (per prediction, in stage 1's fold: no re-sort).
+        h = row_hash(prediction_id)
+        if len(self.rows) >= self.k and h >= self.rows[-1][0]:
+            return
+        i = bisect.bisect_left(self.rows, h, key=lambda r: r[0])
+        if i < len(self.rows) and self.rows[i][0] == h:
+            return  # the same prediction again (a redelivery)
+        self.rows.insert(i, (h, numeric))
+        del self.rows[self.k :]
 
     def _keep(self, rows: list[tuple[int, dict[str, float]]]) -> None:
         merged = sorted([*self.rows, *rows], key=lambda r: r[0])
