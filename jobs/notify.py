@@ -62,6 +62,11 @@ def signal_lines(signals: Iterable[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def what_changed(details: Mapping[str, Any], top: int = 3) -> list[str]:
+    """The signal's largest contributions (``why.1`` ...), one bullet each."""
+    return [f"• {details[k]}" for i in range(1, top + 1) if (k := f"why.{i}") in details]
+
+
 def slack_message(batch: Batch) -> dict[str, Any]:
     """Slack Block Kit: title with severity, the facts, the signals current vs baseline, and the
     recommendation."""
@@ -91,6 +96,14 @@ def slack_message(batch: Batch) -> dict[str, Any]:
             {
                 "type": "section",
                 "text": {"type": "mrkdwn", "text": "*Signals*\n" + "\n".join(lines)[:2900]},
+            }
+        )
+    why = what_changed(a.get("details") or {})
+    if why and not resolved:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": "*What changed*\n" + "\n".join(why)[:2900]},
             }
         )
     if a.get("recommendation") and not resolved:

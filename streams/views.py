@@ -115,6 +115,13 @@ def _health(pipe: Pipeline) -> dict[str, Any]:
 DASHBOARD = resources.files("streams") / "static" / "dashboard.html"
 
 
+def _with_why(signal: dict[str, Any]) -> dict[str, Any]:
+    """A signal with its attribution as data (``what_changed``: every segment's contribution,
+    largest first) besides the JSON string the event carries."""
+    raw = (signal.get("details") or {}).get("attribution")
+    return {**signal, "what_changed": json.loads(raw)} if raw else signal
+
+
 def register(pipe: Pipeline) -> None:
     app = pipe.app
 
@@ -181,7 +188,9 @@ def register(pipe: Pipeline) -> None:
                 base = pipe.live.baselines.get(model)
             if not sig and base is None:
                 return self.json({"error": f"no drift data for model {model!r}"}, status=404)
-            return self.json({"model_version": model, "signals": sig, "baseline": base})
+            return self.json(
+                {"model_version": model, "signals": [_with_why(ev) for ev in sig], "baseline": base}
+            )
 
     @app.page("/ab/")
     class Experiments(View):

@@ -256,6 +256,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "tokens_mean": 380.0,
         "intent_distribution": {"greeting": 0.2, "vehicle_search": 0.8},
         "metrics": {"lead_rate": 0.06},
+        "segments": {
+            "intent=vehicle_search": {
+                "share": 0.8,
+                "fallback_rate": 0.05,
+                "latency_p95_ms": 2000.0,
+            },
+            "channel=whatsapp": {"share": 1.0, "fallback_rate": 0.07, "tail_share": 0.05},
+        },
     },
     "Experiment": {
         "event_id": _id(11),

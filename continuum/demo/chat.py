@@ -195,11 +195,16 @@ def experiment_event(
 
 @dataclass(frozen=True)
 class DriftInjection:
-    """What changes, for which model versions (empty = all), from ``at_s`` simulated seconds on."""
+    """What changes, for which model versions (empty = all), from ``at_s`` simulated seconds on.
+    ``intents`` and ``channels`` narrow the per-turn kinds (confidence, fallback, latency,
+    tokens) to turns of those intents or channels (empty = all): a change with a known cause, for
+    the attribution to find."""
 
     at_s: float
     kinds: tuple[str, ...] = DRIFT_KINDS
     models: tuple[str, ...] = ()
+    intents: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
     latency_factor: float = 2.5
     confidence_drop: float = 0.25
     fallback_spike: float = 0.20
@@ -277,13 +282,17 @@ class TrafficSimulator:
             version, variant = cfg.control_version, None
         return _Session(sid, version, variant, length=1 + int(self.rng.expovariate(1 / 4)))
 
-    def _drifting(self, t_s: float, model: str, kind: str) -> bool:
+    def _drifting(
+        self, t_s: float, model: str, kind: str, intent: str | None = None, channel: str = ""
+    ) -> bool:
         d = self.config.drift
         return (
             d is not None
             and t_s >= d.at_s
             and kind in d.kinds
             and (not d.models or model in d.models)
+            and (intent is None or not d.intents or intent in d.intents)
+            and (intent is None or not d.channels or channel in d.channels)
         )
 
     def _pick_intent(self, t_s: float, model: str, first: bool) -> str:
@@ -346,18 +355,19 @@ class TrafficSimulator:
         model = sess.model_version
         intent = self._pick_intent(t_s, model, sess.turns == 0)
         prof = INTENTS[intent]
+        channel = rng.choice(("web", "whatsapp", "app"))
 
         conf = min(1.0, max(0.0, rng.gauss(prof.confidence, 0.06)))
-        if self._drifting(t_s, model, "confidence"):
+        if self._drifting(t_s, model, "confidence", intent, channel):
             conf = max(0.0, conf - cfg.drift.confidence_drop)  # type: ignore[union-attr]
         fallback_p = 0.0 if intent != "fallback" else 0.9
-        if self._drifting(t_s, model, "fallback"):
+        if self._drifting(t_s, model, "fallback", intent, channel):
             fallback_p = min(1.0, fallback_p + cfg.drift.fallback_spike)  # type: ignore[union-attr]
         is_fallback = rng.random() < fallback_p
 
         median = 1200.0 if sess.variant != TREATMENT else 1100.0
         latency = rng.lognormvariate(math.log(median), 0.35)
-        if self._drifting(t_s, model, "latency"):
+        if self._drifting(t_s, model, "latency", intent, channel):
             latency *= cfg.drift.latency_factor  # type: ignore[union-attr]
         queue_wait = min(latency * 0.1, rng.expovariate(1 / 40))
         ttft = queue_wait + rng.uniform(80, 250)
@@ -366,7 +376,7 @@ class TrafficSimulator:
         completion_tokens = int(
             max(5, rng.gauss(prof.completion_tokens, prof.completion_tokens * 0.25))
         )
-        if self._drifting(t_s, model, "tokens"):
+        if self._drifting(t_s, model, "tokens", intent, channel):
             completion_tokens = int(completion_tokens * cfg.drift.token_factor)  # type: ignore[union-attr]
             prompt_tokens = int(prompt_tokens * cfg.drift.token_factor)  # type: ignore[union-attr]
 
@@ -393,7 +403,7 @@ class TrafficSimulator:
             "completion_tokens": completion_tokens,
             "lead_captured": rng.random() < lead_rate,
             "request_id": None,
-            "metadata": {"channel": rng.choice(("web", "whatsapp", "app"))},
+            "metadata": {"channel": channel},
         }
         sess.turns += 1
         if sess.turns >= sess.length:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from streams.logic.attribution import ATTRIBUTABLE, attribute, explain, kl_terms
 from streams.logic.turns import TurnStats
 
 CONFIDENCE_DROP = "confidence_drop"
@@ -104,20 +105,7 @@ def kl_divergence(
     the same pseudo-count at the window's sample size, so an intent unseen in the baseline gives a
     large but finite divergence instead of infinity.
     """
-    keys = sorted(set(window_counts) | set(baseline))
-    if not keys:
-        return 0.0
-    n = sum(window_counts.values())
-    k = len(keys)
-    p_den = n + smoothing * k
-    b_total = sum(baseline.values()) or 1.0
-    q_den = n + smoothing * k
-    kl = 0.0
-    for key in keys:
-        p = (window_counts.get(key, 0) + smoothing) / p_den
-        q = (baseline.get(key, 0.0) / b_total * n + smoothing) / q_den
-        kl += p * math.log(p / q)
-    return kl
+    return sum(term for _p, _q, term in kl_terms(window_counts, baseline, smoothing).values())
 
 
 _EPS = 1e-9
@@ -236,4 +224,8 @@ def evaluate(
                     {"against": "previous period", "measure": measure},
                 )
             )
+    for r in out:
+        if r.breached and r.signal in ATTRIBUTABLE:
+            why = attribute(r.signal, window.segments, window.intents, baseline, t.kl_smoothing)
+            r.details.update(explain(r.signal, why))
     return out

@@ -267,7 +267,7 @@ def _evaluate_window(
         if int(k) > end - cfg.window_ms - cfg.hop_ms  # what a later window may still compare with
     }
     if window.n >= cfg.drift.min_samples:
-        periods[str(end)] = summary
+        periods[str(end)] = {k: v for k, v in summary.items() if k != "segments"}
     new_state["periods"] = periods
     new_state.pop("prev", None)  # state written before "periods" replaced it
     new_state.pop("alerts", None)  # per-model alert state before the alert owner existed

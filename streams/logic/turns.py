@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streams.logic.attribution import Segments
 from streams.logic.running import RunningStats
 from streams.logic.sketch import QuantileSketch
 
@@ -25,6 +26,7 @@ class TurnStats:
         self.tokens = RunningStats()
         self.latency = QuantileSketch()
         self.intents: dict[str, int] = {}
+        self.segments = Segments()  # by intent, channel, arm: what changed, when a signal moves
         self.nulls: dict[str, int] = {}
         self.rows_with_null = 0
         self.first_ms: int | None = None
@@ -51,6 +53,7 @@ class TurnStats:
                 self.nulls[f] = self.nulls.get(f, 0) + 1
                 missing = True
         self.rows_with_null += missing
+        self.segments.update(turn)
         self._span(turn.get("event_time"))
 
     def _span(self, t: int | None) -> None:
@@ -72,6 +75,7 @@ class TurnStats:
         for k, c in other.nulls.items():
             self.nulls[k] = self.nulls.get(k, 0) + c
         self.rows_with_null += other.rows_with_null
+        self.segments.merge(other.segments)
         for t in (other.first_ms, other.last_ms):
             if t is not None:
                 self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
@@ -94,13 +98,14 @@ class TurnStats:
 
     def summary(self) -> dict[str, Any]:
         """The statistics a Baseline record carries (same field names)."""
+        p95 = self.latency.quantile(0.95)
         return {
             "sample_size": self.n,
             "confidence_mean": self.confidence.mean if self.confidence.n else None,
             "confidence_variance": self.confidence.variance if self.confidence.n > 1 else None,
             "fallback_rate": self.fallback_rate if self.n else None,
             "latency_p50_ms": self.latency.quantile(0.50),
-            "latency_p95_ms": self.latency.quantile(0.95),
+            "latency_p95_ms": p95,
             "latency_p99_ms": self.latency.quantile(0.99),
             "tokens_mean": self.tokens.mean if self.tokens.n else None,
             "intent_distribution": self.intent_distribution(),
@@ -112,6 +117,7 @@ class TurnStats:
                 else 0.0,
                 "latency_outlier_share": self.latency.iqr_outlier_share(log_scale=True),
             },
+            "segments": self.segments.summary(p95),
             "window_start": self.first_ms,
             "window_end": self.last_ms,
         }
@@ -130,6 +136,7 @@ class TurnStats:
             "int": dict(self.intents),
             "nul": dict(self.nulls),
             "rnul": self.rows_with_null,
+            "seg": self.segments.to_dict(),
             "t0": self.first_ms,
             "t1": self.last_ms,
         }
@@ -145,6 +152,7 @@ class TurnStats:
         s.intents = {k: int(v) for k, v in d["int"].items()}
         s.nulls = {k: int(v) for k, v in d["nul"].items()}
         s.rows_with_null = int(d["rnul"])
+        s.segments = Segments.from_dict(d.get("seg"))
         s.first_ms, s.last_ms = d.get("t0"), d.get("t1")
         return s
 

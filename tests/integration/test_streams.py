@@ -30,7 +30,15 @@ def test_injected_latency_and_fallback_drift_is_signalled_and_alerted(
         turns=9000,
         rate=100,
         seed=21,
-        drift=DriftInjection(at_s=drift_at_s, kinds=("latency", "fallback")),
+        # On one channel only, strong enough to move the totals as much as a uniform drift would:
+        # every breached signal must say where the change is.
+        drift=DriftInjection(
+            at_s=drift_at_s,
+            kinds=("latency", "fallback"),
+            channels=("whatsapp",),
+            latency_factor=4.0,
+            fallback_spike=0.6,
+        ),
     )
     produce(broker, prefix, cfg)
     drift_ms = START + drift_at_s * 1000
@@ -65,6 +73,13 @@ def test_injected_latency_and_fallback_drift_is_signalled_and_alerted(
         "intent_distribution_shift",
         "token_usage_change",
     }
+    # What changed: the drifted channel is named first, on every breached signal after the drift.
+    for s in after:
+        if s["breached"] and s["signal"] in ("latency_increase", "fallback_rate_increase"):
+            assert s["details"]["why.1"].startswith("channel=whatsapp: +"), (
+                s["signal"],
+                s["details"],
+            )
     # Online detectors: the latency change is flagged within a few hundred events of the change.
     changes = [
         s
@@ -81,6 +96,16 @@ def test_injected_latency_and_fallback_drift_is_signalled_and_alerted(
     alerts = [e.event for e in read_all(broker, prefix, ["alerts"])]
     types = {(a["alert_type"], a["model_version"]) for a in alerts if a["status"] == "OPEN"}
     assert ("HIGH_FALLBACK_RATE", "okla-v1.0") in types and ("DRIFT_DETECTED", "okla-v1.0") in types
+    view = worker.get("/drift/okla-v1.0/")[1]["signals"]
+    latency = next(s for s in view if s["signal"] == "latency_increase" and s["breached"])
+    assert {(r["dimension"], r["segment"]) for r in latency["what_changed"]} >= {
+        ("channel", "whatsapp"),
+        ("channel", "web"),
+        ("channel", "app"),
+        ("intent", "vehicle_search"),
+    }
+    drift_alerts = [a for a in alerts if a["dedup_key"] == "drift:okla-v1.0:latency_increase"]
+    assert drift_alerts and drift_alerts[0]["details"]["why.1"].startswith("channel=whatsapp")
     # Nothing but the INFO notices of the frozen baselines before the drift.
     early = [a for a in alerts if a["event_time"] < drift_ms]
     assert {(a["severity"], a["dedup_key"]) for a in early} <= {
