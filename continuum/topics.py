@@ -81,7 +81,16 @@ TOPICS: tuple[TopicSpec, ...] = (
         "session_id",
         partitions=3,
         retention_ms=DAY_MS,
-        doc="Chat-completion requests for the inference workers.",
+        doc="Chat-completion requests for the inference workers (the user lane).",
+    ),
+    TopicSpec(
+        "inference.requests.background",
+        "InferenceRequest",
+        "session_id",
+        partitions=3,
+        retention_ms=DAY_MS,
+        doc="Background requests (LLM-as-judge, evaluation runs): served only when no user "
+        "request needs the engine, preempted by one.",
     ),
     TopicSpec(
         "inference.responses",

@@ -36,6 +36,7 @@ from prometheus_client import (
 
 from continuum.settings import Settings
 from continuum.topics import topic_spec
+from inference.lanes import BACKGROUND, BACKGROUND_TOPIC, USER, lane_of_call
 from inference.auth import ApiKeys
 from inference.gateway_stream import StreamCall
 from inference.metrics import DURATION_BUCKETS_MS
@@ -128,6 +129,7 @@ class Gateway:
             settings, config=LOW_LATENCY_PRODUCER
         )
         self.requests_topic = topic_spec("inference.requests").full_name(settings.topic_prefix)
+        self.background_topic = topic_spec(BACKGROUND_TOPIC).full_name(settings.topic_prefix)
         try:
             self.reply_topic = topic_spec(self.config.reply_topic).full_name(settings.topic_prefix)
         except KeyError:
@@ -221,6 +223,10 @@ class Gateway:
         route = self.router.route(requested or None, session_id or request_id, now)
         timeout_s = self.config.timeout_s
         try:
+            lane = lane_of_call(body, headers)
+        except ValueError as exc:
+            return openai_error(ERR_INVALID, str(exc))
+        try:
             event = request_from_openai(
                 body,
                 request_id=request_id,
@@ -236,7 +242,15 @@ class Gateway:
             return openai_error(ERR_INVALID, str(exc))
         if request_id in self._pending or request_id in self._streams:
             return openai_error(ERR_INVALID, f"X-Request-Id {request_id!r} is already in flight")
+        if lane != USER:
+            event["metadata"] = {**event.get("metadata", {}), "lane": lane}
         return event
+
+    def _topic(self, event: Mapping[str, Any]) -> str:
+        """The request topic of the call's lane."""
+        if (event.get("metadata") or {}).get("lane") == BACKGROUND:
+            return self.background_topic
+        return self.requests_topic
 
     async def _complete(self, body: Any, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         assert self._loop is not None
@@ -251,7 +265,11 @@ class Gateway:
         self.metrics.pending.set(len(self._pending))
         try:
             self.producer.send(
-                "InferenceRequest", event, key=session_id or request_id, prepare=False
+                "InferenceRequest",
+                event,
+                topic=self._topic(event),
+                key=session_id or request_id,
+                prepare=False,
             )
             try:
                 response = await asyncio.wait_for(fut, timeout_s + 1.0)
@@ -286,6 +304,7 @@ class Gateway:
             self.producer.send(
                 "InferenceRequest",
                 event,
+                topic=self._topic(event),
                 key=event["session_id"] or call.request_id,
                 prepare=False,
             )

@@ -89,6 +89,17 @@ class LlmMetrics:
             "Peticiones ilegibles o inválidas enviadas al DLQ",
             registry=r,
         )
+        self.lane_requests = Counter(
+            f"{p}_lane_requests_total",
+            "Peticiones generadas por carril (user, background)",
+            ["lane"],
+            registry=r,
+        )
+        self.preemptions = Counter(
+            f"{p}_preemptions_total",
+            "Generaciones de segundo plano detenidas para dar paso a un usuario (se repiten luego)",
+            registry=r,
+        )
 
     def set_model(self, info: dict[str, str]) -> None:
         self.model_info.info(info)

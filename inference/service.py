@@ -52,6 +52,8 @@ def worker_from_settings(s: InferenceSettings, engine: Engine | None = None) -> 
             transaction_interval_ms=s.transaction_interval_ms,
             stream_chunk_ms=s.stream_chunk_ms,
             stream_chunk_tokens=s.stream_chunk_tokens,
+            background_slots=s.background_slots,
+            serve_background=s.serve_background,
         ),
         metrics=LlmMetrics(s.metrics_prefix),
     )

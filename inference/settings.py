@@ -27,6 +27,17 @@ class InferenceSettings(Settings):
     max_inflight: int = field(
         default=0, metadata={"help": "Requests in flight per worker (0 = 2 x engine concurrency)"}
     )
+    background_slots: int = field(
+        default=0,
+        metadata={
+            "help": "Engine slots background requests (judge, evaluations) may hold at once "
+            "(0 = all: a user request preempts one rather than wait)"
+        },
+    )
+    serve_background: bool = field(
+        default=True,
+        metadata={"help": "Also answer the background lane (inference.requests.background)"},
+    )
     max_num_seqs: int = field(default=64, metadata={"help": "vllm: sequences batched at once"})
     gpu_memory_utilization: float = field(
         default=0.85, metadata={"help": "vllm: share of GPU memory for weights and KV cache"}

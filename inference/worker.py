@@ -7,6 +7,11 @@ answers exactly the requests that were not answered. A request id seen again whi
 recently answered is not generated twice. Requests past their deadline get a ``timeout`` error
 without generating; malformed ones get an ``invalid_request`` error and a dead letter.
 
+Two lanes (:mod:`inference.lanes`): user requests on ``inference.requests``, background ones (the
+LLM-as-judge, evaluation runs) on ``inference.requests.background``; engine slots go to users
+first, a user request preempts a background generation rather than wait for it, and background
+answers make no ``ChatTurn`` (they are not chatbot turns).
+
 Streamed requests (``stream``) publish their text as it is generated, batched into
 ``InferenceChunk`` events on ``inference.chunks`` (every ``stream_chunk_ms`` or
 ``stream_chunk_tokens``), before the usual response; an ``InferenceCancel`` on
@@ -47,12 +52,15 @@ from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from inference.engines.base import Engine, EngineError
+from inference.lanes import BACKGROUND, BACKGROUND_TOPIC, USER, LaneScheduler, lane_of_topic
 from inference.metrics import LlmMetrics
 from inference.offsets import OffsetBook
 from inference.protocol import (
     ERR_ENGINE,
     ERR_INVALID,
     ERR_TIMEOUT,
+    GenerationRequest,
+    GenerationResult,
     InvalidRequest,
     generation_request,
     now_ms,
@@ -93,6 +101,10 @@ class WorkerConfig:
     # A crashed worker's open transaction is aborted by the broker after this (sooner when the
     # same worker id starts again): until then read_committed readers wait at it.
     transaction_timeout_ms: int = 30_000
+    # Engine slots background requests may hold at once (0: all; a user request preempts them).
+    background_slots: int = 0
+    background_inflight: int = 0  # background records taken from Kafka at once (0: 2 x slots)
+    serve_background: bool = True  # also consume inference.requests.background
 
 
 class InferenceWorker:
@@ -134,11 +146,19 @@ class InferenceWorker:
         self.txn_failed: BaseException | None = None
         self.deserializer = decoder_for(settings)
         self.topic = topic_spec(REQUESTS).full_name(settings.topic_prefix)
+        self.background_topic = topic_spec(BACKGROUND_TOPIC).full_name(settings.topic_prefix)
+        self.lanes = LaneScheduler(engine.max_concurrency, self.config.background_slots or None)
+        self.background_inflight = (
+            self.config.background_inflight or 2 * self.lanes.background_slots
+        )
+        self._background_tasks = 0
+        self._background_paused = False
         self._consumer_factory = consumer_factory
         self._consumer: Any = None
         self._book = OffsetBook()
         self._lock = threading.Lock()  # the book is touched by the loop and the consume thread
         self._tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Future[None]] = {}  # request id -> its answer
         self._cancels: dict[str, threading.Event] = {}  # streamed requests being generated
         self._cancelled_early: OrderedDict[str, None] = OrderedDict()  # cancels seen first
@@ -228,7 +248,8 @@ class InferenceWorker:
             await self.txn.start()  # fences this worker's previous incarnation
             txn_task = asyncio.ensure_future(self.txn.run(self._stopping))
             txn_task.add_done_callback(self._txn_done)
-        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        topics = [self.topic] + ([self.background_topic] if self.config.serve_background else [])
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
             "inference worker %s: %s on %s%s",
             self.worker_id,
@@ -273,7 +294,12 @@ class InferenceWorker:
         assert self._loop is not None
         self.ready.set()
         while not self._stopping.is_set():
-            room = self.max_inflight - len(self._tasks)
+            # Background records wait in Kafka once their share is taken: user records always
+            # have room (max_inflight of their own).
+            full = self._background_tasks >= self.background_inflight
+            if full != self._background_paused:
+                await self._loop.run_in_executor(kafka, self._pause_background, full)
+            room = self.max_inflight + self._background_tasks - len(self._tasks)
             if room <= 0:
                 self._room.clear()
                 waiter = asyncio.ensure_future(self._room.wait())
@@ -288,6 +314,13 @@ class InferenceWorker:
             for msg in msgs:
                 if is_record(msg, log):
                     self._start(msg)
+
+    def _pause_background(self, pause: bool) -> None:
+        """Pause (or resume) the background lane's partitions; on the consume thread."""
+        self._background_paused = pause
+        parts = [TopicPartition(t, p) for t, p in self.assigned if t == self.background_topic]
+        if parts:
+            (self._consumer.pause if pause else self._consumer.resume)(parts)
 
     async def _drain(self) -> None:
         if not self._tasks:
@@ -344,6 +377,8 @@ class InferenceWorker:
             for tp in committed:
                 self._book.assign(tp.topic, tp.partition, tp.offset, tp.metadata)
                 self.assigned.add((tp.topic, tp.partition))
+        if self._background_paused:  # a new assignment starts unpaused
+            consumer.pause([tp for tp in partitions if tp.topic == self.background_topic])
         log.info("assigned %s", [f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in committed])
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -429,12 +464,19 @@ class InferenceWorker:
             self.skipped += 1
             self.metrics.redeliveries.inc()
             return
+        background = topic == self.background_topic
         task = asyncio.ensure_future(self._handle(msg))
         self._tasks.add(task)
+        if background:
+            self._background_tasks += 1
+            self._background.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        if task in self._background:
+            self._background.discard(task)
+            self._background_tasks -= 1
         self._room.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("request handler failed", exc_info=task.exception())
@@ -506,15 +548,12 @@ class InferenceWorker:
                 error=(ERR_TIMEOUT, f"deadline passed {late} ms before generation started"),
             )
             return await self._reply(request, reply)
+        lane = lane_of_topic(msg.topic(), self.settings.topic_prefix)
         stream = StreamOut(self, request) if request.get("stream") else None
         self.metrics.active.inc()
         try:
-            if stream is None:
-                result = await self.engine.generate(gen)
-            else:
-                result = await self.engine.generate(
-                    gen, on_text=stream.on_text, cancel=stream.cancel
-                )
+            result = await self._generate(gen, lane, stream)
+            if stream is not None:
                 stream.close()
         except InvalidRequest as exc:
             reply = response_event(
@@ -555,7 +594,29 @@ class InferenceWorker:
             self.metrics.active.dec()
             if stream is not None:
                 stream.close()
-        return await self._reply(request, reply)
+        return await self._reply(request, reply, turn=lane == USER)
+
+    async def _generate(
+        self, gen: GenerationRequest, lane: str, stream: StreamOut | None
+    ) -> GenerationResult:
+        """Generate in an engine slot of the request's lane; a background generation preempted
+        by a user request is run again once a slot is free for it."""
+        self.metrics.lane_requests.labels(lane).inc()
+        while True:
+            slot = await self.lanes.acquire(lane)
+            try:
+                if stream is not None:
+                    return await self.engine.generate(
+                        gen, on_text=stream.on_text, cancel=stream.cancel
+                    )
+                cancel = slot.preempt if lane == BACKGROUND else None
+                result = await self.engine.generate(gen, cancel=cancel)
+            finally:
+                self.lanes.release(slot)
+            if not (slot.preempted and result.finish_reason == "cancelled"):
+                return result
+            self.metrics.preemptions.inc()
+            log.debug("background request %s preempted; it runs again later", gen.request_id)
 
     async def _reply(
         self, request: dict[str, Any], reply: dict[str, Any], turn: bool = True
@@ -642,6 +703,8 @@ class InferenceWorker:
             "engine": self.engine.info(),
             "model_loaded": getattr(self.engine, "loaded", True),
             "inflight": len(self._tasks),
+            "background_inflight": self._background_tasks,
+            "preemptions": self.lanes.preemptions,
             "max_inflight": self.max_inflight,
             "answered": self.answered,
             "redeliveries_skipped": self.skipped,

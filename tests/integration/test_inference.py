@@ -315,3 +315,54 @@ def test_sigterm_drains_in_flight_requests_before_exiting(broker, prefix, stack)
     answered = Counter(r["request_id"] for r in committed(broker.bootstrap, prefix, ids))
     assert answered == Counter(ids)  # every in-flight and queued request answered, once
     assert "stopped: 6 answered" in worker.tail()
+
+
+def test_background_lane_never_makes_a_user_wait_and_is_answered_once(broker, prefix, stack):
+    """Judge-like background calls fill the one engine slot; a user call sent behind them is
+    answered first (it preempts the running background generation, which runs again later); every
+    background call is still answered exactly once, and none is measured as a ChatTurn."""
+    worker = stack(InferenceWorkerProc)
+    gateway = stack(GatewayProc, "--request-timeout-s", "300")
+    bg_ids = [f"bg-{i}" for i in range(6)]
+    finished: dict[str, float] = {}
+
+    def call(rid: str, lane_body: dict[str, Any]) -> tuple[int, Any]:
+        out = gateway.chat(lane_body, headers={"X-Request-Id": rid}, timeout=300)
+        finished[rid] = time.monotonic()
+        return out
+
+    pool = ThreadPoolExecutor(len(bg_ids) + 1)
+    bg = [
+        pool.submit(
+            call,
+            rid,
+            chat_body(f"Evalúa la respuesta número {rid} en detalle", 96, service_tier="flex"),
+        )
+        for rid in bg_ids
+    ]
+    wait_for(lambda: metric(worker.get("/metrics")[1], "okla_llm_active_requests") >= 1, 60)
+    user = pool.submit(call, "user-1", chat_body("Hola, ¿tienen Honda Civic?", 8))
+    status, body = user.result()
+    assert status == 200, body
+    results = [f.result() for f in bg]
+    pool.shutdown()
+    assert [s for s, _ in results] == [200] * len(bg_ids), [b for s, b in results if s != 200][:2]
+    # The user was answered before any background call that was queued ahead of it finished,
+    # bar the one already generating when it arrived (at most one preempted and rerun).
+    done_before_user = [rid for rid in bg_ids if finished[rid] < finished["user-1"]]
+    assert len(done_before_user) <= 1, (done_before_user, finished)
+    _, metrics = worker.get("/metrics")
+    assert metric(metrics, 'okla_llm_lane_requests_total{lane="background"}') == len(bg_ids)
+    assert metric(metrics, 'okla_llm_lane_requests_total{lane="user"}') == 1
+    per_id = Counter(
+        r["request_id"] for r in committed(broker.bootstrap, prefix, [*bg_ids, "user-1"])
+    )
+    assert per_id == Counter([*bg_ids, "user-1"])  # preempted ones answered once, in full
+    d = AvroDeserializer()
+    turns_topic = topic_spec("chat.turns").full_name(prefix)
+    turns = [d.decode(v).record for v, _ in read_topic(broker.bootstrap, turns_topic)]
+    assert [t["request_id"] for t in turns] == ["user-1"]  # background work is no chatbot turn
+    print(
+        f"preemptions {metric(metrics, 'okla_llm_preemptions_total'):.0f}; background done before "
+        f"the user: {done_before_user}"
+    )
