@@ -75,6 +75,40 @@ class _TokenClock:
         return scores
 
 
+class _PromptStopped(Exception):
+    """Raised between two pieces of a prompt's evaluation when the request was cancelled."""
+
+
+# Tokens of a prompt evaluated between two looks at the request's cancel event: a long prompt
+# (a judge's rubric: ~260 tokens, ~1 s on two cores) would otherwise hold the context for its
+# whole evaluation before the first generated token could see the cancel.
+PROMPT_PIECE = 32
+
+
+def _interruptible(llm: Any) -> Any:
+    """Make a context's prompt evaluation stoppable: ``llm.eval`` evaluates a prompt in pieces of
+    :data:`PROMPT_PIECE` tokens and raises :class:`_PromptStopped` before a piece once
+    ``llm.continuum_cancel`` (the running request's event) is set. Evaluating in pieces is what
+    ``Llama.eval`` does itself (per ``n_batch``); the cached prefix stays consistent."""
+    original = getattr(llm, "eval", None)
+    if original is None:
+        return llm
+
+    def evaluate(tokens: Any) -> None:
+        if len(tokens) <= PROMPT_PIECE:
+            original(tokens)
+            return
+        for i in range(0, len(tokens), PROMPT_PIECE):
+            cancel = getattr(llm, "continuum_cancel", None)
+            if cancel is not None and cancel.is_set():
+                raise _PromptStopped
+            original(tokens[i : i + PROMPT_PIECE])
+
+    llm.eval = evaluate
+    llm.continuum_cancel = None
+    return llm
+
+
 class LlamaCppEngine:
     name = "llamacpp"
 
@@ -113,12 +147,14 @@ class LlamaCppEngine:
                 ) from exc
             factory = Llama
         try:
-            return factory(
-                model_path=str(self.model_path),
-                n_ctx=self.n_ctx,
-                n_threads=self.threads_per_slot,
-                n_threads_batch=self.threads_per_slot,
-                verbose=False,
+            return _interruptible(
+                factory(
+                    model_path=str(self.model_path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.threads_per_slot,
+                    n_threads_batch=self.threads_per_slot,
+                    verbose=False,
+                )
             )
         except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on a bad file
             raise EngineError(f"could not load {self.model_path}: {exc}") from exc
@@ -197,12 +233,18 @@ class LlamaCppEngine:
             "logits_processor": [clock],
         }
         pieces: list[str] = []
+        llm.continuum_cancel = cancel
         try:
             if on_text is not None:
                 return self._stream(llm, kwargs, clock, pieces, on_text, started)
             out = llm.create_chat_completion(**kwargs)
         except ValueError as exc:  # llama.cpp refuses a prompt longer than the context window
             raise InvalidRequest(f"messages: {exc} (n_ctx={self.n_ctx})") from exc
+        except _PromptStopped:
+            now = time.time() * 1000
+            return GenerationResult("".join(pieces), "cancelled", 0, 0, started, None, now)
+        finally:
+            llm.continuum_cancel = None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return GenerationResult(

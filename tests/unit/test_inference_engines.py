@@ -189,3 +189,43 @@ def test_router_sends_sessions_to_experiment_arms_stickily():
     assert router.route("other-model", "s7", 0).experiment_id is None
     router.update({**router.experiments["e1"], "status": "STOPPED"})
     assert router.route(None, "s7", 0).experiment_id is None
+
+
+def test_llamacpp_stops_a_long_prompt_between_pieces_once_cancelled(model_file):
+    """A judge-sized prompt is evaluated in pieces; a cancel (a user preempting the slot) stops it
+    before the next piece instead of after the whole prompt."""
+    import threading
+
+    cancel = threading.Event()
+
+    class LongPrompt(FakeLlama):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.evaluated = 0
+
+        def eval(self, tokens):
+            self.evaluated += len(tokens)
+            if self.evaluated >= 64:
+                cancel.set()  # the user arrives after two pieces
+
+        def create_chat_completion(self, stream: bool = False, **kw):
+            self.eval(list(range(300)))  # the prompt, as Llama.generate does
+            return super().create_chat_completion(stream=stream, **kw)
+
+    engine = LlamaCppEngine(model_file, llama_factory=LongPrompt)
+
+    async def run(c):
+        await engine.start()
+        try:
+            return await engine.generate(gen_request("judge"), cancel=c)
+        finally:
+            await engine.stop()
+
+    result = asyncio.run(run(cancel))
+    ctx = FakeLlama.instances[-1]
+    assert result.finish_reason == "cancelled" and result.completion_tokens == 0
+    assert ctx.evaluated == 64 and ctx.calls == []  # 2 pieces of 32, not 300 tokens
+    assert ctx.continuum_cancel is None  # the next request starts without this one's event
+    cancel.clear()
+    ok = asyncio.run(run(None))
+    assert ok.finish_reason == "stop" and FakeLlama.instances[-1].evaluated == 300
