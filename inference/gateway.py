@@ -36,9 +36,9 @@ from prometheus_client import (
 
 from continuum.settings import Settings
 from continuum.topics import topic_spec
-from inference.lanes import BACKGROUND, BACKGROUND_TOPIC, USER, lane_of_call
 from inference.auth import ApiKeys
 from inference.gateway_stream import StreamCall
+from inference.lanes import BACKGROUND, BACKGROUND_TOPIC, USER, lane_of_call
 from inference.metrics import DURATION_BUCKETS_MS
 from inference.protocol import (
     ERR_INVALID,
