@@ -185,6 +185,24 @@ class Settings:
             "secret": True,
         },
     )
+    # -- online LLM-as-judge (continuum judge) -----------------------------------------------
+    judge_sample_rate: float = field(
+        default=0.05,
+        metadata={"help": "Share of chat turns the LLM judge scores (a hash of the turn id)"},
+    )
+    judge_tokens_per_minute: float = field(
+        default=20_000.0,
+        metadata={"help": "Judge tokens (prompt + answer) per model version per minute; 0: no cap"},
+    )
+    judge_max_tokens: int = field(default=160, metadata={"help": "Longest judge answer, tokens"})
+    judge_timeout_s: float = field(
+        default=300.0,
+        metadata={"help": "Deadline of a judge request on the background lane, seconds"},
+    )
+    judge_model: str = field(
+        default="",
+        metadata={"help": "Model version that judges (empty: whichever worker answers the lane)"},
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -101,6 +101,22 @@ TOPICS: tuple[TopicSpec, ...] = (
         doc="Answers from the inference workers.",
     ),
     TopicSpec(
+        "inference.responses.background",
+        "InferenceResponse",
+        "request_id",
+        partitions=3,
+        retention_ms=DAY_MS,
+        doc="Answers to background requests whose caller reads them from Kafka (the judge).",
+    ),
+    TopicSpec(
+        "judge.scores",
+        "JudgeScore",
+        "session_id",
+        partitions=3,
+        retention_ms=90 * DAY_MS,
+        doc="LLM-as-judge quality scores of sampled chat turns (one per turn).",
+    ),
+    TopicSpec(
         "inference.chunks",
         "InferenceChunk",
         "request_id",

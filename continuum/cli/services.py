@@ -100,6 +100,31 @@ def alerts(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def judge(args: argparse.Namespace, settings: Settings) -> int:
+    from jobs.judge import JudgeConfig, JudgeService, serve_http
+
+    service = JudgeService(
+        settings,
+        JudgeConfig(
+            sample_rate=settings.judge_sample_rate,
+            tokens_per_minute=settings.judge_tokens_per_minute,
+            max_tokens=settings.judge_max_tokens,
+            timeout_s=settings.judge_timeout_s,
+            model=settings.judge_model or None,
+        ),
+    )
+    server, _ = serve_http(service, args.host, args.port)
+    stop_on_signals(service.stop_event)
+    logging.getLogger("jobs").setLevel(logging.INFO)
+    print(f"judge: /calibration and /metrics on http://{args.host}:{args.port}", flush=True)
+    try:
+        service.run()
+    finally:
+        server.shutdown()
+    print(f"judge stopped: {service.written} scores written")
+    return 0
+
+
 def archive(args: argparse.Namespace, settings: Settings) -> int:
     from jobs.archive import ArchiveSink
 
@@ -212,6 +237,15 @@ def register(sub: Commands) -> None:
         action="store_true",
         help="register the version with its training metrics in the model registry (Kafka)",
     )
+
+    p = command(
+        sub,
+        "judge",
+        judge,
+        help="score sampled chat turns with an LLM judge on the background lane (judge.scores)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address of /calibration and /metrics")
+    p.add_argument("--port", type=int, default=8700, help="port of /calibration and /metrics")
 
     p = command(sub, "archive", archive, help="sink topics to daily Avro container files (history)")
     p.add_argument("--topics", default="chat.turns,chat.feedback", help="comma-separated topics")

@@ -33,6 +33,7 @@ def test_every_contract_has_id_time_docs_and_defaults_on_optional_fields() -> No
         == {
             "Alert",
             "Baseline",
+            "JudgeScore",
             "ChatTurn",
             "DriftSignal",
             "EvaluationResult",
