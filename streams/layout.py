@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from continuum import kafka as clients
 from continuum.topics import topic_spec
-from streams.logic.partials import FEEDBACK_SOURCE, OUTCOME, PREDICTION, TURN
+from streams.logic.partials import FEEDBACK_SOURCE, JUDGE, OUTCOME, PREDICTION, TURN
 from streams.settings import StreamsSettings
 
 SCHEMAS = {
@@ -16,6 +16,7 @@ SCHEMAS = {
     FEEDBACK_SOURCE: "Feedback",
     PREDICTION: "Prediction",
     OUTCOME: "Outcome",
+    JUDGE: "JudgeScore",
 }
 # source -> input topic (see streams.logic.partials for the sources)
 INPUTS = {
@@ -23,6 +24,7 @@ INPUTS = {
     FEEDBACK_SOURCE: "chat.feedback",
     PREDICTION: "predictions",
     OUTCOME: "outcomes",
+    JUDGE: "judge.scores",
 }
 
 

@@ -23,14 +23,23 @@ from streams.logic.running import RunningStats
 
 CONTROL, TREATMENT = "control", "treatment"
 WEIGHTS = {"satisfaction": 3, "lead_capture": 2, "latency": 1, "confidence": 1}
+# The LLM judge's score is reported per arm with the same analysis but does not vote: the seed's
+# decision weights are the seed's, and a judge earns a say once calibrated against users.
+REPORTED = {"judge_score": 0}
 # The session-level analysis: each arm's sessions are hashed into a fixed number of buckets and
 # every metric's total and count is kept per bucket. A session always lands in the same bucket,
 # so buckets are clusters of whole sessions, independent of each other: their totals give the
 # cluster-robust (delta-method) variance of a ratio metric with no per-session state, exact
 # under replay like any other sum in the arm's partial (streams.logic.cluster).
 BUCKETS = 64
-CLUSTERED = ("sat", "lead", "lat", "conf")
-METRIC_OF = {"sat": "satisfaction", "lead": "lead_capture", "lat": "latency", "conf": "confidence"}
+CLUSTERED = ("sat", "lead", "lat", "conf", "judge")
+METRIC_OF = {
+    "sat": "satisfaction",
+    "lead": "lead_capture",
+    "lat": "latency",
+    "conf": "confidence",
+    "judge": "judge_score",
+}
 # Non-empty buckets per arm before the session-level tests are used (the delta method is
 # asymptotic in the number of clusters).
 MIN_CLUSTERS = 30
@@ -65,6 +74,7 @@ class ArmTally:
         self.feedback = 0
         self.satisfied = 0
         self.fallbacks = 0  # chat fallback answers, or predictions the rules answered
+        self.judge = RunningStats()  # LLM-as-judge scores (0..1) of the arm's sampled turns
         # metric -> [totals per bucket, counts per bucket] (session-level analysis)
         self.buckets: dict[str, list[list[float]]] = {}
 
@@ -101,6 +111,15 @@ class ArmTally:
         if fb.get("session_id"):
             self._add(fb["session_id"], "sat", 1.0 if ok else 0.0)
 
+    def update_judge(self, score: Mapping[str, Any]) -> None:
+        """A judge score of one of the arm's turns (scored ones only: an unparseable answer says
+        nothing about the arm)."""
+        if score.get("status") != "ok" or score.get("score") is None:
+            return
+        self.judge.update(float(score["score"]))
+        if score.get("session_id"):
+            self._add(score["session_id"], "judge", float(score["score"]))
+
     def update_outcome(self, outcome: Mapping[str, Any]) -> None:
         """An outcome that says whether the prediction was right counts as rated feedback."""
         if outcome.get("success") is None:
@@ -117,6 +136,7 @@ class ArmTally:
         self.feedback += other.feedback
         self.satisfied += other.satisfied
         self.fallbacks += other.fallbacks
+        self.judge.merge(other.judge)
         for m, (totals, counts) in other.buckets.items():
             mine = self.buckets.get(m)
             if mine is None:
@@ -136,6 +156,7 @@ class ArmTally:
             "fb": self.feedback,
             "sat": self.satisfied,
             "fbk": self.fallbacks,
+            "jdg": self.judge.to_dict(),
             "bk": self.buckets,
         }
 
@@ -150,6 +171,8 @@ class ArmTally:
         )
         a.sessions = int(d.get("ses", 0))
         a.fallbacks = int(d.get("fbk", 0))
+        if d.get("jdg"):
+            a.judge = RunningStats.from_dict(d["jdg"])
         a.buckets = {m: [list(t), list(c)] for m, (t, c) in (d.get("bk") or {}).items()}
         a.latency, a.confidence = (
             RunningStats.from_dict(d["lat"]),
@@ -169,6 +192,9 @@ class ArmTally:
             "confidence_mean": self.confidence.mean if self.confidence.n else None,
             "confidence_std": self.confidence.std if self.confidence.n > 1 else None,
             "fallback_rate": self.fallbacks / self.n if self.n else None,
+            "judged": self.judge.n,
+            "judge_score_mean": self.judge.mean if self.judge.n else None,
+            "judge_score_std": self.judge.std if self.judge.n > 1 else None,
         }
 
 
@@ -374,6 +400,7 @@ def analyze(
         chi_squared("lead_capture", control.leads, control.n, treatment.leads, treatment.n, alpha),
         welch("latency", control.latency, treatment.latency, alpha, lower_is_better=True),
         welch("confidence", control.confidence, treatment.confidence, alpha),
+        welch("judge_score", control.judge, treatment.judge, alpha),
     ]
     tests = []
     clusters = {m: (control.clusters(m), treatment.clusters(m)) for m in CLUSTERED}
@@ -389,6 +416,7 @@ def analyze(
         "lead_capture": 0.02,
         "latency": 100.0,
         "confidence": 0.02,
+        "judge_score": 0.05,
         **(tau or {}),
     }
     state = sequential_state if sequential_state is not None else {}
@@ -400,6 +428,7 @@ def analyze(
         "lead_capture": _prop(control.leads, control.n, treatment.leads, treatment.n),
         "latency": _means(control.latency, treatment.latency),
         "confidence": _means(control.confidence, treatment.confidence),
+        "judge_score": _means(control.judge, treatment.judge),
     }
     for m, name in METRIC_OF.items():  # at the session level once there are enough sessions
         ca, cb = clusters[m]
@@ -421,7 +450,7 @@ def analyze(
     scores = {CONTROL: 0, TREATMENT: 0}
     for t in tests:
         if t.significant and t.better:
-            scores[t.better] += WEIGHTS[t.metric]
+            scores[t.better] += WEIGHTS.get(t.metric, 0)
     if not enough:
         decision = "insufficient_data"
     elif scores[TREATMENT] > scores[CONTROL]:

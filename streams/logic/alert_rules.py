@@ -16,6 +16,7 @@ from streams.logic.alerts import (
 from streams.logic.drift import (
     CONFIDENCE_DROP,
     FALLBACK_RATE_INCREASE,
+    JUDGED_QUALITY_DROP,
     NULL_RATE,
     OUTLIERS,
     PERFORMANCE_DEGRADATION,
@@ -80,6 +81,9 @@ def classify(r: SignalResult, t: AlertThresholds = AlertThresholds()) -> tuple[s
         return "DATA_QUALITY", "MEDIUM"
     if r.signal == PERFORMANCE_DEGRADATION:
         return "PERFORMANCE_DEGRADATION", "HIGH"
+    if r.signal == JUDGED_QUALITY_DROP:  # the seed's closest type: answers got worse
+        big = abs(r.change) >= 2 * abs(r.threshold)
+        return "PERFORMANCE_DEGRADATION", "HIGH" if big else "MEDIUM"
     severe = r.threshold and abs(r.change) >= 2 * abs(r.threshold)
     return "DRIFT_DETECTED", "HIGH" if severe else "MEDIUM"
 

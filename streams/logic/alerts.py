@@ -45,6 +45,8 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}  # lower is more severe
 
 RECOMMENDATIONS = {
+    "judged_quality_drop": "The LLM judge scores recent answers lower: read the worst examples "
+    "attached, check the intents named, and compare with users' ratings (judge /calibration).",
     "confidence_drop": "Confidence fell: review recent low-confidence turns, check for new intents or "
     "prompt changes, and compare with the last evaluation run.",
     "fallback_rate_increase": "More fallback answers: inspect the unanswered queries (new topics, "

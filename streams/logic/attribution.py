@@ -259,7 +259,8 @@ UNITS = {
     "token_usage_change": " tokens",
     "latency_increase": " of turns slower than the baseline p95",
 }
-ATTRIBUTABLE = tuple(UNITS)
+ATTRIBUTABLE = tuple(UNITS)  # the drift signals a window's segments explain
+UNITS["judged_quality_drop"] = " of the judge score"
 
 
 def attribute(
@@ -281,17 +282,17 @@ def attribute(
     if signal == "latency_increase":
         if p95 is None:
             return []
-        return _decompose(now, base_segments, "tail_share", "n", 1.0 - TAIL_Q)
+        return decompose(now, base_segments, "tail_share", "n", 1.0 - TAIL_Q)
     if signal in _MEANS:
         field, weight, overall = _MEANS[signal]
         fallback = baseline.get(overall)
         if fallback is None:
             return []
-        return _decompose(now, base_segments, field, weight, float(fallback))
+        return decompose(now, base_segments, field, weight, float(fallback))
     return []
 
 
-def _decompose(
+def decompose(
     now: Mapping[str, Mapping[str, float]],
     before: Mapping[str, Mapping[str, float]],
     field: str,

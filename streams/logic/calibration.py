@@ -13,7 +13,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from streams.logic.drift import DIRECTIONS, SIGNAL_THRESHOLD, DriftThresholds, evaluate
+from streams.logic.drift import (
+    DIRECTIONS,
+    JUDGED_QUALITY_DROP,
+    SIGNAL_THRESHOLD,
+    DriftThresholds,
+    evaluate,
+)
 from streams.logic.turns import TurnStats
 
 WEEK_MS = 7 * 86_400_000
@@ -107,6 +113,8 @@ def propose(
     out = []
     allowed = int(math.floor(target_per_week * span_ms / WEEK_MS))
     for signal, name in SIGNAL_THRESHOLD.items():
+        if signal == JUDGED_QUALITY_DROP:
+            continue  # judge scores are not in the turns' history: nothing to tune it on
         seen = sorted((v for _, v in values.get(signal, [])), reverse=True)
         default = float(getattr(seed, name))
         if not seen:

@@ -25,6 +25,7 @@ CONFIDENCE_VARIANCE_CHANGE = "confidence_variance_change"
 NULL_RATE = "data_quality_null_rate"
 OUTLIERS = "data_quality_outliers"
 PERFORMANCE_DEGRADATION = "performance_degradation"
+JUDGED_QUALITY_DROP = "judged_quality_drop"  # the LLM judge's mean score (streams.logic.judge)
 SIGNALS = (
     CONFIDENCE_DROP,
     FALLBACK_RATE_INCREASE,
@@ -35,6 +36,7 @@ SIGNALS = (
     NULL_RATE,
     OUTLIERS,
     PERFORMANCE_DEGRADATION,
+    JUDGED_QUALITY_DROP,
 )
 # How each signal's ``change`` is compared with its ``threshold``: "down" breaches at or below a
 # negative threshold, "up" at or above it, "both" when |change| reaches it (charts draw +-).
@@ -48,6 +50,7 @@ DIRECTIONS = {
     NULL_RATE: "up",
     OUTLIERS: "up",
     PERFORMANCE_DEGRADATION: "down",
+    JUDGED_QUALITY_DROP: "down",
 }
 
 # The threshold (by its name in DriftThresholds) each signal is compared with.
@@ -61,6 +64,7 @@ SIGNAL_THRESHOLD = {
     NULL_RATE: "null_rate",
     OUTLIERS: "outlier_share",
     PERFORMANCE_DEGRADATION: "performance_drop",
+    JUDGED_QUALITY_DROP: "judge_drop",
 }
 
 
@@ -80,6 +84,10 @@ class DriftThresholds:
     # PSI of a predictive model's feature against its training distribution (0.1 is commonly
     # read as a moderate shift, 0.2 as a significant one; the seed gives no number for it).
     feature_psi: float = 0.2
+    # The LLM judge's mean score (0..1) against the judge baseline: relative drop (the seed's
+    # confidence-drop 10 %, the closest quality threshold it gives), from this many scores.
+    judge_drop: float = 0.10
+    judge_min_samples: int = 30
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

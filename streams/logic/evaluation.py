@@ -12,9 +12,16 @@ from schemas.ids import stable_id
 from streams.logic.abtest import analyze
 from streams.logic.alert_rules import drift_requests, notice_request, rule_requests
 from streams.logic.alerts import AlertThresholds
-from streams.logic.drift import SIGNAL_THRESHOLD, DriftThresholds, evaluate
+from streams.logic.drift import (
+    JUDGED_QUALITY_DROP,
+    SIGNAL_THRESHOLD,
+    DriftThresholds,
+    SignalResult,
+    evaluate,
+)
 from streams.logic.features import compare_with_training
 from streams.logic.feedback import FeedbackTally
+from streams.logic.judge import JudgeTally, judged_quality
 from streams.logic.partials import (
     AB_FEEDBACK,
     AB_OUTCOMES,
@@ -23,6 +30,7 @@ from streams.logic.partials import (
     ALL_VARIANTS,
     FEEDBACK,
     FEEDBACK_BUCKETS,
+    JUDGE_BUCKETS,
     OUTCOME_BUCKETS,
     OUTCOMES,
     PREDICTIONS,
@@ -181,6 +189,50 @@ def previous_period(
     return periods[str(max(ends))] if ends else None
 
 
+def _judged_quality(
+    model: str,
+    partials: list[Mapping[str, Any]],
+    baseline: Mapping[str, Any],
+    new_state: dict[str, Any],
+    cfg: EvalConfig,
+    end: int,
+) -> tuple[JudgeTally, SignalResult | None]:
+    """The window's judge scores and, once the model has a judge baseline, the judged-quality
+    signal. The judge baseline is the judge's scores of the turns in the model's baseline period,
+    frozen into the group state the first time there are ``judge_min_samples`` of them (scores
+    come seconds or minutes after their turns)."""
+    t = cfg.drift
+    window = merge_slots(partials, JUDGE_BUCKETS, model, end - cfg.window_ms, end)
+    judge_base = new_state.get("judge_baseline")
+    start, stop = baseline.get("window_start"), baseline.get("window_end")
+    if judge_base is None and start is not None and stop is not None:
+        first = start // cfg.hop_ms * cfg.hop_ms
+        tally = merge_slots(partials, JUDGE_BUCKETS, model, first, stop + 1)
+        source = "baseline period"
+        if tally.ok < t.judge_min_samples:
+            # Too few scores there (the judge started later, or its buckets are gone): the first
+            # window of scores that has enough, once it is complete.
+            judged = sorted(
+                {p["b"] for p in partials if p["k"] == JUDGE_BUCKETS and p["s"] == model}
+            )
+            if judged and judged[0] + cfg.window_ms <= end:
+                tally = merge_slots(
+                    partials, JUDGE_BUCKETS, model, judged[0], judged[0] + cfg.window_ms
+                )
+                source = "first judged window"
+        if tally.ok >= t.judge_min_samples:
+            judge_base = {k: v for k, v in tally.summary().items() if k != "worst"}
+            judge_base["source"] = source
+            new_state["judge_baseline"] = judge_base
+    measured = judged_quality(window, judge_base, t.judge_drop, t.judge_min_samples)
+    if measured is None:
+        return window, None
+    now, base, change, breached, details = measured
+    return window, SignalResult(
+        JUDGED_QUALITY_DROP, now, base, change, -t.judge_drop, breached, details
+    )
+
+
 def _evaluate_window(
     model: str,
     partials: list[Mapping[str, Any]],
@@ -215,6 +267,11 @@ def _evaluate_window(
             previous=previous_period(new_state.get("periods", {}), end, cfg),
             accuracy=accuracy,
         )
+        if kind == TURNS:
+            judged = _judged_quality(model, partials, baseline, new_state, cfg, end)
+            summary["judge"] = judged[0].summary()
+            if judged[1] is not None:
+                results.append(judged[1])
         against_training = []
         if training and isinstance(window, PredictionStats):
             against_training = compare_with_training(window, training, cfg.drift)

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from streams.logic.abtest import CONTROL, TREATMENT, ArmTally
 from streams.logic.feedback import FeedbackTally
+from streams.logic.judge import JudgeTally
 from streams.logic.predictions import OutcomeTally, PredictionStats
 from streams.logic.turns import TurnStats
 
@@ -31,6 +32,8 @@ PREDICTIONS, OUTCOMES, OUTCOME_BUCKETS = "pred", "out", "outb"
 FEEDBACK_BUCKETS = "fbb"
 # A/B arms of a predictive model's experiment, from predictions and from outcomes.
 AB_PREDICTIONS, AB_OUTCOMES = "abp", "abo"
+# LLM-as-judge scores: per model and bucket of the judged turn's time, and per experiment arm.
+JUDGE_BUCKETS, AB_JUDGE = "jdb", "abj"
 ALL_VARIANTS = "*"
 ARMS = (CONTROL, TREATMENT)
 
@@ -69,12 +72,16 @@ _STATE_CLASSES: dict[str, Any] = {
     OUTCOME_BUCKETS: OutcomeTally,
     AB_PREDICTIONS: ArmTally,
     AB_OUTCOMES: ArmTally,
+    JUDGE_BUCKETS: JudgeTally,
+    AB_JUDGE: ArmTally,
 }
 # Stage-1 sources (one per input topic) and their windowed kind.
 TURN, FEEDBACK_SOURCE, PREDICTION, OUTCOME = "turn", "feedback", "prediction", "outcome"
+JUDGE = "judge"
 WINDOWED_KIND = {TURN: TURNS, PREDICTION: PREDICTIONS, OUTCOME: OUTCOME_BUCKETS}
-# Each source's time-bucketed kind (retention); feedback's buckets do not pace stage 1.
-BUCKETED_KIND = {**WINDOWED_KIND, FEEDBACK_SOURCE: FEEDBACK_BUCKETS}
+# Each source's time-bucketed kind (retention); feedback's and judge scores' buckets do not pace
+# stage 1.
+BUCKETED_KIND = {**WINDOWED_KIND, FEEDBACK_SOURCE: FEEDBACK_BUCKETS, JUDGE: JUDGE_BUCKETS}
 # Kinds whose partials are time buckets (windows, retention); the others are running totals.
 WINDOWED = tuple(BUCKETED_KIND.values())
 
@@ -138,6 +145,8 @@ def source_of(kind: str) -> str:
         return PREDICTION
     if kind in (OUTCOMES, OUTCOME_BUCKETS, AB_OUTCOMES):
         return OUTCOME
+    if kind in (JUDGE_BUCKETS, AB_JUDGE):
+        return JUDGE
     return FEEDBACK_SOURCE
 
 
@@ -197,6 +206,18 @@ def targets_of_outcome(outcome: Mapping[str, Any], hop_ms: int) -> list[tuple[st
     group = prediction_group(model)
     bucket = outcome["event_time"] // hop_ms * hop_ms
     return [(OUTCOMES, model, group, 0), (OUTCOME_BUCKETS, model, group, bucket), *out]
+
+
+def targets_of_judge(score: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str, str, int]]:
+    """A judge score counts for its model in the bucket of the judged turn's time, and for the
+    turn's experiment arm."""
+    model = score["model_version"]
+    bucket = score["event_time"] // hop_ms * hop_ms
+    out = [(JUDGE_BUCKETS, model, model_group(model), bucket)]
+    exp, arm = score.get("experiment_id"), score.get("variant")
+    if exp and arm:
+        out.append((AB_JUDGE, f"{exp}|{arm}", experiment_group(exp), 0))
+    return out
 
 
 def targets_of_feedback(
@@ -283,6 +304,8 @@ class Stage1Folder:
             targets = targets_of_outcome(rec, self.hop_ms)
             self.unattributed += not rec.get("model_version")
             return targets
+        if source == JUDGE:
+            return targets_of_judge(rec, self.hop_ms)
         return targets_of_feedback(rec, self.hop_ms)
 
     def fold(
@@ -338,6 +361,8 @@ class Stage1Folder:
                     st.update_feedback(rec)
                 elif kind == AB_OUTCOMES:
                     st.update_outcome(rec)
+                elif kind == AB_JUDGE:
+                    st.update_judge(rec)
                 else:
                     st.update(rec)
                 part["wm"] = offset
