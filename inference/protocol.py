@@ -9,6 +9,8 @@ unit-tested without a broker or a model.
 
 from __future__ import annotations
 
+import json
+
 import math
 import time
 import uuid
@@ -57,6 +59,7 @@ class GenerationRequest:
     messages: tuple[dict[str, str], ...]
     sampling: Sampling = field(default_factory=Sampling)
     deadline_ms: int | None = None
+    json_schema: dict[str, Any] | None = None  # constrain the answer to this JSON schema
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,15 @@ def generation_request(event: Mapping[str, Any]) -> GenerationRequest:
     problems = check_messages(event.get("messages"))
     sampling = dict(event.get("sampling") or {})
     problems += check_sampling(sampling)
+    schema = None
+    if event.get("response_format"):
+        try:
+            schema = json.loads(event["response_format"])
+        except (TypeError, ValueError) as exc:
+            problems.append(f"response_format: not JSON ({exc})")
+        else:
+            if not isinstance(schema, dict):
+                problems.append(f"response_format: expected a JSON schema object, got {schema!r}")
     if problems:
         raise InvalidRequest("; ".join(problems))
     deadline = event.get("deadline")
@@ -159,6 +171,7 @@ def generation_request(event: Mapping[str, Any]) -> GenerationRequest:
             frequency_penalty=float(sampling.get("frequency_penalty", 0.0)),
         ),
         deadline_ms=_millis(deadline),
+        json_schema=schema,
     )
 
 
@@ -300,6 +313,27 @@ UNSUPPORTED = {
 }
 
 
+def openai_response_format(value: Any) -> str | None:
+    """OpenAI's ``response_format`` as the request's JSON schema text: ``json_schema`` (its
+    ``schema``), ``json_object`` (any object) or ``text`` (none); raises InvalidRequest."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return json.dumps({"type": "object"})
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        if not isinstance(schema, Mapping):
+            raise InvalidRequest('response_format: json_schema needs {"schema": {...}}')
+        return json.dumps(schema)
+    raise InvalidRequest(
+        f"response_format: type {kind!r} is not one of text, json_object, json_schema"
+    )
+
+
 def request_from_openai(
     body: Any,
     *,
@@ -346,6 +380,7 @@ def request_from_openai(
     metadata = body.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise InvalidRequest("metadata: expected an object of strings")
+    response_format = openai_response_format(body.get("response_format"))
     defaults = Sampling()
     return {
         "event_id": str(uuid.uuid4()),
@@ -372,6 +407,7 @@ def request_from_openai(
         "deadline": now + int(timeout_s * 1000),
         "metadata": {str(k): str(v) for k, v in metadata.items()},
         "stream": bool(stream),
+        "response_format": response_format,
     }
 
 

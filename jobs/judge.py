@@ -42,6 +42,7 @@ from continuum import kafka as clients
 from continuum.settings import Settings
 from continuum.topics import topic_spec
 from jobs.rubric import (
+    RUBRIC_SCHEMA,
     RUBRIC_VERSION,
     RubricError,
     TokenBudget,
@@ -103,6 +104,7 @@ def judge_request(turn: Mapping[str, Any], attempt: int, cfg: JudgeConfig, reply
         "deadline": t + int(cfg.timeout_s * 1000),
         "metadata": {"lane": "background", "purpose": "judge", "turn_id": turn["event_id"]},
         "stream": False,
+        "response_format": json.dumps(RUBRIC_SCHEMA),
     }
 
 

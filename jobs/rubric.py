@@ -39,6 +39,18 @@ ALIASES = {
     "captacion": "lead_capture",
     "captación": "lead_capture",
 }
+# The answer's shape, sent as the request's response_format: engines constrain generation to it
+# (llama.cpp grammar, vLLM structured outputs), so even a small judge answers parseable JSON; the
+# parser still checks everything (an engine without constrained decoding, a truncated answer).
+RUBRIC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        **{d: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for d in DIMENSIONS},
+        "reason": {"type": "string"},
+    },
+    "required": [*DIMENSIONS, "reason"],
+    "additionalProperties": False,
+}
 PLACEHOLDER = re.compile(r"<(?:EMAIL|PHONE|CEDULA|CARD|PLATE)(?::[0-9a-f]+)?>")
 MAX_FIELD_CHARS = 1500  # of the user's question and of the bot's answer put in the prompt
 

@@ -232,6 +232,8 @@ class LlamaCppEngine:
             "frequency_penalty": s.frequency_penalty,
             "logits_processor": [clock],
         }
+        if request.json_schema is not None:  # llama.cpp turns the schema into a grammar
+            kwargs["response_format"] = {"type": "json_object", "schema": request.json_schema}
         pieces: list[str] = []
         llm.continuum_cancel = cancel
         try:

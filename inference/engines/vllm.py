@@ -40,7 +40,22 @@ def sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
         kwargs["stop"] = list(s.stop)
     if s.seed is not None:
         kwargs["seed"] = int(s.seed)
+    if request.json_schema is not None:
+        kwargs.update(structured_output(request.json_schema))
     return kwargs
+
+
+def structured_output(schema: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's constrained decoding to a JSON schema: ``structured_outputs`` (vLLM >= 0.11) or
+    ``guided_decoding`` (0.10)."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return {"structured_outputs": StructuredOutputsParams(json=schema)}
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}
 
 
 def result_from_output(

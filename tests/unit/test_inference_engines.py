@@ -229,3 +229,25 @@ def test_llamacpp_stops_a_long_prompt_between_pieces_once_cancelled(model_file):
     cancel.clear()
     ok = asyncio.run(run(None))
     assert ok.finish_reason == "stop" and FakeLlama.instances[-1].evaluated == 300
+
+
+def test_llamacpp_passes_a_json_schema_as_its_grammar(model_file):
+    import dataclasses
+
+    FakeLlama.instances.clear()
+    engine = LlamaCppEngine(model_file, llama_factory=FakeLlama)
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}}
+
+    async def run():
+        await engine.start()
+        try:
+            req = dataclasses.replace(gen_request("j"), json_schema=schema)
+            await engine.generate(req)
+            await engine.generate(gen_request("free"))
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+    constrained, free = FakeLlama.instances[0].calls
+    assert constrained["response_format"] == {"type": "json_object", "schema": schema}
+    assert "response_format" not in free

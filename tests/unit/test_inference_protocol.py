@@ -223,3 +223,30 @@ def test_llm_metrics_have_the_seeds_names_and_buckets():
     assert text.count("okla_llm_response_duration_ms_bucket") == 12  # 11 + Inf
     other = LlmMetrics(prefix="chatbot")
     assert "chatbot_requests_total" in generate_latest(other.registry).decode()
+
+
+def test_response_format_constrains_the_answer_to_a_json_schema() -> None:
+    import json as _json
+
+    from inference.protocol import generation_request, request_from_openai
+
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    base = {"messages": [{"role": "user", "content": "hola"}]}
+
+    def event(fmt):
+        return request_from_openai(
+            {**base, "response_format": fmt}, request_id="r", reply_topic="t", timeout_s=5, now=0
+        )
+
+    ev = event({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert _json.loads(ev["response_format"]) == schema
+    assert generation_request(ev).json_schema == schema
+    assert _json.loads(event({"type": "json_object"})["response_format"]) == {"type": "object"}
+    assert event({"type": "text"})["response_format"] is None
+    assert generation_request(event(None)).json_schema is None
+    with pytest.raises(InvalidRequest, match="response_format: type 'xml' is not one of"):
+        event({"type": "xml"})
+    with pytest.raises(InvalidRequest, match="json_schema needs"):
+        event({"type": "json_schema", "json_schema": {"name": "x"}})
+    with pytest.raises(InvalidRequest, match="response_format: not JSON"):
+        generation_request({**ev, "response_format": "{nope"})
