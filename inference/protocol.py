@@ -10,7 +10,6 @@ unit-tested without a broker or a model.
 from __future__ import annotations
 
 import json
-
 import math
 import time
 import uuid

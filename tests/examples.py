@@ -106,6 +106,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "deadline": T0 + 30_000,
         "metadata": {},
         "stream": False,
+        "response_format": None,
     },
     "InferenceChunk": {
         "event_id": _id(40),
