@@ -24,6 +24,7 @@ from streams.logic.feedback import FeedbackTally
 from streams.logic.judge import JudgeTally, judged_quality
 from streams.logic.partials import (
     AB_FEEDBACK,
+    AB_JUDGE,
     AB_OUTCOMES,
     AB_PREDICTIONS,
     AB_TURNS,
@@ -470,6 +471,12 @@ def evaluate_experiment(
             merge_slots(partials, AB_OUTCOMES, subject)
         )
         arm.feedback, arm.satisfied = fb.feedback, fb.satisfied
+        if "sat" in fb.buckets:  # satisfaction per session bucket, for the session-level test
+            arm.buckets["sat"] = fb.buckets["sat"]
+        judged = merge_slots(partials, AB_JUDGE, subject)
+        arm.judge = judged.judge
+        if "judge" in judged.buckets:
+            arm.buckets["judge"] = judged.buckets["judge"]
         arms[variant] = arm
     base = (experiment.get("metadata") or {}).get("rollout_base")
     result = analyze(

@@ -181,3 +181,28 @@ def responses(bootstrap: str, prefix: str) -> list[dict[str, Any]]:
     d = AvroDeserializer()
     topic = topic_spec("inference.responses").full_name(prefix)
     return [d.decode(v).record for v, _ in read_topic(bootstrap, topic)]
+
+
+class JudgeProc(HttpChild):
+    """``continuum judge`` (the LLM-as-judge service) on the test broker."""
+
+    what = "judge"
+
+    def __init__(
+        self, bootstrap: str, prefix: str, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        super().__init__(
+            [
+                sys.executable,
+                "-m",
+                "continuum.cli",
+                "judge",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *extra,
+            ],
+            {**_env(bootstrap, prefix), **(env or {})},
+        )

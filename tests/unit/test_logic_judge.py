@@ -171,3 +171,50 @@ def test_judge_score_is_a_fifth_ab_metric_at_the_session_level_without_a_vote() 
     assert result["treatment"]["judge_score_mean"] == pytest.approx(0.7, abs=0.01)
     assert "judge_score" in result["sequential"]
     assert result["scores"] == {"control": 0, "treatment": 0}  # it informs, it does not vote
+
+
+def test_an_experiments_arms_carry_their_judge_scores_and_session_satisfaction() -> None:
+    from streams.logic.evaluation import evaluate_experiment
+
+    items = []
+    for i in range(120):
+        arm = ("control", "treatment")[i % 2]
+        sid = f"s{i}"
+        common = {"session_id": sid, "experiment_id": "e1", "variant": arm, "model_version": arm}
+        items.append(
+            (
+                "turn",
+                {
+                    **common,
+                    "event_id": f"t{i}",
+                    "event_time": T0 + i,
+                    "turn_index": 0,
+                    "latency_ms": 900.0,
+                },
+                0,
+                i,
+            )
+        )
+        items.append(
+            (
+                "judge",
+                {
+                    **common,
+                    "event_id": f"j{i}",
+                    "event_time": T0 + i,
+                    "turn_id": f"t{i}",
+                    "status": "ok",
+                    "score": 0.5,
+                },
+                0,
+                i,
+            )
+        )
+        items.append(
+            ("feedback", {**common, "event_id": f"f{i}", "event_time": T0 + i, "rating": 5}, 0, i)
+        )
+    partials = list(Stage1Folder(CFG.hop_ms).fold(items, lambda _k: None).values())
+    result = evaluate_experiment({"experiment_id": "e1"}, partials, {})
+    assert result["control"]["judged"] == 60 and result["treatment"]["judge_score_mean"] == 0.5
+    sat = next(t for t in result["tests"] if t["metric"] == "satisfaction")
+    assert sat["unit"] == "session"  # feedback's session buckets reach the analysis
