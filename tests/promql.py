@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from inference.gateway import GatewayMetrics
 from inference.metrics import LlmMetrics
+from jobs.judge import JudgeMetrics
 from streams.metrics import StreamsMetrics
 
 # Functions, aggregations, keywords and Prometheus' own series: not metrics of ours.
@@ -41,7 +42,7 @@ def exported() -> set[str]:
     """Every series name the services expose (labelled metrics have no samples until used, so
     counter and histogram names are derived)."""
     names: set[str] = set()
-    for make in (LlmMetrics, GatewayMetrics, StreamsMetrics):
+    for make in (LlmMetrics, GatewayMetrics, StreamsMetrics, JudgeMetrics):
         registry = CollectorRegistry()
         make(registry=registry)
         for metric in registry.collect():
