@@ -292,6 +292,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             },
             "channel=whatsapp": {"share": 1.0, "fallback_rate": 0.07, "tail_share": 0.05},
         },
+        "query_sample": ["¿Tienen un Corolla 2018?", "¿Cuánto es la inicial?"],
     },
     "Experiment": {
         "event_id": _id(11),

@@ -19,7 +19,18 @@ from typing import Any
 from producers.assignment import TREATMENT, StickyAssigner
 from producers.experiments import experiment_event as build_experiment
 
-DRIFT_KINDS = ("intent", "latency", "confidence", "fallback", "tokens")
+# "topic": users start asking about something absent before (electric cars) in the same intents:
+# the intent mix does not move, the words do (semantic drift).
+DRIFT_KINDS = ("intent", "latency", "confidence", "fallback", "tokens", "topic")
+DEFAULT_DRIFT = DRIFT_KINDS[:5]
+NEW_TOPIC_QUERIES = (
+    "¿Tienen carros eléctricos disponibles?",
+    "¿Cuánto dura la batería de un {v} eléctrico?",
+    "¿Dónde puedo cargar un vehículo eléctrico en Santo Domingo?",
+    "¿Venden híbridos enchufables o solo eléctricos?",
+    "¿Cuál es la autonomía real de un eléctrico en la ciudad?",
+    "¿El eléctrico incluye el cargador para la casa?",
+)
 
 
 @dataclass(frozen=True)
@@ -201,7 +212,7 @@ class DriftInjection:
     the attribution to find."""
 
     at_s: float
-    kinds: tuple[str, ...] = DRIFT_KINDS
+    kinds: tuple[str, ...] = DEFAULT_DRIFT
     models: tuple[str, ...] = ()
     intents: tuple[str, ...] = ()
     channels: tuple[str, ...] = ()
@@ -210,6 +221,8 @@ class DriftInjection:
     fallback_spike: float = 0.20
     token_factor: float = 1.6
     intent_mix: dict[str, float] = field(default_factory=lambda: dict(DRIFTED_MIX))
+    topic_share: float = 0.35  # of the drifting turns whose query is about the new topic
+    topic_queries: tuple[str, ...] = NEW_TOPIC_QUERIES
 
     def __post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in DRIFT_KINDS]
@@ -303,6 +316,17 @@ class TrafficSimulator:
         names = list(mix)
         return self.rng.choices(names, weights=[mix[n] for n in names])[0]
 
+    def _query(self, t_s: float, model: str, intent: str, channel: str, prof: IntentProfile) -> str:
+        drift = self.config.drift
+        if (
+            drift is not None
+            and intent != "greeting"
+            and self._drifting(t_s, model, "topic", intent, channel)
+            and self.rng.random() < drift.topic_share
+        ):
+            return self._fill(self.rng.choice(drift.topic_queries))
+        return self._fill(self.rng.choice(prof.queries))
+
     def _fill(self, template: str) -> str:
         return template.format(v=self.rng.choice(VEHICLES), n=f"{self.rng.randrange(10000):04d}")
 
@@ -389,7 +413,7 @@ class TrafficSimulator:
             "model_version": model,
             "experiment_id": cfg.experiment_id if sess.variant else None,
             "variant": sess.variant,
-            "user_query": self._fill(rng.choice(prof.queries)),
+            "user_query": self._query(t_s, model, intent, channel, prof),
             "bot_response": self._fill(
                 rng.choice(INTENTS["fallback"].responses if is_fallback else prof.responses)
             ),

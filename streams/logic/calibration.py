@@ -16,6 +16,7 @@ from typing import Any
 from streams.logic.drift import (
     DIRECTIONS,
     JUDGED_QUALITY_DROP,
+    SEMANTIC_DRIFT,
     SIGNAL_THRESHOLD,
     DriftThresholds,
     evaluate,
@@ -113,8 +114,9 @@ def propose(
     out = []
     allowed = int(math.floor(target_per_week * span_ms / WEEK_MS))
     for signal, name in SIGNAL_THRESHOLD.items():
-        if signal == JUDGED_QUALITY_DROP:
-            continue  # judge scores are not in the turns' history: nothing to tune it on
+        if signal in (JUDGED_QUALITY_DROP, SEMANTIC_DRIFT):
+            continue  # judge scores are not in the turns' history; semantic drift's threshold
+            # is a false-alarm rate already (a permutation test)
         seen = sorted((v for _, v in values.get(signal, [])), reverse=True)
         default = float(getattr(seed, name))
         if not seen:

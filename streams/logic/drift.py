@@ -26,6 +26,7 @@ NULL_RATE = "data_quality_null_rate"
 OUTLIERS = "data_quality_outliers"
 PERFORMANCE_DEGRADATION = "performance_degradation"
 JUDGED_QUALITY_DROP = "judged_quality_drop"  # the LLM judge's mean score (streams.logic.judge)
+SEMANTIC_DRIFT = "semantic_drift"  # what users ask, embedded (streams.logic.semantic)
 SIGNALS = (
     CONFIDENCE_DROP,
     FALLBACK_RATE_INCREASE,
@@ -37,6 +38,7 @@ SIGNALS = (
     OUTLIERS,
     PERFORMANCE_DEGRADATION,
     JUDGED_QUALITY_DROP,
+    SEMANTIC_DRIFT,
 )
 # How each signal's ``change`` is compared with its ``threshold``: "down" breaches at or below a
 # negative threshold, "up" at or above it, "both" when |change| reaches it (charts draw +-).
@@ -51,6 +53,7 @@ DIRECTIONS = {
     OUTLIERS: "up",
     PERFORMANCE_DEGRADATION: "down",
     JUDGED_QUALITY_DROP: "down",
+    SEMANTIC_DRIFT: "up",
 }
 
 # The threshold (by its name in DriftThresholds) each signal is compared with.
@@ -65,6 +68,7 @@ SIGNAL_THRESHOLD = {
     OUTLIERS: "outlier_share",
     PERFORMANCE_DEGRADATION: "performance_drop",
     JUDGED_QUALITY_DROP: "judge_drop",
+    SEMANTIC_DRIFT: "semantic_alpha",
 }
 
 
@@ -88,6 +92,11 @@ class DriftThresholds:
     # confidence-drop 10 %, the closest quality threshold it gives), from this many scores.
     judge_drop: float = 0.10
     judge_min_samples: int = 30
+    # Semantic drift of user queries: MMD permutation test at this false-alarm rate per window
+    # (the seed gives none; 1 % keeps a 5-minute hop's test to about one false alarm in 8 h),
+    # on at least this many sampled queries on each side.
+    semantic_alpha: float = 0.01
+    semantic_min_samples: int = 50
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -14,6 +14,7 @@ from streams.logic.alert_rules import drift_requests, notice_request, rule_reque
 from streams.logic.alerts import AlertThresholds
 from streams.logic.drift import (
     JUDGED_QUALITY_DROP,
+    SEMANTIC_DRIFT,
     SIGNAL_THRESHOLD,
     DriftThresholds,
     SignalResult,
@@ -41,6 +42,7 @@ from streams.logic.partials import (
 )
 from streams.logic.predictions import OutcomeTally, PredictionStats
 from streams.logic.retrain import RetrainPolicy, due_triggers
+from streams.logic.semantic import sample_of, semantic_drift
 from streams.logic.turns import TurnStats
 
 
@@ -190,6 +192,27 @@ def previous_period(
     return periods[str(max(ends))] if ends else None
 
 
+# Summary parts other windows never read back: kept out of the group state's periods.
+_BULKY = ("segments", "query_sample")
+
+
+def _semantic(window: Any, baseline: Mapping[str, Any], cfg: EvalConfig) -> SignalResult | None:
+    """The window's sample of user queries against the baseline's (semantic drift)."""
+    t = cfg.drift
+    found = semantic_drift(
+        sample_of(baseline),
+        window.queries.queries(),
+        alpha=t.semantic_alpha,
+        min_samples=t.semantic_min_samples,
+    )
+    if found is None:
+        return None
+    m = found.mmd
+    return SignalResult(
+        SEMANTIC_DRIFT, m.mmd2, None, m.mmd2, m.threshold, found.breached, found.details
+    )
+
+
 def _judged_quality(
     model: str,
     partials: list[Mapping[str, Any]],
@@ -251,6 +274,7 @@ def _evaluate_window(
     subject = f"{model}|{ALL_VARIANTS}"
     window = merge_slots(partials, kind, subject, end - cfg.window_ms, end)
     summary = window.summary()
+    summary.pop("query_sample", None)  # the signal reads the sample itself; views need not
     accuracy = None
     if kind == PREDICTIONS:
         # Outcomes known by now whose time falls in the window; accuracy from enough of them.
@@ -273,6 +297,9 @@ def _evaluate_window(
             summary["judge"] = judged[0].summary()
             if judged[1] is not None:
                 results.append(judged[1])
+            semantic = _semantic(window, baseline, cfg)
+            if semantic is not None:
+                results.append(semantic)
         against_training = []
         if training and isinstance(window, PredictionStats):
             against_training = compare_with_training(window, training, cfg.drift)
@@ -325,7 +352,7 @@ def _evaluate_window(
         if int(k) > end - cfg.window_ms - cfg.hop_ms  # what a later window may still compare with
     }
     if window.n >= cfg.drift.min_samples:
-        periods[str(end)] = {k: v for k, v in summary.items() if k != "segments"}
+        periods[str(end)] = {k: v for k, v in summary.items() if k not in _BULKY}
     new_state["periods"] = periods
     new_state.pop("prev", None)  # state written before "periods" replaced it
     new_state.pop("alerts", None)  # per-model alert state before the alert owner existed
@@ -389,6 +416,7 @@ def evaluate_model(
     if baseline is None:  # nothing to compare with yet: show the newest window, move on later
         if end > buckets[0]:
             summary = merge_slots(partials, kind, subject, end - cfg.window_ms, end).summary()
+            summary.pop("query_sample", None)
             out["summary"] = summary
             # The seed's absolute rules (fallback rate, minimum confidence) need no baseline: a
             # model failing from its first minutes is alerted too, once per window end (the

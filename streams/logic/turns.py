@@ -9,6 +9,7 @@ from typing import Any
 
 from streams.logic.attribution import Segments
 from streams.logic.running import RunningStats
+from streams.logic.semantic import SAMPLE_K, WINDOW_K, QuerySample
 from streams.logic.sketch import QuantileSketch
 
 # Fields whose absence counts towards the data-quality null rate.
@@ -27,6 +28,7 @@ class TurnStats:
         self.latency = QuantileSketch()
         self.intents: dict[str, int] = {}
         self.segments = Segments()  # by intent, channel, arm: what changed, when a signal moves
+        self.queries = QuerySample()  # what users ask (semantic drift)
         self.nulls: dict[str, int] = {}
         self.rows_with_null = 0
         self.first_ms: int | None = None
@@ -54,6 +56,8 @@ class TurnStats:
                 missing = True
         self.rows_with_null += missing
         self.segments.update(turn)
+        if turn.get("event_id"):
+            self.queries.add(str(turn["event_id"]), turn.get("user_query"))
         self._span(turn.get("event_time"))
 
     def _span(self, t: int | None) -> None:
@@ -76,6 +80,7 @@ class TurnStats:
             self.nulls[k] = self.nulls.get(k, 0) + c
         self.rows_with_null += other.rows_with_null
         self.segments.merge(other.segments)
+        self.queries.merge(other.queries, k=WINDOW_K)
         for t in (other.first_ms, other.last_ms):
             if t is not None:
                 self.first_ms = t if self.first_ms is None else min(self.first_ms, t)
@@ -118,6 +123,7 @@ class TurnStats:
                 "latency_outlier_share": self.latency.iqr_outlier_share(log_scale=True),
             },
             "segments": self.segments.summary(p95),
+            "query_sample": self.queries.queries(),
             "window_start": self.first_ms,
             "window_end": self.last_ms,
         }
@@ -137,6 +143,7 @@ class TurnStats:
             "nul": dict(self.nulls),
             "rnul": self.rows_with_null,
             "seg": self.segments.to_dict(),
+            "qs": self.queries.to_list(),
             "t0": self.first_ms,
             "t1": self.last_ms,
         }
@@ -153,6 +160,7 @@ class TurnStats:
         s.nulls = {k: int(v) for k, v in d["nul"].items()}
         s.rows_with_null = int(d["rnul"])
         s.segments = Segments.from_dict(d.get("seg"))
+        s.queries = QuerySample.from_list(d.get("qs"), k=max(len(d.get("qs") or []), SAMPLE_K))
         s.first_ms, s.last_ms = d.get("t0"), d.get("t1")
         return s
 
