@@ -253,7 +253,9 @@ def emerging_topics(
             key=lambda w: (-counts[w] / (1 + base_words[w] * len(members) / len(baseline_q)), w),
         )
         label = ", ".join(ranked[:3]) or "(no words)"
-        examples = list(dict.fromkeys(window_q[i] for i in members))[:3]
+        centre = wy[members].sum(axis=0)
+        typical = sorted(members, key=lambda i: -float(wy[i] @ centre))  # closest to the centre
+        examples = list(dict.fromkeys(window_q[i] for i in typical))[:3]
         out.append(Topic(label, len(members), len(members) / len(window_q), examples))
     return out
 

@@ -131,6 +131,54 @@ def test_injected_latency_and_fallback_drift_is_signalled_and_alerted(
     assert "continuum_events_processed_total" in metrics
 
 
+def test_a_new_topic_fires_semantic_drift_and_names_it_while_intent_kl_stays(
+    broker: Broker, prefix: str, worker_factory
+) -> None:
+    """Users start asking about electric cars inside the same intents: the query embeddings move,
+    the intent mix does not; the alert names the new topic with example queries."""
+    worker = worker_factory()
+    drift_at_s = 40
+    cfg = SimulatorConfig(
+        turns=7000, rate=100, seed=23, drift=DriftInjection(at_s=drift_at_s, kinds=("topic",))
+    )
+    produce(broker, prefix, cfg)
+    drift_ms = START + drift_at_s * 1000
+
+    def breached_after() -> list[dict]:
+        status, body = worker.get("/drift/")
+        sigs = body["models"].get("okla-v1.0", []) if status == 200 else []
+        return [
+            s
+            for s in sigs
+            if s["signal"] == "semantic_drift" and s["breached"] and s["window_start"] >= drift_ms
+        ]
+
+    wait_for(
+        lambda: bool(breached_after()),
+        120,
+        what=lambda: "a breached semantic_drift after the new topic:\n" + worker.tail(),
+    )
+    signals = [e.event for e in read_all(broker, prefix, ["drift-signals"])]
+    semantic = [s for s in signals if s["signal"] == "semantic_drift"]
+    before = [s for s in semantic if s["window_end"] <= drift_ms]
+    after = [s for s in semantic if s["window_start"] >= drift_ms]
+    assert before and not any(s["breached"] for s in before)
+    assert after and all(s["breached"] for s in after)
+    assert all(float(s["details"]["p_value"]) < 0.01 for s in after)
+    assert "electric" in after[-1]["details"]["topic.1"]
+    kl = [s for s in signals if s["signal"] == "intent_distribution_shift"]
+    assert kl and not any(s["breached"] for s in kl)
+    alerts = [e.event for e in read_all(broker, prefix, ["alerts"])]
+    raised = [
+        a
+        for a in alerts
+        if a["dedup_key"] == "drift:okla-v1.0:semantic_drift" and a["status"] == "OPEN"
+    ]
+    assert raised and raised[0]["alert_type"] == "DRIFT_DETECTED"
+    assert "electric" in raised[0]["details"]["why.1"] and "«" in raised[0]["details"]["why.1"]
+    print(raised[0]["details"]["why.1"])
+
+
 def test_sigkill_mid_stream_loses_and_doubles_nothing(
     broker: Broker, prefix: str, worker_factory
 ) -> None:
