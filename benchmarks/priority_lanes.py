@@ -158,7 +158,6 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", help="also write the JSON report here")
     args = ap.parse_args()
-    args.transactions = "on"
     with benchmark_broker() as bootstrap:
         prefix = f"bench-lanes-{uuid.uuid4().hex[:6]}-"
         TopicAdmin(bootstrap, prefix).create(all_specs())

@@ -301,58 +301,33 @@ class JudgeService:
         if p is None:
             return  # another judge instance's, or already settled
         error = response.get("error")
-        judge_model = str(response.get("model_version") or "")
-        if error:
-            if p.attempt == 1:
-                self.metrics.retries.inc()
-                self._ask(p.turn, 2, p.at)
-                return
-            self._settle(
-                p,
-                score_event(
-                    p.turn,
-                    status="failed",
-                    cfg=self.cfg,
-                    attempts=p.attempt,
-                    reason=f"{error.get('type')}: {error.get('message')}",
-                    judge_model=judge_model,
-                ),
-            )
-            return
         text = str(response.get("text") or "")
-        try:
-            verdict = parse_verdict(text)
-        except RubricError as exc:
-            if p.attempt == 1:
-                self.metrics.retries.inc()
-                self._ask(p.turn, 2, p.at)
-                return
-            self._settle(
-                p,
-                score_event(
-                    p.turn,
-                    status="unparseable",
-                    cfg=self.cfg,
-                    attempts=p.attempt,
-                    reason=str(exc),
-                    raw=text,
-                    judge_model=judge_model,
-                ),
-            )
+        verdict, status, reason, raw = None, "ok", "", None
+        if error:
+            status, reason = "failed", f"{error.get('type')}: {error.get('message')}"
+        else:
+            try:
+                verdict = parse_verdict(text)
+            except RubricError as exc:
+                status, reason, raw = "unparseable", str(exc), text
+        if verdict is None and p.attempt == 1:  # once more (a stricter prompt), then record it
+            self.metrics.retries.inc()
+            self._ask(p.turn, 2, p.at)
             return
-        self._settle(
-            p,
-            score_event(
-                p.turn,
-                status="ok",
-                cfg=self.cfg,
-                attempts=p.attempt,
-                verdict=verdict,
-                judge_model=judge_model,
-            ),
+        event = score_event(
+            p.turn,
+            status=status,
+            cfg=self.cfg,
+            attempts=p.attempt,
+            verdict=verdict,
+            reason=reason,
+            raw=raw,
+            judge_model=str(response.get("model_version") or ""),
         )
-        self.calibration.add_score(p.turn["event_id"], verdict.score)
-        self.metrics.score.observe(verdict.score)
+        self._settle(p, event)
+        if verdict is not None:
+            self.calibration.add_score(p.turn["event_id"], verdict.score)
+            self.metrics.score.observe(verdict.score)
 
     def _settle(self, p: _Pending, event: dict[str, Any]) -> None:
         self.producer.send("JudgeScore", event, topic=self.scores_topic, key=event["session_id"])

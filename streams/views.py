@@ -323,6 +323,25 @@ def register(pipe: Pipeline) -> None:
             report = _health(pipe)
             return self.json(report, status=200 if report["status"] != "UNHEALTHY" else 503)
 
+    @app.page("/drift/{model}/semantic/")
+    class Semantic(View):
+        """The newest window's user queries against the baseline's, in 2-D, new topics marked
+        (semantic drift; the dashboard draws it)."""
+
+        async def get(self, request: Request, model: str) -> Response:
+            group = model_group(model)
+
+            async def local() -> Response:
+                state = pipe.group_state.get(group) or {}
+                if "semantic" not in state:
+                    return self.json(
+                        {"error": f"no semantic drift picture for model {model!r} yet"},
+                        status=404,
+                    )
+                return self.json({"model_version": model, **state["semantic"]})
+
+            return await _routed(pipe, pipe.group_state, group, self, request, local)
+
     @app.page("/feedback/{model}/")
     class Feedback(View):
         async def get(self, request: Request, model: str) -> Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from continuum.cli.common import Commands, comma_list, command
-from continuum.demo.chat import DEFAULT_DRIFT, DriftInjection, SimulatorConfig
+from continuum.demo.chat import DRIFT_KINDS, DriftInjection, SimulatorConfig
 from continuum.settings import Settings
 
 
@@ -15,7 +15,7 @@ def chat_config(args: argparse.Namespace) -> SimulatorConfig:
     if args.drift_at is not None:
         drift = DriftInjection(
             at_s=args.drift_at,
-            kinds=comma_list(args.drift) or DEFAULT_DRIFT,
+            kinds=comma_list(args.drift) or DRIFT_KINDS,
             models=comma_list(args.drift_models),
         )
     ab = not args.no_ab
@@ -55,8 +55,8 @@ def add_chat_flags(p: argparse.ArgumentParser, turns: int) -> None:
         "--drift",
         default=None,
         metavar="KINDS",
-        help="comma list of intent,latency,confidence,fallback,tokens,topic (default all but "
-        "topic: a new subject, electric cars, in the same intents)",
+        help="comma list of intent,latency,confidence,fallback,tokens,topic (default all; "
+        "topic: users ask about electric cars in the same intents)",
     )
     p.add_argument(
         "--drift-models",

@@ -196,8 +196,11 @@ def previous_period(
 _BULKY = ("segments", "query_sample")
 
 
-def _semantic(window: Any, baseline: Mapping[str, Any], cfg: EvalConfig) -> SignalResult | None:
-    """The window's sample of user queries against the baseline's (semantic drift)."""
+def _semantic(
+    window: Any, baseline: Mapping[str, Any], cfg: EvalConfig, new_state: dict[str, Any], end: int
+) -> SignalResult | None:
+    """The window's sample of user queries against the baseline's (semantic drift); the newest
+    window's 2-D picture is kept in the group state for the dashboard."""
     t = cfg.drift
     found = semantic_drift(
         sample_of(baseline),
@@ -207,6 +210,7 @@ def _semantic(window: Any, baseline: Mapping[str, Any], cfg: EvalConfig) -> Sign
     )
     if found is None:
         return None
+    new_state["semantic"] = found.view(end)
     m = found.mmd
     return SignalResult(
         SEMANTIC_DRIFT, m.mmd2, None, m.mmd2, m.threshold, found.breached, found.details
@@ -297,7 +301,7 @@ def _evaluate_window(
             summary["judge"] = judged[0].summary()
             if judged[1] is not None:
                 results.append(judged[1])
-            semantic = _semantic(window, baseline, cfg)
+            semantic = _semantic(window, baseline, cfg, new_state, end)
             if semantic is not None:
                 results.append(semantic)
         against_training = []

@@ -201,6 +201,7 @@ class Topic:
     size: int
     share: float  # of the window's sample
     examples: list[str] = field(default_factory=list)
+    members: list[int] = field(default_factory=list)  # indices in the window's sample
 
     def line(self) -> str:
         shown = "; ".join(f"«{e}»" for e in self.examples)
@@ -256,11 +257,24 @@ def emerging_topics(
         centre = wy[members].sum(axis=0)
         typical = sorted(members, key=lambda i: -float(wy[i] @ centre))  # closest to the centre
         examples = list(dict.fromkeys(window_q[i] for i in typical))[:3]
-        out.append(Topic(label, len(members), len(members) / len(window_q), examples))
+        out.append(
+            Topic(label, len(members), len(members) / len(window_q), examples, list(members))
+        )
     return out
 
 
 _DEFAULT = HashedNgrams()
+
+
+def projection(bx: np.ndarray, wy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both samples on the two principal axes of the pooled sample (for the dashboard)."""
+    z = np.vstack([bx, wy])
+    centred = z - z.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    if xy.shape[1] < 2:
+        xy = np.hstack([xy, np.zeros((len(xy), 2 - xy.shape[1]))])
+    return xy[: len(bx)], xy[len(bx) :]
 
 
 @dataclass(frozen=True)
@@ -269,6 +283,30 @@ class SemanticResult:
     topics: list[Topic]
     breached: bool
     details: dict[str, str]
+    base_xy: np.ndarray
+    window_xy: np.ndarray
+    window_q: Sequence[str]
+
+    def view(self, window_end: int) -> dict[str, Any]:
+        """What the dashboard draws: baseline and window queries in 2-D (rounded), each window
+        point with its topic (1-based; 0: none), the topics and the test."""
+        topic_of = {i: n + 1 for n, t in enumerate(self.topics) for i in t.members}
+        return {
+            "window_end": window_end,
+            "p_value": self.mmd.p_value,
+            "mmd2": self.mmd.mmd2,
+            "threshold": self.mmd.threshold,
+            "breached": self.breached,
+            "baseline": [[round(float(x), 3), round(float(y), 3)] for x, y in self.base_xy],
+            "window": [
+                [round(float(x), 3), round(float(y), 3), topic_of.get(i, 0)]
+                for i, (x, y) in enumerate(self.window_xy)
+            ],
+            "topics": [
+                {"label": t.label, "size": t.size, "share": t.share, "examples": t.examples}
+                for t in self.topics
+            ],
+        }
 
 
 def semantic_drift(
@@ -303,7 +341,8 @@ def semantic_drift(
             details[f"topic.{i + 1}"] = t.line()
         if topics:
             details["why.1"] = f"new topic: {topics[0].line()}"
-    return SemanticResult(result, topics, breached, details)
+    base_xy, window_xy = projection(bx, wy)
+    return SemanticResult(result, topics, breached, details, base_xy, window_xy, list(window_q))
 
 
 def sample_of(summary: Mapping[str, Any]) -> list[str]:

@@ -176,6 +176,12 @@ def test_a_new_topic_fires_semantic_drift_and_names_it_while_intent_kl_stays(
     ]
     assert raised and raised[0]["alert_type"] == "DRIFT_DETECTED"
     assert "electric" in raised[0]["details"]["why.1"] and "«" in raised[0]["details"]["why.1"]
+    # The dashboard's picture: both samples in 2-D, the new topic's queries marked.
+    status, pic = worker.get("/drift/okla-v1.0/semantic/")
+    assert status == 200 and pic["breached"] and len(pic["baseline"]) >= 50
+    marked = [p for p in pic["window"] if p[2] == 1]
+    assert marked and "electric" in pic["topics"][0]["label"]
+    assert worker.get("/drift/nope/semantic/")[0] == 404
     print(raised[0]["details"]["why.1"])
 
 

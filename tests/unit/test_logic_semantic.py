@@ -136,3 +136,15 @@ def test_the_streams_signal_fires_on_the_topic_and_intent_kl_does_not() -> None:
 def test_embedding_edge_cases(n: int) -> None:
     emb = HashedNgrams()
     assert emb.embed(["¿?"] * n).shape == (n, emb.dim)
+
+
+def test_the_dashboard_picture_marks_the_new_topic() -> None:
+    found = semantic_drift(queries(chat_turns(3000, 3)), queries(chat_turns(3000, 4, TOPIC)))
+    assert found is not None
+    view = found.view(123)
+    assert view["window_end"] == 123 and view["breached"]
+    assert len(view["baseline"]) == found.mmd.n_baseline
+    assert len(view["window"]) == found.mmd.n_window
+    marked = [p for p in view["window"] if p[2] == 1]
+    assert len(marked) == found.topics[0].size
+    assert view["topics"][0]["label"] == found.topics[0].label
