@@ -258,6 +258,8 @@ class JudgeService:
         self.pending: dict[str, _Pending] = {}
         self.open: dict[tuple[str, int], set[int]] = {}  # turn offsets not yet settled
         self.seen: dict[tuple[str, int], int] = {}  # highest turn offset read per partition
+        self.undelivered: list[tuple[_Pending, dict[str, Any]]] = []
+        self.commit_failing = False
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.written = 0
@@ -330,10 +332,32 @@ class JudgeService:
             self.metrics.score.observe(verdict.score)
 
     def _settle(self, p: _Pending, event: dict[str, Any]) -> None:
-        self.producer.send("JudgeScore", event, topic=self.scores_topic, key=event["session_id"])
+        """Write the score; its turn's offset is released only once the broker acknowledged it
+        (a score refused after the producer's retries is written again, same id)."""
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is None:
+                self.open.get(p.at[:2], set()).discard(p.at[2])
+            else:
+                self.undelivered.append((p, event))
+
+        self.producer.send(
+            "JudgeScore",
+            event,
+            topic=self.scores_topic,
+            key=event["session_id"],
+            on_delivery=delivered,
+        )
         self.metrics.scores.labels(event["status"]).inc()
         self.written += 1
-        self.open.get(p.at[:2], set()).discard(p.at[2])
+
+    def resend(self) -> None:
+        """Scores the broker did not take (an outage longer than the producer's retries)."""
+        todo, self.undelivered = self.undelivered, []
+        if todo:
+            log.warning("judge: writing %d score(s) again after a failed delivery", len(todo))
+        for p, event in todo:
+            self._settle(p, event)
 
     def sweep(self) -> None:
         """Requests with no answer well past their deadline (a worker gone, a lost reply): asked
@@ -368,14 +392,21 @@ class JudgeService:
         return out
 
     def commit(self, consumer: Any) -> None:
+        """Commit below every score not yet acknowledged (see :meth:`committable`). While Kafka
+        is away the commit fails every round: logged once, and once when it works again."""
         offsets = self.committable()
         if not offsets:
             return
-        self.producer.flush(30)  # the scores behind these offsets are acknowledged first
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            log.warning("judge: offset commit failed (retried): %s", exc)
+            if not self.commit_failing:
+                log.warning("judge: offset commit failed (retried every round): %s", exc)
+            self.commit_failing = True
+            return
+        if self.commit_failing:
+            log.warning("judge: offsets committed again")
+        self.commit_failing = False
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -439,11 +470,13 @@ class JudgeService:
                         if rec is not None:
                             self.on_feedback(rec)
                 self.producer.poll(0)
+                self.resend()
                 self.sweep()
                 if time.monotonic() - self._last_commit >= self.cfg.commit_every_s:
                     self.commit(turns)
                     self._last_commit = time.monotonic()
         finally:
+            self.producer.flush(30)
             self.commit(turns)
             for c in (turns, feedback, replies):
                 c.close()

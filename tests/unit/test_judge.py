@@ -31,10 +31,13 @@ GOOD = (
 class Sent:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, Any], str | None]] = []
+        self.refuse = False  # the broker refuses (an outage past the producer's retries)
 
-    def send(self, schema: str, event: dict[str, Any], topic: str | None = None, **_: Any) -> None:
+    def send(self, schema: str, event: dict[str, Any], topic: str | None = None, **kw: Any) -> None:
         validate_event(default_catalog().current(schema), event)
         self.events.append((schema, event, topic))
+        if kw.get("on_delivery"):
+            kw["on_delivery"]("Local: Message timed out" if self.refuse else None, None)
 
     def of(self, schema: str) -> list[dict[str, Any]]:
         return [e for s, e, _ in self.events if s == schema]
@@ -251,3 +254,17 @@ def test_calibration_pairs_scores_with_feedback_whichever_comes_first() -> None:
     assert report["mean_score_satisfied"] == pytest.approx(0.8)
     assert report["spearman_rho"] == pytest.approx(1.0)
     assert Calibration().report()["agreement"] is None
+
+
+def test_a_score_the_broker_refused_is_written_again_and_holds_its_offset() -> None:
+    svc, sent = service()
+    svc.on_turn(turn(0), ("t-chat.turns", 0, 7))
+    sent.refuse = True
+    svc.on_response(reply(sent.of("InferenceRequest")[0]))
+    assert [tp.offset for tp in svc.committable()] == [7]  # not acknowledged: not committed
+    assert len(svc.undelivered) == 1
+    sent.refuse = False
+    svc.resend()
+    scores = sent.of("JudgeScore")
+    assert len(scores) == 2 and scores[0]["event_id"] == scores[1]["event_id"]  # same id
+    assert [tp.offset for tp in svc.committable()] == [8] and svc.undelivered == []
