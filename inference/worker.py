@@ -151,7 +151,6 @@ class InferenceWorker:
         self.background_inflight = (
             self.config.background_inflight or 2 * self.lanes.background_slots
         )
-        self._background_tasks = 0
         self._background_paused = False
         self._consumer_factory = consumer_factory
         self._consumer: Any = None
@@ -296,10 +295,10 @@ class InferenceWorker:
         while not self._stopping.is_set():
             # Background records wait in Kafka once their share is taken: user records always
             # have room (max_inflight of their own).
-            full = self._background_tasks >= self.background_inflight
+            full = len(self._background) >= self.background_inflight
             if full != self._background_paused:
                 await self._loop.run_in_executor(kafka, self._pause_background, full)
-            room = self.max_inflight + self._background_tasks - len(self._tasks)
+            room = self.max_inflight + len(self._background) - len(self._tasks)
             if room <= 0:
                 self._room.clear()
                 waiter = asyncio.ensure_future(self._room.wait())
@@ -468,15 +467,12 @@ class InferenceWorker:
         task = asyncio.ensure_future(self._handle(msg))
         self._tasks.add(task)
         if background:
-            self._background_tasks += 1
             self._background.add(task)
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if task in self._background:
-            self._background.discard(task)
-            self._background_tasks -= 1
+        self._background.discard(task)
         self._room.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("request handler failed", exc_info=task.exception())
@@ -703,7 +699,7 @@ class InferenceWorker:
             "engine": self.engine.info(),
             "model_loaded": getattr(self.engine, "loaded", True),
             "inflight": len(self._tasks),
-            "background_inflight": self._background_tasks,
+            "background_inflight": len(self._background),
             "preemptions": self.lanes.preemptions,
             "max_inflight": self.max_inflight,
             "answered": self.answered,

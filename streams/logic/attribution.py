@@ -44,6 +44,9 @@ def segment_values(turn: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+_BUCKETS = QuantileSketch(SKETCH_ACCURACY)  # the segments' bucketing, one logarithm per turn
+
+
 class SegmentStats:
     __slots__ = ("n", "fallbacks", "conf_n", "conf_sum", "tok_n", "tok_sum", "latency")
 
@@ -56,20 +59,18 @@ class SegmentStats:
         self.tok_sum = 0.0
         self.latency = QuantileSketch(SKETCH_ACCURACY)
 
-    def update(self, turn: Mapping[str, Any]) -> None:
+    def add(self, fallback: bool, conf: Any, tokens: Any, bucket: int | None, timed: bool) -> None:
+        """One turn, its fields read once by :meth:`Segments.update` for all its segments."""
         self.n += 1
-        self.fallbacks += bool(turn.get("is_fallback"))
-        conf = turn.get("confidence")
+        self.fallbacks += fallback
         if conf is not None:
             self.conf_n += 1
             self.conf_sum += float(conf)
-        pt, ct = turn.get("prompt_tokens"), turn.get("completion_tokens")
-        if pt is not None and ct is not None:
+        if tokens is not None:
             self.tok_n += 1
-            self.tok_sum += pt + ct
-        latency = turn.get("latency_ms")
-        if latency is not None:
-            self.latency.update(latency)
+            self.tok_sum += tokens
+        if timed:
+            self.latency.add_bucket(bucket)
 
     def merge(self, other: SegmentStats) -> None:
         self.n += other.n
@@ -122,8 +123,17 @@ class Segments:
         return s
 
     def update(self, turn: Mapping[str, Any]) -> None:
+        pt, ct = turn.get("prompt_tokens"), turn.get("completion_tokens")
+        latency = turn.get("latency_ms")
+        args = (
+            bool(turn.get("is_fallback")),
+            turn.get("confidence"),
+            pt + ct if pt is not None and ct is not None else None,
+            _BUCKETS.bucket_of(latency) if latency is not None else None,
+            latency is not None,
+        )
         for dim, value in segment_values(turn).items():
-            self._slot(dim, value).update(turn)
+            self._slot(dim, value).add(*args)
 
     def merge(self, other: Segments) -> None:
         for key, s in other.stats.items():
@@ -259,8 +269,9 @@ UNITS = {
     "token_usage_change": " tokens",
     "latency_increase": " of turns slower than the baseline p95",
 }
-ATTRIBUTABLE = tuple(UNITS)  # the drift signals a window's segments explain
-UNITS["judged_quality_drop"] = " of the judge score"
+# The drift signals a window's segments explain (the judge's is explained from its own tally).
+ATTRIBUTABLE = tuple(UNITS)
+UNITS = {**UNITS, "judged_quality_drop": " of the judge score"}
 
 
 def attribute(

@@ -20,6 +20,7 @@ embedded, compared with a kernel two-sample test (MMD), and the new topics named
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import re
@@ -73,10 +74,10 @@ class QuerySample:
         if len(self.rows) >= self.k and h >= self.rows[-1][0]:
             return
         row = (h, query[:_MAX_CHARS])
-        if row in self.rows:
-            return
-        self.rows.append(row)
-        self.rows.sort()
+        i = bisect.bisect_left(self.rows, row)
+        if i < len(self.rows) and self.rows[i] == row:
+            return  # the same turn again
+        self.rows.insert(i, row)
         del self.rows[self.k :]
 
     def merge(self, other: QuerySample, k: int | None = None) -> QuerySample:

@@ -24,12 +24,19 @@ class QuantileSketch:
         self.count = 0
 
     def update(self, x: float) -> None:
+        self.add_bucket(self.bucket_of(x))
+
+    def bucket_of(self, x: float) -> int | None:
+        """The bucket ``x`` falls in (None: the zeros), for adding one value to many sketches of
+        this accuracy with one logarithm."""
+        return None if x <= 0 else math.ceil(math.log(x) * self._inv_log_gamma)
+
+    def add_bucket(self, k: int | None) -> None:
         self.count += 1
-        if x <= 0:
+        if k is None:
             self._zeros += 1
-            return
-        k = math.ceil(math.log(x) * self._inv_log_gamma)
-        self._bins[k] = self._bins.get(k, 0) + 1
+        else:
+            self._bins[k] = self._bins.get(k, 0) + 1
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         if other.relative_accuracy != self.relative_accuracy:
