@@ -175,7 +175,16 @@ def test_live_features_are_compared_with_the_registered_training_metrics(
 
     try:
         wait_for(
-            lambda: any(s["signal"] == "feature_drift:distance_km" for s in training_signals()),
+            # a window's signals reach the view one by one: wait for all of them
+            lambda: (
+                {
+                    "feature_drift:distance_km",
+                    "feature_drift:zone",
+                    "feature_drift:rain",
+                    "confidence_vs_training",
+                }
+                <= {s["signal"] for s in training_signals()}
+            ),
             120,
             what=lambda: f"signals against training: {worker.get('/drift/gbm-v2/')}",
         )
