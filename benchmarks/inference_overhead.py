@@ -1,20 +1,28 @@
-"""What Kafka adds to inference: the same prompts through gateway -> Kafka -> worker -> Kafka ->
-gateway, versus the same engine called directly, in one run.
+"""What Kafka adds to inference, in one run.
 
-Both paths use the same engine settings, prompts and sampling (temperature 0, fixed max_tokens).
-Rounds alternate direct / Kafka so machine noise hits both alike; the medians are reported.
+Part 1, transport (the way LLM gateways publish their overhead: against an upstream that answers
+at once). The worker runs the ``echo`` engine (no model), so a call's latency is the path itself:
 
-- tokens/s ratio  = completion tokens per second via Kafka / directly     (target >= 0.9)
-- added p50       = p50 call latency via Kafka - p50 directly            (target <= 10 ms)
+- Kafka path: the gateway's request/reply logic in this process (``Gateway.complete``) -> Kafka ->
+  ``continuum infer worker --engine echo`` -> Kafka -> gateway, minus the echo engine called here.
+- HTTP: an HTTP client here -> ``continuum infer gateway`` (its own process) -> Kafka -> worker ->
+  Kafka -> gateway -> client, minus the same client calling an OpenAI-shaped echo server (its
+  own process, no Kafka): what putting Continuum between a chatbot and its model adds.
 
-The worker runs as its own process (`continuum infer worker`), the gateway's request/reply logic
-in this process without HTTP (``Gateway.complete``). The Kafka path is measured twice in the same
-run, with the worker's transactions on (answers, ChatTurns and offsets committed together) and
-off (offsets committed after each answer's acknowledgement): the cost of exactly-once is the
-difference, plus how long after the caller has its answer a ``read_committed`` reader (stage 1,
-the archive) sees it. On a GPU, use the vLLM engine:
+Each at 1, 32 and 128 calls in flight, with the worker's transactions on and off. Targets for one
+call at a time: added p50 <= 3 ms, p99 <= 10 ms.
 
+Part 2, a real model (llama.cpp here; ``--engine vllm`` on a GPU): the same prompts through the
+gateway logic -> Kafka -> worker -> Kafka versus the same engine called in-process, rounds
+alternating so machine noise hits both alike; tokens/s via Kafka / direct (target >= 0.9), time
+to first token of streamed calls through the gateway vs the engine's own first token, the
+transport per call (call latency minus the worker's generation time), with transactions on and
+off, and how long after its caller a ``read_committed`` reader (stage 1, the archive) sees an
+answer.
+
+    python benchmarks/inference_overhead.py                      # both parts, llama.cpp
     python benchmarks/inference_overhead.py --engine vllm --model-path models/smollm2-hf
+    python benchmarks/inference_overhead.py --skip-model          # part 1 only
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiohttp  # noqa: E402
 from confluent_kafka import OFFSET_END, TopicPartition  # noqa: E402
 
 from benchmarks._broker import benchmark_broker  # noqa: E402
@@ -43,11 +52,14 @@ from continuum.admin import TopicAdmin  # noqa: E402
 from continuum.localkafka import free_port  # noqa: E402
 from continuum.topics import all_specs  # noqa: E402
 from inference.bench import PROMPTS, percentile  # noqa: E402
+from inference.engines.echo import EchoEngine  # noqa: E402
 from inference.gateway import Gateway, GatewayConfig  # noqa: E402
 from inference.protocol import GenerationRequest, Sampling  # noqa: E402
 from inference.service import engine_from_settings  # noqa: E402
 from inference.settings import InferenceSettings  # noqa: E402
 from schemas import AvroDeserializer  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def prompts(n: int, round_no: int) -> list[str]:
@@ -150,15 +162,60 @@ async def bench(
         "concurrency": args.concurrency,
         "max_tokens": args.max_tokens,
     }
+
+    async def direct_ttft(text: str) -> float:
+        req = GenerationRequest(uuid.uuid4().hex, ({"role": "user", "content": text},), sampling)
+        first: list[float] = []
+        t0 = time.perf_counter()
+        await engine.generate(
+            req, on_text=lambda _t, _n: first or first.append(time.perf_counter())
+        )
+        return (first[0] - t0) * 1000 if first else float("nan")
+
+    async def gateway_ttft(text: str) -> float:
+        body = {
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": args.max_tokens,
+            "temperature": 0,
+            "stream": True,
+        }
+        t0 = time.perf_counter()
+        call = gateway.open_stream(body, {"X-Request-Id": uuid.uuid4().hex})
+        if isinstance(call, tuple):
+            raise RuntimeError(f"gateway refused a streamed call: {call}")
+        first = float("nan")
+        try:
+            async for data in call.events():
+                if first == first or not data.startswith(b"data: {"):
+                    continue
+                delta = json.loads(data[6:]).get("choices", [{}])[0].get("delta") or {}
+                if delta.get("content"):
+                    first = (time.perf_counter() - t0) * 1000
+        finally:
+            call.close()
+        return first
+
     for mode in modes:
         worker = start_worker(args, settings, transactions=mode == "on")
         try:
             answered_at.clear()
             lag.seen.clear()
             split["queue_wait_ms"].clear()
-            report[f"transactions_{mode}"] = await measure(
-                args, direct, via_kafka, split, answered_at, lag, mode
+            result = await measure(args, direct, via_kafka, split, answered_at, lag, mode)
+            # Time to first token of streamed calls, one at a time, alternating the two paths.
+            ttft: dict[str, list[float]] = {"gateway": [], "engine": []}
+            for i, text in enumerate(prompts(args.requests, 100)):
+                pair = [("engine", direct_ttft), ("gateway", gateway_ttft)]
+                for name, fn in pair if i % 2 else pair[::-1]:
+                    ttft[name].append(await fn(text))
+            result["ttft_ms"] = {
+                name: {"p50": round(percentile(v, 50), 2), "p99": round(percentile(v, 99), 2)}
+                for name, v in ttft.items()
+            }
+            result["ttft_added_ms_p50"] = round(
+                percentile(ttft["gateway"], 50) - percentile(ttft["engine"], 50), 2
             )
+            report[f"transactions_{mode}"] = result
         finally:
             worker.terminate()
             worker.wait(60)
@@ -234,9 +291,214 @@ async def measure(
     }
 
 
+# -- part 1: transport, against an engine that answers at once -----------------------------------
+
+ECHO_WORKER = ["--engine", "echo", "--max-num-seqs", "256", "--emit-turns", "true"]
+LEVELS = (1, 32, 128)
+ECHO_TEXT = "busco una yipeta usada en Santiago con poco millaje y buen precio por favor"
+
+
+def serve_echo(port: int) -> None:
+    """The HTTP baseline: an OpenAI-shaped ``/v1/chat/completions`` answered by the echo engine
+    in-process, no Kafka: what calling a model server directly costs."""
+    from aiohttp import web
+
+    engine = EchoEngine()
+
+    async def complete(request: web.Request) -> web.Response:
+        body = await request.json()
+        req = GenerationRequest(
+            uuid.uuid4().hex,
+            tuple(body["messages"]),
+            Sampling(max_tokens=int(body.get("max_tokens") or 16), temperature=0.0),
+        )
+        out = await engine.generate(req)
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{req.request_id}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": engine.model_version,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": out.text},
+                        "finish_reason": out.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": out.prompt_tokens,
+                    "completion_tokens": out.completion_tokens,
+                    "total_tokens": out.prompt_tokens + out.completion_tokens,
+                },
+            }
+        )
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", complete)
+    app.router.add_get("/health", health)
+    web.run_app(app, host="127.0.0.1", port=port, print=None)
+
+
+def start_gateway(settings: InferenceSettings, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CONTINUUM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "CONTINUUM_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "continuum.cli",
+            "infer",
+            "gateway",
+            "--gateway-host",
+            "127.0.0.1",
+            "--gateway-port",
+            str(port),
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    wait_healthy(gateway, port, "gateway")
+    return gateway
+
+
+async def timed(call: Any, n: int, concurrency: int) -> tuple[list[float], float]:
+    """Latencies (ms) of ``n`` calls with ``concurrency`` in flight, and calls per second."""
+    sem = asyncio.Semaphore(concurrency)
+    out: list[float] = []
+
+    async def one(i: int) -> None:
+        async with sem:
+            t0 = time.perf_counter()
+            await call(i)
+            out.append((time.perf_counter() - t0) * 1000)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return out, n / (time.perf_counter() - t0)
+
+
+async def levels(
+    args: argparse.Namespace, mode: str, path: str, baseline: Any, call: Any
+) -> list[dict[str, Any]]:
+    """One path at every concurrency level against its baseline, rounds alternating."""
+    await timed(baseline, 30, 1)  # connections, code paths, the broker's JIT
+    await timed(call, 30, 1)
+    rows = []
+    for level in LEVELS:
+        n = max(args.transport_calls, 4 * level)
+        base: list[float] = []
+        lat: list[float] = []
+        rates: list[float] = []
+        for _ in range(2):
+            b, _rate = await timed(baseline, n, level)
+            c, rate = await timed(call, n, level)
+            base += b
+            lat += c
+            rates.append(rate)
+        row = {
+            "transactions": mode,
+            "path": path,
+            "concurrency": level,
+            "calls": len(lat),
+            "p50_ms": round(percentile(lat, 50), 2),
+            "p99_ms": round(percentile(lat, 99), 2),
+            "baseline_p50_ms": round(percentile(base, 50), 2),
+            "baseline_p99_ms": round(percentile(base, 99), 2),
+            "added_p50_ms": round(percentile(lat, 50) - percentile(base, 50), 2),
+            "added_p99_ms": round(percentile(lat, 99) - percentile(base, 99), 2),
+            "calls_per_s": round(statistics.median(rates), 1),
+        }
+        print(
+            f"transport transactions {mode} {path:>5} x{level:<3}: added p50 "
+            f"{row['added_p50_ms']:6.2f} ms  p99 {row['added_p99_ms']:6.2f} ms  "
+            f"(path {row['p50_ms']:.2f}/{row['p99_ms']:.2f}, baseline "
+            f"{row['baseline_p50_ms']:.2f}/{row['baseline_p99_ms']:.2f}; "
+            f"{row['calls_per_s']:.0f} calls/s)",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
+async def transport(
+    args: argparse.Namespace, settings: InferenceSettings, modes: list[str]
+) -> list[dict[str, Any]]:
+    engine = EchoEngine()
+    await engine.start()
+    messages = ({"role": "user", "content": ECHO_TEXT},)
+    body = {"messages": list(messages), "max_tokens": 16}
+
+    async def direct(i: int) -> None:
+        await engine.generate(GenerationRequest(uuid.uuid4().hex, messages, Sampling(16)))
+
+    echo_port = free_port()
+    echo = subprocess.Popen([sys.executable, __file__, "--serve-echo", str(echo_port)], cwd=ROOT)
+    rows: list[dict[str, Any]] = []
+    try:
+        wait_healthy(echo, echo_port, "echo server")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+            def over_http(url: str) -> Any:
+                async def call(i: int) -> None:
+                    async with http.post(url, json=body, headers={"X-Session-Id": f"s{i}"}) as r:
+                        if r.status != 200:
+                            raise RuntimeError(f"{url} answered {r.status}: {await r.text()}")
+                        await r.read()
+
+                return call
+
+            for mode in modes:
+                worker = start_worker(args, settings, transactions=mode == "on", engine=ECHO_WORKER)
+                try:
+                    gateway = Gateway(settings, GatewayConfig(timeout_s=60))
+                    await gateway.start()
+
+                    async def kafka(i: int, gateway: Gateway = gateway) -> None:
+                        status, out = await gateway.complete(body, {"X-Session-Id": f"s{i}"})
+                        if status != 200:
+                            raise RuntimeError(f"gateway answered {status}: {out}")
+
+                    try:
+                        rows += await levels(args, mode, "kafka", direct, kafka)
+                    finally:
+                        await gateway.stop()
+                    port = free_port()
+                    served = start_gateway(settings, port)
+                    try:
+                        rows += await levels(
+                            args,
+                            mode,
+                            "http",
+                            over_http(f"http://127.0.0.1:{echo_port}/v1/chat/completions"),
+                            over_http(f"http://127.0.0.1:{port}/v1/chat/completions"),
+                        )
+                    finally:
+                        served.terminate()
+                        served.wait(30)
+                finally:
+                    worker.terminate()
+                    worker.wait(60)
+    finally:
+        echo.terminate()
+        echo.wait(30)
+    return rows
+
+
 def start_worker(
-    args: argparse.Namespace, settings: InferenceSettings, *, transactions: bool
+    args: argparse.Namespace,
+    settings: InferenceSettings,
+    *,
+    transactions: bool,
+    engine: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``continuum infer worker`` with the benchmark's engine, or ``engine`` (its flags)."""
     port = free_port()
     env = {
         **os.environ,
@@ -251,36 +513,46 @@ def start_worker(
             "continuum.cli",
             "infer",
             "worker",
-            "--engine",
-            args.engine,
-            "--model-path",
-            args.model_path,
-            "--slots",
-            str(args.slots),
-            "--threads",
-            str(args.threads),
+            *(
+                engine
+                or [
+                    "--engine",
+                    args.engine,
+                    "--model-path",
+                    args.model_path,
+                    "--slots",
+                    str(args.slots),
+                    "--threads",
+                    str(args.threads),
+                    "--emit-turns",
+                    "false",
+                ]
+            ),
             "--worker-port",
             str(port),
             "--worker-host",
             "127.0.0.1",
-            "--emit-turns",
-            "false",
             "--transactions",
             "true" if transactions else "false",
         ],
         env=env,
         cwd=Path(__file__).resolve().parents[1],
     )
+    wait_healthy(worker, port, "inference worker")
+    return worker
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, what: str) -> None:
     deadline = time.time() + 600
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return worker
+            return
         except OSError:
-            if worker.poll() is not None or time.time() > deadline:
-                worker.kill()
-                raise RuntimeError("inference worker did not start") from None
-            time.sleep(0.5)
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.2)
 
 
 def main() -> int:
@@ -303,8 +575,17 @@ def main() -> int:
         choices=["both", "on", "off"],
         help="the worker's transactions: measure with and without (default) or one of them",
     )
+    ap.add_argument(
+        "--transport-calls", type=int, default=300, help="part 1: calls per round and level"
+    )
+    ap.add_argument("--skip-model", action="store_true", help="part 1 only (no model needed)")
+    ap.add_argument("--skip-transport", action="store_true", help="part 2 only")
+    ap.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)  # the HTTP baseline
     ap.add_argument("--out", help="also write the JSON report here")
     args = ap.parse_args()
+    if args.serve_echo:
+        serve_echo(args.serve_echo)
+        return 0
 
     with benchmark_broker() as bootstrap:
         prefix = f"bench-inf-{uuid.uuid4().hex[:6]}-"
@@ -319,9 +600,29 @@ def main() -> int:
             max_inflight=max(args.concurrency, 1) * 2,
         )
         modes = ["on", "off"] if args.transactions == "both" else [args.transactions]
-        report = asyncio.run(bench(args, settings, modes))
+        report: dict[str, Any] = {}
+        if not args.skip_transport:
+            report["transport"] = asyncio.run(transport(args, settings, modes))
+        if not args.skip_model:
+            report.update(asyncio.run(bench(args, settings, modes)))
     print(json.dumps(report, indent=2))
-    for mode in modes:
+    if report.get("transport"):
+        print("\ntransport (echo engine): added latency vs the same call without Kafka, ms")
+        print("transactions  path   in flight   p50     p99    calls/s")
+        for row in report["transport"]:
+            print(
+                f"{row['transactions']:>12}  {row['path']:<5} {row['concurrency']:>9}  "
+                f"{row['added_p50_ms']:6.2f}  {row['added_p99_ms']:6.2f}  {row['calls_per_s']:8.0f}"
+            )
+        ones = [r for r in report["transport"] if r["concurrency"] == 1]
+        for r in ones:
+            ok = r["added_p50_ms"] <= 3 and r["added_p99_ms"] <= 10
+            print(
+                f"one call at a time, transactions {r['transactions']}, {r['path']}: "
+                f"p50 {r['added_p50_ms']:.2f} ms (target <= 3), p99 {r['added_p99_ms']:.2f} ms "
+                f"(target <= 10): {'met' if ok else 'NOT met'}"
+            )
+    for mode in modes if not args.skip_model else []:
         r = report[f"transactions_{mode}"]
         print(
             f"\ntransactions {mode}: tokens/s via Kafka / direct = {r['tokens_per_s_ratio']:.3f} "
@@ -329,9 +630,11 @@ def main() -> int:
             f"{r['paired_added_ms_p50']:.1f} ms; transport (call - generation) p50 = "
             f"{r['transport_overhead_ms']['p50']:.1f} ms, p99 = "
             f"{r['transport_overhead_ms']['p99']:.1f} ms; committed readers see an answer "
-            f"{r['committed_visible_after_ms']['p50']} ms (p50) after its caller"
+            f"{r['committed_visible_after_ms']['p50']} ms (p50) after its caller; TTFT through "
+            f"the gateway p50 {r['ttft_ms']['gateway']['p50']:.1f} ms vs the engine's "
+            f"{r['ttft_ms']['engine']['p50']:.1f} ms (+{r['ttft_added_ms_p50']:.1f})"
         )
-    if len(modes) == 2:
+    if len(modes) == 2 and not args.skip_model:
         on, off = report["transactions_on"], report["transactions_off"]
         print(
             f"\nexactly-once cost: added p50 {on['added_p50_ms'] - off['added_p50_ms']:+.1f} ms, "

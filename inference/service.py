@@ -33,6 +33,8 @@ def engine_from_settings(s: InferenceSettings) -> Engine:
             max_model_len=s.n_ctx,
             gpu_memory_utilization=s.gpu_memory_utilization,
         )
+    elif s.engine == "echo":
+        options.update(max_concurrency=s.max_num_seqs, token_ms=s.echo_token_ms)
     return make_engine(s.engine, **options)
 
 

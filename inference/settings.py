@@ -9,7 +9,13 @@ from continuum.settings import Settings
 
 @dataclass(frozen=True)
 class InferenceSettings(Settings):
-    engine: str = field(default="llamacpp", metadata={"help": "llamacpp (CPU, GGUF) or vllm (GPU)"})
+    engine: str = field(
+        default="llamacpp",
+        metadata={
+            "help": "llamacpp (CPU, GGUF), vllm (GPU), or echo (no model: answers at once with "
+            "the caller's words, to measure the Kafka path or load-test a deployment)"
+        },
+    )
     model_path: str = field(
         default="",
         metadata={
@@ -38,7 +44,12 @@ class InferenceSettings(Settings):
         default=True,
         metadata={"help": "Also answer the background lane (inference.requests.background)"},
     )
-    max_num_seqs: int = field(default=64, metadata={"help": "vllm: sequences batched at once"})
+    max_num_seqs: int = field(
+        default=64, metadata={"help": "vllm: sequences batched at once (echo: answers at once)"}
+    )
+    echo_token_ms: float = field(
+        default=0.0, metadata={"help": "echo: milliseconds between its answer's words"}
+    )
     gpu_memory_utilization: float = field(
         default=0.85, metadata={"help": "vllm: share of GPU memory for weights and KV cache"}
     )

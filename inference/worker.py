@@ -181,12 +181,14 @@ class InferenceWorker:
         assert self._producer is not None
         return self._producer
 
-    def _transactional_producer(self) -> EventProducer:
+    def _transactional_producer(self, slot: int) -> EventProducer:
+        assert self.transactional_id is not None
         return EventProducer.from_settings(
             self.settings,
             config={
                 **LOW_LATENCY_PRODUCER,
-                "transactional.id": self.transactional_id,
+                # Slot 0 keeps the worker's id (an incarnation before slots is fenced too).
+                "transactional.id": self.transactional_id + (f".{slot}" if slot else ""),
                 "transaction.timeout.ms": self.config.transaction_timeout_ms,
                 # A write not delivered within a transaction's life fails it (it is aborted and
                 # produced again: see inference.transactions).
@@ -242,7 +244,7 @@ class InferenceWorker:
                 committed=self._offsets_committed,
                 group_metadata=lambda: self._consumer.consumer_group_metadata(),
                 interval_ms=self.config.transaction_interval_ms,
-                before_commit=fault_hook(lambda: self.producer),
+                before_commit=fault_hook(),
             )
             await self.txn.start()  # fences this worker's previous incarnation
             txn_task = asyncio.ensure_future(self.txn.run(self._stopping))
@@ -280,8 +282,10 @@ class InferenceWorker:
             self.plain.flush(10)
             polling.set()
             poller.join()
-            self.producer.close(raise_on_failure=False)
-            if self.plain is not self.producer:
+            answers = self.txn.producers if self.txn is not None else [self.producer]
+            for producer in answers:
+                producer.close(raise_on_failure=False)
+            if self.plain not in answers:
                 self.plain.close(raise_on_failure=False)
             await self.engine.stop()
             self.metrics.unload()
@@ -356,12 +360,18 @@ class InferenceWorker:
 
     def _serve_deliveries(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            answers = self.txn.producer if self.txn is not None else self._producer
+            answers = (
+                self.txn.producers
+                if self.txn is not None
+                else [self._producer]
+                if self._producer is not None
+                else []
+            )
             try:
-                if answers is not None:
-                    answers.poll(0.05)
-                if self.plain is not answers:
-                    self.plain.poll(0.05 if answers is None else 0)
+                for i, producer in enumerate(answers):
+                    producer.poll(0.05 if i == 0 else 0)
+                if self.plain not in answers:
+                    self.plain.poll(0 if answers else 0.05)
             except KafkaException as exc:  # a producer replaced after a fatal error
                 log.debug("poll: %s", exc)
                 time.sleep(0.05)
@@ -384,7 +394,7 @@ class InferenceWorker:
         if self.txn is not None and self._loop is not None and not self._loop.is_closed():
             # What was answered on these partitions commits now, with its offsets, while this
             # worker still owns them.
-            done = asyncio.run_coroutine_threadsafe(self.txn.commit(), self._loop)
+            done = asyncio.run_coroutine_threadsafe(self.txn.flush(), self._loop)
             try:
                 done.result(self.config.transaction_timeout_ms / 1000)
             except Exception as exc:
@@ -617,10 +627,20 @@ class InferenceWorker:
     async def _reply(
         self, request: dict[str, Any], reply: dict[str, Any], turn: bool = True
     ) -> bool:
-        sends = [self._send("InferenceResponse", reply, topic=request["reply_topic"] or None)]
-        if self.config.emit_turns and turn:
-            sends.append(self._send("ChatTurn", turn_event(request, reply)))
-        ok = all(await asyncio.gather(*sends))
+        topic = request["reply_topic"] or None
+        with_turn = self.config.emit_turns and turn
+        if self.txn is not None:
+            # One after the other, nothing awaited between them or after: the answer and its
+            # ChatTurn are in one transaction, and the caller marks the request answered before
+            # any commit can read the offsets (never records committed without their offset).
+            ok = await self._send("InferenceResponse", reply, topic=topic)
+            if with_turn:
+                ok = await self._send("ChatTurn", turn_event(request, reply)) and ok
+        else:
+            sends = [self._send("InferenceResponse", reply, topic=topic)]
+            if with_turn:
+                sends.append(self._send("ChatTurn", turn_event(request, reply)))
+            ok = all(await asyncio.gather(*sends))
         error = reply.get("error")
         self.metrics.observe(
             total_ms=reply["total_ms"],

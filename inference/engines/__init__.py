@@ -10,7 +10,8 @@ __all__ = ["Engine", "EngineError", "make_engine"]
 
 
 def make_engine(kind: str, **options: Any) -> Engine:
-    """``llamacpp`` (GGUF on CPU, the demo's and tests' engine) or ``vllm`` (GPU)."""
+    """``llamacpp`` (GGUF on CPU, the demo's and tests' engine), ``vllm`` (GPU) or ``echo`` (no
+    model: answers at once, for measuring the Kafka path and load-testing a deployment)."""
     if kind == "llamacpp":
         from inference.engines.llamacpp import LlamaCppEngine
 
@@ -19,4 +20,8 @@ def make_engine(kind: str, **options: Any) -> Engine:
         from inference.engines.vllm import VllmEngine
 
         return VllmEngine(**options)
-    raise ValueError(f"unknown engine {kind!r}; expected 'llamacpp' or 'vllm'")
+    if kind == "echo":
+        from inference.engines.echo import EchoEngine
+
+        return EchoEngine(**options)
+    raise ValueError(f"unknown engine {kind!r}; expected 'llamacpp', 'vllm' or 'echo'")

@@ -251,3 +251,57 @@ def test_llamacpp_passes_a_json_schema_as_its_grammar(model_file):
     constrained, free = FakeLlama.instances[0].calls
     assert constrained["response_format"] == {"type": "json_object", "schema": schema}
     assert "response_format" not in free
+
+
+TEXT = "busco una yipeta usada de menos de un millón en Santiago con buen consumo"
+
+
+def test_echo_answers_the_users_words_up_to_max_tokens_and_streams_them():
+    from inference.engines.echo import EchoEngine
+
+    engine = EchoEngine()
+    pieces: list[str] = []
+
+    async def run():
+        await engine.start()
+        short = await engine.generate(gen_request(content=TEXT, max_tokens=64))
+        cut = await engine.generate(
+            gen_request(content=TEXT, max_tokens=2), on_text=lambda t, n: pieces.append(t)
+        )
+        return short, cut
+
+    short, cut = asyncio.run(run())
+    words = TEXT.split()
+    assert short.text == " ".join(words) and short.finish_reason == "stop"
+    assert short.completion_tokens == len(words)
+    assert cut.text == " ".join(words[:2]) and cut.finish_reason == "length"
+    assert "".join(pieces) == cut.text and cut.completion_tokens == 2
+    assert cut.first_token_ms is not None and cut.started_ms <= cut.first_token_ms
+
+
+def test_echo_stops_on_cancel_and_deadline_like_the_real_engines():
+    import threading
+
+    from inference.engines.echo import EchoEngine
+
+    engine = EchoEngine(token_ms=5)
+    cancel = threading.Event()
+
+    async def run():
+        asyncio.get_running_loop().call_later(0.012, cancel.set)
+        cancelled = await engine.generate(gen_request(content=TEXT, max_tokens=64), cancel=cancel)
+        late = await engine.generate(gen_request(deadline=time.time() * 1000 - 1))
+        return cancelled, late
+
+    cancelled, late = asyncio.run(run())
+    assert cancelled.finish_reason == "cancelled"
+    assert 1 <= cancelled.completion_tokens < len(TEXT.split())
+    assert late.finish_reason == "timeout" and late.completion_tokens == 0
+
+
+def test_make_engine_knows_echo_and_names_the_choices():
+    from inference.engines import make_engine
+
+    assert make_engine("echo", model_path=None, model_version=None).name == "echo"
+    with pytest.raises(ValueError, match="'llamacpp', 'vllm' or 'echo'"):
+        make_engine("tgi")
