@@ -50,7 +50,7 @@ from benchmarks._broker import benchmark_broker  # noqa: E402
 from continuum import kafka as clients  # noqa: E402
 from continuum.admin import TopicAdmin  # noqa: E402
 from continuum.localkafka import free_port  # noqa: E402
-from continuum.topics import all_specs  # noqa: E402
+from continuum.topics import all_specs, topic_spec  # noqa: E402
 from inference.bench import PROMPTS, percentile  # noqa: E402
 from inference.engines.echo import EchoEngine  # noqa: E402
 from inference.gateway import Gateway, GatewayConfig  # noqa: E402
@@ -126,7 +126,8 @@ async def bench(
     await engine.start()
     gateway = Gateway(settings, GatewayConfig(timeout_s=300))
     await gateway.start()
-    lag = CommittedLag(settings, gateway.reply_topic)
+    # The answers' record (the gateway waits on its copy on inference.replies).
+    lag = CommittedLag(settings, topic_spec("inference.responses").full_name(settings.topic_prefix))
     lag.start()
     answered_at: dict[str, float] = {}
     sampling = Sampling(max_tokens=args.max_tokens, temperature=0.0)

@@ -109,6 +109,17 @@ TOPICS: tuple[TopicSpec, ...] = (
         doc="Answers to background requests whose caller reads them from Kafka (the judge).",
     ),
     TopicSpec(
+        "inference.replies",
+        "InferenceResponse",
+        "request_id",
+        partitions=3,
+        retention_ms=60 * 60 * 1000,
+        doc="Answers for the gateways waiting on them, written by the worker the moment an "
+        "answer is ready, outside its transaction (inference.responses holds the exactly-once "
+        "record): at least once, the gateway keeps the first per request id.",
+        has_dlq=False,
+    ),
+    TopicSpec(
         "judge.scores",
         "JudgeScore",
         "session_id",

@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 class GatewayConfig:
     host: str = "0.0.0.0"
     port: int = 8000
-    reply_topic: str = "inference.responses"  # logical name (prefixed) or a literal topic
+    reply_topic: str = "inference.replies"  # logical name (prefixed) or a literal topic
     timeout_s: float = 30.0  # the dispatch seed's service timeout
     max_pending: int = 1000
     models: tuple[str, ...] = ()  # advertised on /v1/models before any answer was seen

@@ -54,8 +54,9 @@ class ReplyListener(threading.Thread):
                 "fetch.wait.max.ms": 10,
                 "socket.nagle.disable": True,
                 "fetch.min.bytes": 1,
-                # The first answer at once, before the worker's transaction commits: the client
-                # gets it exactly once either way (first wins), analytics read committed.
+                # inference.replies is written outside transactions; a reply topic that is a
+                # transactional record (inference.responses) is read before its commit too:
+                # the client gets each answer once either way (first wins).
                 "isolation.level": "read_uncommitted",
             },
             offset_reset="latest",

@@ -104,8 +104,12 @@ class InferenceSettings(Settings):
     gateway_host: str = field(default="0.0.0.0", metadata={"help": "Gateway listen address"})
     gateway_port: int = field(default=8000, metadata={"help": "Gateway listen port"})
     reply_topic: str = field(
-        default="inference.responses",
-        metadata={"help": "Topic the gateway reads answers from (Continuum name or literal)"},
+        default="inference.replies",
+        metadata={
+            "help": "Topic the gateway reads answers from (Continuum name or literal): the "
+            "worker copies each answer there at once, outside the transaction that records it "
+            "on inference.responses"
+        },
     )
     gateway_api_keys: str = field(
         default="",

@@ -14,8 +14,9 @@ an answer never waits for a commit (5-30 ms on a loaded host); commits take turn
 
 A crash before the commit leaves the transaction open until the broker aborts it (or the next
 incarnation fences it): ``read_committed`` readers (stage 1, the archive, replay) never see its
-records, and the requests are answered again by the next owner, once. The gateway reads
-``read_uncommitted``: it forwards the first answer at once, whichever transaction it is in.
+records, and the requests are answered again by the next owner, once. Gateways do not wait for
+any of this: the worker copies each answer to the gateways' ``inference.replies`` at once,
+outside the transaction, and a gateway forwards the first copy per request id.
 
 Records of the open transaction are kept until it commits: when the broker says the transaction
 must be aborted (an abortable error), it is aborted and the same records go into the next one,

@@ -147,6 +147,13 @@ class InferenceWorker:
         self.deserializer = decoder_for(settings)
         self.topic = topic_spec(REQUESTS).full_name(settings.topic_prefix)
         self.background_topic = topic_spec(BACKGROUND_TOPIC).full_name(settings.topic_prefix)
+        # Each lane's record of its answers (read_committed readers: stage 1, the archive).
+        self.records = {
+            USER: topic_spec("inference.responses").full_name(settings.topic_prefix),
+            BACKGROUND: topic_spec("inference.responses.background").full_name(
+                settings.topic_prefix
+            ),
+        }
         self.lanes = LaneScheduler(engine.max_concurrency, self.config.background_slots or None)
         self.background_inflight = (
             self.config.background_inflight or 2 * self.lanes.background_slots
@@ -533,6 +540,7 @@ class InferenceWorker:
 
     async def _generate_and_reply(self, msg: Message, request: dict[str, Any]) -> bool:
         version = self.engine.model_version
+        lane = lane_of_topic(msg.topic(), self.settings.topic_prefix)
         try:
             validate_event(default_catalog().current("InferenceRequest"), request)
             gen = generation_request(request)
@@ -543,7 +551,7 @@ class InferenceWorker:
                 worker_id=self.worker_id,
                 error=(ERR_INVALID, str(exc)),
             )
-            sent = await self._reply(request, reply)
+            sent = await self._reply(request, reply, lane)
             return await self._dead_letter(msg, f"invalid InferenceRequest: {exc}") and sent
         if gen.deadline_ms is not None and now_ms() > gen.deadline_ms:
             late = now_ms() - gen.deadline_ms
@@ -553,8 +561,7 @@ class InferenceWorker:
                 worker_id=self.worker_id,
                 error=(ERR_TIMEOUT, f"deadline passed {late} ms before generation started"),
             )
-            return await self._reply(request, reply)
-        lane = lane_of_topic(msg.topic(), self.settings.topic_prefix)
+            return await self._reply(request, reply, lane)
         stream = StreamOut(self, request) if request.get("stream") else None
         self.metrics.active.inc()
         try:
@@ -583,7 +590,7 @@ class InferenceWorker:
                     request, model_version=version, worker_id=self.worker_id, result=result
                 )
                 # Nobody reads this answer and the turn did not happen for the user: no ChatTurn.
-                return await self._reply(request, reply, turn=False)
+                return await self._reply(request, reply, lane, turn=False)
             if result.finish_reason == "timeout":
                 reply = response_event(
                     request,
@@ -600,7 +607,7 @@ class InferenceWorker:
             self.metrics.active.dec()
             if stream is not None:
                 stream.close()
-        return await self._reply(request, reply, turn=lane == USER)
+        return await self._reply(request, reply, lane, turn=lane == USER)
 
     async def _generate(
         self, gen: GenerationRequest, lane: str, stream: StreamOut | None
@@ -625,19 +632,30 @@ class InferenceWorker:
             log.debug("background request %s preempted; it runs again later", gen.request_id)
 
     async def _reply(
-        self, request: dict[str, Any], reply: dict[str, Any], turn: bool = True
+        self, request: dict[str, Any], reply: dict[str, Any], lane: str, turn: bool = True
     ) -> bool:
-        topic = request["reply_topic"] or None
+        """The answer to its lane's record topic (with its ChatTurn), and, when its caller
+        waits on another topic (a gateway on ``inference.replies``), a copy there at once: the
+        caller never waits for the transaction (its first record would wait for the partition to
+        join the transaction, ~1 round trip to the coordinator), and the record stays exactly
+        once for read_committed readers. A copy written before a crash and written again by the
+        next owner reaches the gateway twice; it keeps the first."""
+        record = self.records[lane]
+        caller = request.get("reply_topic") or record
         with_turn = self.config.emit_turns and turn
         if self.txn is not None:
+            if caller != record:
+                self._copy_to_caller(caller, reply)
             # One after the other, nothing awaited between them or after: the answer and its
             # ChatTurn are in one transaction, and the caller marks the request answered before
             # any commit can read the offsets (never records committed without their offset).
-            ok = await self._send("InferenceResponse", reply, topic=topic)
+            ok = await self._send("InferenceResponse", reply, topic=record)
             if with_turn:
                 ok = await self._send("ChatTurn", turn_event(request, reply)) and ok
         else:
-            sends = [self._send("InferenceResponse", reply, topic=topic)]
+            sends = [self._send("InferenceResponse", reply, topic=caller)]
+            if caller != record:
+                sends.append(self._send("InferenceResponse", reply, topic=record))
             if with_turn:
                 sends.append(self._send("ChatTurn", turn_event(request, reply)))
             ok = all(await asyncio.gather(*sends))
@@ -653,6 +671,26 @@ class InferenceWorker:
         if ok:
             self.answered += 1
         return ok
+
+    def _copy_to_caller(self, topic: str, reply: dict[str, Any]) -> None:
+        """The answer for the caller waiting on ``topic``, outside the transaction, now."""
+        rid = reply.get("request_id")
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:  # the record in the transaction still holds the answer
+                log.error("answer to %s not delivered to its caller on %s: %s", rid, topic, err)
+
+        try:
+            self.plain.send(
+                "InferenceResponse",
+                reply,
+                topic=topic,
+                key=reply.get("session_id") or rid,
+                prepare=False,
+                on_delivery=delivered,
+            )
+        except Exception:  # the caller times out; the answer is still recorded
+            log.exception("answer to %s not sent to its caller on %s", rid, topic)
 
     async def _send(self, schema: str, event: dict[str, Any], topic: str | None = None) -> bool:
         """Produce one record of an answer: True once it is safe to count the request answered

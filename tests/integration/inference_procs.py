@@ -175,11 +175,13 @@ class ChatProbe:
         return min(done) if done else None
 
 
-def responses(bootstrap: str, prefix: str) -> list[dict[str, Any]]:
-    """The reply topic as a ``read_committed`` reader sees it (answers whose transaction
-    committed)."""
+def responses(
+    bootstrap: str, prefix: str, topic_name: str = "inference.responses"
+) -> list[dict[str, Any]]:
+    """A lane's record of its answers (``inference.responses``, or the background lane's) as a
+    ``read_committed`` reader sees it (answers whose transaction committed)."""
     d = AvroDeserializer()
-    topic = topic_spec("inference.responses").full_name(prefix)
+    topic = topic_spec(topic_name).full_name(prefix)
     return [d.decode(v).record for v, _ in read_topic(bootstrap, topic)]
 
 

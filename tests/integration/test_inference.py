@@ -22,16 +22,18 @@ pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.integration
 
 
-def committed(bootstrap: str, prefix: str, ids: list[str]) -> list[dict[str, Any]]:
+def committed(
+    bootstrap: str, prefix: str, ids: list[str], topic: str = "inference.responses"
+) -> list[dict[str, Any]]:
     """The committed responses once one per id is there. A caller has its answer before the
-    worker's transaction commits (the gateway reads uncommitted; the worker commits every
-    ``--transaction-interval-ms``), so committed readers see it a moment later."""
+    worker's transaction commits (the gateway reads the copy on inference.replies; the worker
+    commits every ``--transaction-interval-ms``), so committed readers see it a moment later."""
     wait_for(
-        lambda: {r["request_id"] for r in responses(bootstrap, prefix)} >= set(ids),
+        lambda: {r["request_id"] for r in responses(bootstrap, prefix, topic)} >= set(ids),
         30,
-        what=lambda: f"committed responses for {ids}",
+        what=lambda: f"committed responses for {ids} on {topic}",
     )
-    return responses(bootstrap, prefix)
+    return responses(bootstrap, prefix, topic)
 
 
 def chat_body(text: str, max_tokens: int = 12, **extra: Any) -> dict[str, Any]:
@@ -354,10 +356,11 @@ def test_background_lane_never_makes_a_user_wait_and_is_answered_once(broker, pr
     _, metrics = worker.get("/metrics")
     assert metric(metrics, 'okla_llm_lane_requests_total{lane="background"}') == len(bg_ids)
     assert metric(metrics, 'okla_llm_lane_requests_total{lane="user"}') == 1
-    per_id = Counter(
-        r["request_id"] for r in committed(broker.bootstrap, prefix, [*bg_ids, "user-1"])
-    )
-    assert per_id == Counter([*bg_ids, "user-1"])  # preempted ones answered once, in full
+    # Each lane's answers on its own record topic, once (preempted ones too, in full).
+    users = committed(broker.bootstrap, prefix, ["user-1"])
+    background = committed(broker.bootstrap, prefix, bg_ids, "inference.responses.background")
+    assert Counter(r["request_id"] for r in users) == Counter(["user-1"])
+    assert Counter(r["request_id"] for r in background) == Counter(bg_ids)
     d = AvroDeserializer()
     turns_topic = topic_spec("chat.turns").full_name(prefix)
     turns = [d.decode(v).record for v, _ in read_topic(broker.bootstrap, turns_topic)]
