@@ -23,6 +23,7 @@ answer.
     python benchmarks/inference_overhead.py                      # both parts, llama.cpp
     python benchmarks/inference_overhead.py --engine vllm --model-path models/smollm2-hf
     python benchmarks/inference_overhead.py --skip-model          # part 1 only
+    python benchmarks/inference_overhead.py --hops --skip-model   # + where part 1's time goes
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -492,6 +494,151 @@ async def transport(
     return rows
 
 
+# -- where the time goes: per-hop stamps ----------------------------------------------------------
+# CLOCK_MONOTONIC (time.perf_counter on Linux) is one clock for every process of the host, so
+# stamps taken in the worker and in the gateway subtract. The worker runs as a child of this
+# script with its methods wrapped (``--traced-worker``); production code carries no tracing.
+
+
+def traced_worker(stamps: str, argv: list[str]) -> int:
+    """``continuum infer worker`` with a stamp per hop of each request written to ``stamps``."""
+    import inference.worker as worker_mod
+    from continuum.cli import main as cli
+
+    out = open(stamps, "w", buffering=1)  # noqa: SIM115 (open for the process's life)
+    W = worker_mod.InferenceWorker
+    consume = worker_mod.consume_available
+
+    def polled(consumer: Any, n: int, timeout: float) -> list[Any]:
+        msgs = consume(consumer, n, timeout)
+        now = time.perf_counter()
+        for m in msgs:
+            out.write(f"polled {(m.key() or b'').decode()} {now}\n")
+        return msgs
+
+    start, generate, copy = W._start, W._generate, W._copy_to_caller
+
+    def _start(self: Any, msg: Any) -> None:
+        out.write(f"started {(msg.key() or b'').decode()} {time.perf_counter()}\n")
+        start(self, msg)
+
+    async def _generate(self: Any, gen: Any, lane: str, stream: Any) -> Any:
+        out.write(f"engine {gen.request_id} {time.perf_counter()}\n")
+        result = await generate(self, gen, lane, stream)
+        out.write(f"generated {gen.request_id} {time.perf_counter()}\n")
+        return result
+
+    def _copy(self: Any, topic: str, reply: dict[str, Any]) -> None:
+        out.write(f"replied {reply['request_id']} {time.perf_counter()}\n")
+        copy(self, topic, reply)
+
+    worker_mod.consume_available = polled
+    W._start, W._generate, W._copy_to_caller = _start, _generate, _copy  # type: ignore[method-assign]
+    return cli(["infer", "worker", *argv])
+
+
+HOPS = (
+    ("gateway -> worker's poll", "sent", "polled"),
+    ("poll -> worker's loop", "polled", "started"),
+    ("loop -> engine", "started", "engine"),
+    ("engine (echo)", "engine", "generated"),
+    ("engine -> answer sent", "generated", "replied"),
+    ("worker -> gateway's listener", "replied", "received"),
+    ("listener -> caller", "received", "resolved"),
+)
+
+
+async def hops(args: argparse.Namespace, settings: InferenceSettings) -> dict[str, Any]:
+    """Echo calls one at a time through the gateway logic and a traced worker (transactions
+    on): back to back, then 50 ms apart (the idle wake-ups of a quiet service)."""
+    stamps = Path(tempfile.mkdtemp(prefix="continuum-hops-")) / "worker.txt"
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONTINUUM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "CONTINUUM_TOPIC_PREFIX": settings.topic_prefix,
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--traced-worker",
+            str(stamps),
+            "--",
+            *ECHO_WORKER,
+            "--worker-port",
+            str(port),
+            "--worker-host",
+            "127.0.0.1",
+            "--transactions",
+            "true",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    gateway = Gateway(settings, GatewayConfig(timeout_s=60))
+    seen: dict[str, dict[str, float]] = {}
+    deliver = gateway.deliver
+
+    def received(response: dict[str, Any]) -> None:
+        seen.setdefault(response["request_id"], {})["received"] = time.perf_counter()
+        deliver(response)
+
+    gateway.deliver = received  # type: ignore[method-assign]
+    report: dict[str, Any] = {}
+    try:
+        wait_healthy(worker, port, "traced worker")
+        await gateway.start()
+        body = {"messages": [{"role": "user", "content": ECHO_TEXT}], "max_tokens": 16}
+        for name, n, gap in (
+            ("back_to_back", args.transport_calls * 2, 0.0),
+            ("gaps_50ms", 150, 0.05),
+        ):
+            ids = []
+            for i in range(30 + n):
+                rid = uuid.uuid4().hex
+                t0 = time.perf_counter()
+                status, out = await gateway.complete(
+                    body, {"X-Request-Id": rid, "X-Session-Id": rid}
+                )
+                if status != 200:
+                    raise RuntimeError(f"gateway answered {status}: {out}")
+                stamp = seen.setdefault(rid, {})
+                stamp.update(sent=t0, resolved=time.perf_counter())
+                if i >= 30:  # the first ones warm up
+                    ids.append(rid)
+                if gap:
+                    await asyncio.sleep(gap)
+            await asyncio.sleep(0.3)
+            for line in stamps.read_text().splitlines():
+                what, rid, at = line.split()
+                if rid in seen:
+                    seen[rid][what] = float(at)
+            rows = {}
+            for label, a, b in HOPS:
+                v = [(seen[r][b] - seen[r][a]) * 1000 for r in ids if a in seen[r] and b in seen[r]]
+                rows[label] = {
+                    "p50": round(percentile(v, 50), 3),
+                    "p99": round(percentile(v, 99), 3),
+                }
+            total = [(seen[r]["resolved"] - seen[r]["sent"]) * 1000 for r in ids]
+            rows["total"] = {
+                "p50": round(percentile(total, 50), 3),
+                "p99": round(percentile(total, 99), 3),
+            }
+            report[name] = rows
+            print(
+                f"\nhops, one echo call at a time, {name.replace('_', ' ')} ({len(ids)} calls), ms:"
+            )
+            for label, r in rows.items():
+                print(f"  {label:30s} p50 {r['p50']:7.3f}  p99 {r['p99']:7.3f}", flush=True)
+    finally:
+        await gateway.stop()
+        worker.terminate()
+        worker.wait(60)
+    return report
+
+
 def start_worker(
     args: argparse.Namespace,
     settings: InferenceSettings,
@@ -581,8 +728,14 @@ def main() -> int:
     )
     ap.add_argument("--skip-model", action="store_true", help="part 1 only (no model needed)")
     ap.add_argument("--skip-transport", action="store_true", help="part 2 only")
+    ap.add_argument("--hops", action="store_true", help="also stamp each hop of echo calls")
     ap.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)  # the HTTP baseline
+    ap.add_argument("--traced-worker", help=argparse.SUPPRESS)  # a worker stamping its hops
     ap.add_argument("--out", help="also write the JSON report here")
+    if "--traced-worker" in sys.argv:
+        at = sys.argv.index("--traced-worker")
+        rest = sys.argv[at + 3 :] if sys.argv[at + 2 : at + 3] == ["--"] else sys.argv[at + 2 :]
+        return traced_worker(sys.argv[at + 1], rest)
     args = ap.parse_args()
     if args.serve_echo:
         serve_echo(args.serve_echo)
@@ -602,6 +755,8 @@ def main() -> int:
         )
         modes = ["on", "off"] if args.transactions == "both" else [args.transactions]
         report: dict[str, Any] = {}
+        if args.hops:
+            report["hops"] = asyncio.run(hops(args, settings))
         if not args.skip_transport:
             report["transport"] = asyncio.run(transport(args, settings, modes))
         if not args.skip_model:

@@ -87,8 +87,9 @@ def test_a_worker_killed_before_its_transaction_commits_leaves_each_answer_once(
                 r["request_id"] for r in records(broker.bootstrap, responses, "read_committed")
             )
 
-        # A caller may have its answer from the doomed worker's aborted transaction (the gateway
-        # reads uncommitted: first answer wins); the survivor answers it again, committed.
+        # A caller may have its answer from the doomed worker (its copy on inference.replies,
+        # written outside the transaction: first answer wins); the survivor answers it again,
+        # committed.
         wait_for(lambda: set(committed()) == set(ids), 90, what=lambda: str(committed()))
         everything = Counter(
             r["request_id"] for r in records(broker.bootstrap, responses, "read_uncommitted")
@@ -97,6 +98,12 @@ def test_a_worker_killed_before_its_transaction_commits_leaves_each_answer_once(
         # holds them), yet committed readers see each request answered exactly once.
         assert sum(everything.values()) > len(ids), everything
         assert committed() == Counter(ids)
+        # The gateways' copies are outside transactions: one per answer made, doomed or not.
+        replies = topic_spec("inference.replies").full_name(prefix)
+        copies = Counter(
+            r["request_id"] for r in records(broker.bootstrap, replies, "read_committed")
+        )
+        assert set(copies) == set(ids) and sum(copies.values()) >= len(ids), copies
         committed_turns = records(broker.bootstrap, turns, "read_committed")
         assert Counter(t["event_id"] for t in committed_turns) == Counter(
             stable_id("turn", rid) for rid in ids
