@@ -32,7 +32,7 @@ def should_evaluate(
     A windowed partial (all variants) evaluates when its bucket is newer than the last
     evaluated window end, when the group was never evaluated, or, until a baseline exists,
     always: a late bucket (a partition behind the others) may complete the turns to freeze.
-    Any other partial (feedback, outcomes, per-variant windows' siblings) re-evaluates a group
+    Any other partial (feedback, outcomes, a window partial of another subject) re-evaluates a group
     that was evaluated before, so feedback counts and retrain criteria stay current."""
     windowed = window_kind(partial["g"])
     if partial["k"] == windowed:

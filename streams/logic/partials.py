@@ -53,7 +53,7 @@ class Partial(TypedDict):
     written once per touched slot per batch, so its size is throughput)."""
 
     k: str  # kind: turns, ab, fb, pred, out... (the state class)
-    s: str  # subject: model version, or model|variant, or experiment|arm
+    s: str  # subject: model version, model|* (its window), or experiment|arm
     g: str  # stage-2 group (Group as text: m:, p:, x:)
     b: int  # time bucket start, ms (0 for running totals)
     p: int  # source partition
@@ -167,28 +167,26 @@ def targets_of_turn(turn: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str
     model, variant = turn["model_version"], turn.get("variant")
     bucket = turn["event_time"] // hop_ms * hop_ms
     group = model_group(model)
+    # The window is the model's, all variants together: the arms are compared in the
+    # experiment's tallies, and a variant's share of a change is a segment of the window.
     out = [(TURNS, f"{model}|{ALL_VARIANTS}", group, bucket)]
-    if variant:
-        out.append((TURNS, f"{model}|{variant}", group, bucket))
-        if turn.get("experiment_id"):
-            exp = turn["experiment_id"]
-            out.append((AB_TURNS, f"{exp}|{variant}", experiment_group(exp), 0))
+    if variant and turn.get("experiment_id"):
+        exp = turn["experiment_id"]
+        out.append((AB_TURNS, f"{exp}|{variant}", experiment_group(exp), 0))
     return out
 
 
 def targets_of_prediction(pred: Mapping[str, Any], hop_ms: int) -> list[tuple[str, str, str, int]]:
-    """(kind, subject, group, bucket) that one prediction contributes to: its model version, its
-    phase (the variant that served it) when it has one, and its experiment's arm when it is part
-    of one (phase ``control`` or ``treatment``)."""
+    """(kind, subject, group, bucket) that one prediction contributes to: its model version's
+    window (all phases together), and its experiment's arm when it is part of one (phase
+    ``control`` or ``treatment``)."""
     model, phase = pred["model_version"], pred.get("phase")
     bucket = pred["event_time"] // hop_ms * hop_ms
     group = prediction_group(model)
     out = [(PREDICTIONS, f"{model}|{ALL_VARIANTS}", group, bucket)]
-    if phase:
-        out.append((PREDICTIONS, f"{model}|{phase}", group, bucket))
-        exp = pred.get("experiment_id")
-        if exp and phase in ARMS:
-            out.append((AB_PREDICTIONS, f"{exp}|{phase}", experiment_group(exp), 0))
+    exp = pred.get("experiment_id")
+    if phase and exp and phase in ARMS:
+        out.append((AB_PREDICTIONS, f"{exp}|{phase}", experiment_group(exp), 0))
     return out
 
 

@@ -1,5 +1,5 @@
 """``TurnStats``: everything drift detection needs to know about a set of chat turns, as plain
-mergeable data. One per (model version, variant, time bucket, source partition); a rolling window
+mergeable data. One per (model version, time bucket, source partition); a rolling window
 is the merge of its buckets, and a baseline is the summary of one big merge."""
 
 from __future__ import annotations

@@ -94,12 +94,13 @@ def test_predictions_fold_beside_turns_on_the_same_partition_numbers() -> None:
     assert folder.late == 0  # the turn 9 hops ahead does not close the prediction's bucket
     assert folder.unattributed == 1
     assert merge_slots(out.values(), PREDICTIONS, "xgb-v2|*").n == 1
-    assert merge_slots(out.values(), PREDICTIONS, "xgb-v2|ml-v2").n == 1
+    # One window per model, its phases together (nothing reads a per-phase window).
+    assert {p["s"] for p in out.values() if p["k"] == PREDICTIONS} == {"xgb-v2|*"}
     assert folder.horizon(0, PREDICTIONS) == HOP - 2 * HOP
     assert folder.horizon(0) == 10 * HOP - 2 * HOP
     # A replay of the same records folds nothing; a late prediction is counted, not folded.
     folder.fold([("prediction", p_old, 0, 7)], slots.get)
-    assert folder.skipped == 2  # both of its partials (model and phase) already hold it
+    assert folder.skipped == 1  # its partial already holds it
     folder.fold([("prediction", pred(event_time=5 * HOP), 0, 8)], slots.get)
     folder.fold([("prediction", pred(event_time=HOP), 0, 9)], slots.get)
     assert folder.late == 1
@@ -178,10 +179,9 @@ def test_a_predictive_models_ab_test_is_analysed_from_predictions_and_outcomes()
     assert result["decision"] == "treatment" and not result["srm"]["mismatch"]
     assert result["srm"]["unit"] == "turns"  # predictions, not sessions, are what is split
     assert result["recommendation"]["recommendation"] == "gradual_rollout"  # > 10 % confidence
-    # Each arm's model version is also monitored on its own.
-    assert (
-        merge_slots(slots.values(), PREDICTIONS, "rules-v1|control").n == result["control"]["turns"]
-    )
+    # Each arm's model version is also monitored on its own, in its model's window.
+    for arm, model in (("control", "rules-v1"), ("treatment", "xgb-v2")):
+        assert merge_slots(slots.values(), PREDICTIONS, f"{model}|*").n == result[arm]["turns"]
 
 
 def test_outcomes_written_before_the_experiment_fields_still_decode() -> None:
