@@ -19,6 +19,7 @@ import math
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,12 @@ class GatewayMetrics:
             buckets=DURATION_BUCKETS_MS,
             registry=r,
         )
+        self.others = Counter(
+            f"{p}_other_replies_total",
+            "Answers on the reply topic to calls of another gateway: skipped by their request-id "
+            "header, not decoded",
+            registry=r,
+        )
         self.streams = Counter(
             f"{p}_streams_total",
             "Streamed calls by how they ended: done, error, timeout, broken, disconnected",
@@ -139,6 +146,8 @@ class Gateway:
         self.models: dict[str, float] = {m: time.time() for m in self.config.models}
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._streams: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
+        # Recently answered request ids: a repeat of one is a duplicate, not another gateway's.
+        self._answered: OrderedDict[str, None] = OrderedDict()
         self.cancels_topic = topic_spec("inference.cancels").full_name(settings.topic_prefix)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listener: ReplyListener | None = None
@@ -188,16 +197,32 @@ class Gateway:
         if queue is not None:
             queue.put_nowait((kind, event))
 
+    def waiting(self, request_id: str) -> bool | None:
+        """From the listener thread, before decoding an answer: True when a call here waits for
+        it, None when it was answered here lately (a duplicate), False when it is another
+        gateway's."""
+        if request_id in self._pending or request_id in self._streams:
+            return True
+        return None if request_id in self._answered else False
+
     def _resolve(self, response: dict[str, Any]) -> None:
+        rid = response["request_id"]
         self.models[response["model_version"]] = time.time()
-        if response["request_id"] in self._streams:
+        if rid in self._streams:
             self._forward("final", response)
+            self._remember(rid)
             return
-        fut = self._pending.pop(response["request_id"], None)
+        fut = self._pending.pop(rid, None)
         if fut is None or fut.done():
             self.metrics.duplicates.inc()
             return
         fut.set_result(response)
+        self._remember(rid)
+
+    def _remember(self, request_id: str) -> None:
+        self._answered[request_id] = None
+        while len(self._answered) > 10_000:
+            self._answered.popitem(last=False)
 
     async def complete(self, body: Any, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         """One chat completion: status and JSON body (OpenAI shape, or an OpenAI error)."""

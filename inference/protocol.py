@@ -78,6 +78,11 @@ class GenerationResult:
         return max(0.0, self.first_token_ms - self.started_ms)
 
 
+# The Kafka header that carries an answer's request id on the gateways' reply topic: a gateway
+# skips, without decoding, the answers to calls another gateway is waiting for.
+REQUEST_ID_HEADER = "continuum-request-id"
+
+
 # -- validation -------------------------------------------------------------------------------
 
 

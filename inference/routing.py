@@ -21,6 +21,7 @@ from continuum import kafka as clients
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
+from inference.protocol import REQUEST_ID_HEADER
 from producers.assignment import Route, VariantRouter
 from producers.consumer import consume_available
 from producers.schema_topic import decoder_for
@@ -106,7 +107,7 @@ class ReplyListener(threading.Thread):
                 for msg in consume_available(self.consumer, 500, 0.1):
                     if msg.error():
                         continue
-                    self._handle(msg.topic(), msg.value())
+                    self._handle(msg.topic(), msg.value(), msg.headers())
         except BaseException as exc:  # surfaced by /health and start()
             self.error = exc
             self.ready.set()
@@ -114,9 +115,21 @@ class ReplyListener(threading.Thread):
         finally:
             self.consumer.close()
 
-    def _handle(self, topic: str, value: bytes | None) -> None:
+    def _handle(
+        self, topic: str, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         if value is None:
             return
+        if topic == self.reply_topic and headers:
+            rid = next((v for k, v in headers if k == REQUEST_ID_HEADER), None)
+            if rid is not None:
+                wanted = self.gateway.waiting(rid.decode(errors="replace"))
+                if wanted is False:  # another gateway's call: not decoded at all
+                    self.gateway.metrics.others.inc()
+                    return
+                if wanted is None:  # answered here already: a worker's repeat
+                    self.gateway.metrics.duplicates.inc()
+                    return
         try:
             decoded = self.decoder.decode(value)
         except DecodeError as exc:

@@ -59,6 +59,7 @@ from inference.protocol import (
     ERR_ENGINE,
     ERR_INVALID,
     ERR_TIMEOUT,
+    REQUEST_ID_HEADER,
     GenerationRequest,
     GenerationResult,
     InvalidRequest,
@@ -653,7 +654,8 @@ class InferenceWorker:
             if with_turn:
                 ok = await self._send("ChatTurn", turn_event(request, reply)) and ok
         else:
-            sends = [self._send("InferenceResponse", reply, topic=caller)]
+            header = [(REQUEST_ID_HEADER, str(reply["request_id"]).encode())]
+            sends = [self._send("InferenceResponse", reply, topic=caller, headers=header)]
             if caller != record:
                 sends.append(self._send("InferenceResponse", reply, topic=record))
             if with_turn:
@@ -686,13 +688,20 @@ class InferenceWorker:
                 reply,
                 topic=topic,
                 key=reply.get("session_id") or rid,
+                headers=[(REQUEST_ID_HEADER, str(rid).encode())],
                 prepare=False,
                 on_delivery=delivered,
             )
         except Exception:  # the caller times out; the answer is still recorded
             log.exception("answer to %s not sent to its caller on %s", rid, topic)
 
-    async def _send(self, schema: str, event: dict[str, Any], topic: str | None = None) -> bool:
+    async def _send(
+        self,
+        schema: str,
+        event: dict[str, Any],
+        topic: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> bool:
         """Produce one record of an answer: True once it is safe to count the request answered
         (acknowledged by the broker; with transactions, added to the open transaction, which
         commits it atomically with the request's offset)."""
@@ -710,7 +719,13 @@ class InferenceWorker:
             loop.call_soon_threadsafe(_settle, fut, err is None)
 
         self.producer.send(
-            schema, event, topic=topic, key=key, prepare=False, on_delivery=delivered
+            schema,
+            event,
+            topic=topic,
+            key=key,
+            headers=headers,
+            prepare=False,
+            on_delivery=delivered,
         )
         return await fut
 
