@@ -187,3 +187,76 @@ def test_inference_calls_during_an_outage_are_answered_or_fail_clearly(tmp_path:
         for proc in (gateway, worker):
             proc.stop()
         kafka.stop()
+
+
+def test_the_judge_rides_through_an_outage_and_scores_each_sampled_turn(tmp_path: Path) -> None:
+    """The only broker stops for 15 s while the LLM judge is part-way through the sampled
+    turns: the judge and the inference worker keep running, say so in a few log lines, and
+    once Kafka is back every sampled turn has its score, under the id derived from the turn
+    (a turn judged again after a rebalance repeats the same id: readers keep one)."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from continuum.demo.chat import SimulatorConfig, TrafficSimulator
+    from jobs.rubric import sampled
+    from schemas.ids import stable_id
+    from tests.integration.inference_procs import InferenceWorkerProc, JudgeProc
+    from tests.integration.kafka_read import read_all
+    from tests.integration.traffic import produce
+
+    pytest.importorskip("llama_cpp")
+    rate = 0.06
+    kafka = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port())
+    bootstrap = kafka.start(timeout=180)
+    broker = SimpleNamespace(bootstrap=bootstrap)
+    prefix = "outage-judge-"
+    TopicAdmin(bootstrap, prefix).create(all_specs())
+    worker = InferenceWorkerProc(bootstrap, prefix)
+    judge = JudgeProc(
+        bootstrap,
+        prefix,
+        *("--judge-sample-rate", str(rate), "--judge-tokens-per-minute", "0"),
+        *("--judge-max-tokens", "48"),
+    )
+    try:
+        for proc in (worker, judge):
+            wait_for(proc.up, 120, 0.3, what=lambda p=proc: f"{p.what} up:\n{p.tail()}")
+        cfg = SimulatorConfig(turns=300, rate=50, seed=43)
+        produce(broker, prefix, cfg)  # type: ignore[arg-type]
+        turns = [ev for kind, ev in TrafficSimulator(cfg).events() if kind == "ChatTurn"]
+        expected = {t["event_id"] for t in turns if sampled(t["event_id"], rate)}
+        assert len(expected) >= 8
+
+        def scores() -> list[dict]:
+            return [e.event for e in read_all(broker, prefix, ["judge.scores"], idle_polls=2)]
+
+        wait_for(lambda: len(scores()) >= 3, 300, what=judge.tail)
+        before = {s["turn_id"] for s in scores()}
+        assert before < expected, "every turn was judged before the outage: nothing was tested"
+        marks = (len(worker.lines), len(judge.lines))
+        kafka.stop()
+        time.sleep(OUTAGE_S)
+        for proc in (worker, judge):
+            proc.check_alive(f"{proc.what} during the outage")
+        lines = (len(worker.lines) - marks[0], len(judge.lines) - marks[1])
+        kafka.start(timeout=180)
+        wait_for(
+            lambda: {s["turn_id"] for s in scores()} >= expected,
+            400,
+            what=lambda: f"{len(expected)} sampled, scored {len(scores())}:\n{judge.tail(40)}",
+        )
+        got = scores()
+        assert {s["turn_id"] for s in got} == expected  # none lost, none for an unsampled turn
+        assert all(s["event_id"] == stable_id("judge", s["turn_id"]) for s in got)
+        repeats = sum(Counter(s["event_id"] for s in got).values()) - len(expected)
+        for proc in (worker, judge):
+            proc.check_alive(f"{proc.what} after the outage")
+        print(
+            f"judge outage: {len(before)} of {len(expected)} scored before it, {repeats} "
+            f"repeated ids after it; log lines (worker, judge): {lines}"
+        )
+        assert max(lines) < 50, worker.tail(60) + judge.tail(60)
+    finally:
+        for proc in (judge, worker):
+            proc.stop()
+        kafka.stop()
