@@ -346,12 +346,18 @@ def serve_echo(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
 
-def start_gateway(settings: InferenceSettings, port: int) -> subprocess.Popen[bytes]:
-    env = {
+def child_env(settings: InferenceSettings) -> dict[str, str]:
+    """The environment of a child process (worker, gateway) on the benchmark's broker."""
+    return {
         **os.environ,
         "CONTINUUM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "CONTINUUM_TOPIC_PREFIX": settings.topic_prefix,
+        "PYTHONUNBUFFERED": "1",
     }
+
+
+def start_gateway(settings: InferenceSettings, port: int) -> subprocess.Popen[bytes]:
+    env = child_env(settings)
     gateway = subprocess.Popen(
         [
             sys.executable,
@@ -553,11 +559,7 @@ async def hops(args: argparse.Namespace, settings: InferenceSettings) -> dict[st
     on): back to back, then 50 ms apart (the idle wake-ups of a quiet service)."""
     stamps = Path(tempfile.mkdtemp(prefix="continuum-hops-")) / "worker.txt"
     port = free_port()
-    env = {
-        **os.environ,
-        "CONTINUUM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "CONTINUUM_TOPIC_PREFIX": settings.topic_prefix,
-    }
+    env = child_env(settings)
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -648,12 +650,7 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """``continuum infer worker`` with the benchmark's engine, or ``engine`` (its flags)."""
     port = free_port()
-    env = {
-        **os.environ,
-        "CONTINUUM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "CONTINUUM_TOPIC_PREFIX": settings.topic_prefix,
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = child_env(settings)
     worker = subprocess.Popen(
         [
             sys.executable,

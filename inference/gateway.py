@@ -19,7 +19,6 @@ import math
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +55,7 @@ from inference.streaming import (
     cancel_event,
 )
 from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
+from schemas.ids import RecentIds
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Gateway:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._streams: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
         # Recently answered request ids: a repeat of one is a duplicate, not another gateway's.
-        self._answered: OrderedDict[str, None] = OrderedDict()
+        self._answered = RecentIds(10_000)
         self.cancels_topic = topic_spec("inference.cancels").full_name(settings.topic_prefix)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listener: ReplyListener | None = None
@@ -210,19 +210,14 @@ class Gateway:
         self.models[response["model_version"]] = time.time()
         if rid in self._streams:
             self._forward("final", response)
-            self._remember(rid)
+            self._answered.seen(rid)
             return
         fut = self._pending.pop(rid, None)
         if fut is None or fut.done():
             self.metrics.duplicates.inc()
             return
         fut.set_result(response)
-        self._remember(rid)
-
-    def _remember(self, request_id: str) -> None:
-        self._answered[request_id] = None
-        while len(self._answered) > 10_000:
-            self._answered.popitem(last=False)
+        self._answered.seen(rid)
 
     async def complete(self, body: Any, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         """One chat completion: status and JSON body (OpenAI shape, or an OpenAI error)."""

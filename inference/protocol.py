@@ -83,6 +83,19 @@ class GenerationResult:
 REQUEST_ID_HEADER = "continuum-request-id"
 
 
+def request_id_headers(request_id: str) -> list[tuple[str, bytes]]:
+    """The Kafka headers of an answer on the gateways' reply topic."""
+    return [(REQUEST_ID_HEADER, str(request_id).encode())]
+
+
+def request_id_of(headers: list[tuple[str, bytes]] | None) -> str | None:
+    """The request id an answer's headers carry, if any (without decoding the answer)."""
+    for key, value in headers or ():
+        if key == REQUEST_ID_HEADER:
+            return value.decode(errors="replace")
+    return None
+
+
 # -- validation -------------------------------------------------------------------------------
 
 

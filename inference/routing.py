@@ -21,7 +21,7 @@ from continuum import kafka as clients
 from continuum.retry import with_retry
 from continuum.settings import Settings
 from continuum.topics import topic_spec
-from inference.protocol import REQUEST_ID_HEADER
+from inference.protocol import request_id_of
 from producers.assignment import Route, VariantRouter
 from producers.consumer import consume_available
 from producers.schema_topic import decoder_for
@@ -120,10 +120,10 @@ class ReplyListener(threading.Thread):
     ) -> None:
         if value is None:
             return
-        if topic == self.reply_topic and headers:
-            rid = next((v for k, v in headers if k == REQUEST_ID_HEADER), None)
+        if topic == self.reply_topic:
+            rid = request_id_of(headers)
             if rid is not None:
-                wanted = self.gateway.waiting(rid.decode(errors="replace"))
+                wanted = self.gateway.waiting(rid)
                 if wanted is False:  # another gateway's call: not decoded at all
                     self.gateway.metrics.others.inc()
                     return

@@ -59,12 +59,12 @@ from inference.protocol import (
     ERR_ENGINE,
     ERR_INVALID,
     ERR_TIMEOUT,
-    REQUEST_ID_HEADER,
     GenerationRequest,
     GenerationResult,
     InvalidRequest,
     generation_request,
     now_ms,
+    request_id_headers,
     response_event,
     turn_event,
 )
@@ -76,6 +76,7 @@ from producers.producer import LOW_LATENCY_PRODUCER, EventProducer
 from producers.schema_topic import decoder_for
 from schemas.catalog import default_catalog
 from schemas.errors import DecodeError, EventValidationError
+from schemas.ids import RecentIds
 from schemas.validation import validate_event
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class InferenceWorker:
         self._cancels: dict[str, threading.Event] = {}  # streamed requests being generated
         self._cancelled_early: OrderedDict[str, None] = OrderedDict()  # cancels seen first
         self.cancels: CancelListener | None = None
-        self._answered: OrderedDict[str, None] = OrderedDict()
+        self._answered = RecentIds(self.config.remember_ids)
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -188,6 +189,13 @@ class InferenceWorker:
             return producer
         assert self._producer is not None
         return self._producer
+
+    def _answer_producers(self) -> list[EventProducer]:
+        """The producers of answers: the transactional slots' while transactions run (made
+        again after a fatal error, so asked each time), else the one plain producer."""
+        if self.txn is not None:
+            return list(self.txn.producers)
+        return [self._producer] if self._producer is not None else []
 
     def _transactional_producer(self, slot: int) -> EventProducer:
         assert self.transactional_id is not None
@@ -290,7 +298,7 @@ class InferenceWorker:
             self.plain.flush(10)
             polling.set()
             poller.join()
-            answers = self.txn.producers if self.txn is not None else [self.producer]
+            answers = self._answer_producers()
             for producer in answers:
                 producer.close(raise_on_failure=False)
             if self.plain not in answers:
@@ -368,13 +376,7 @@ class InferenceWorker:
 
     def _serve_deliveries(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            answers = (
-                self.txn.producers
-                if self.txn is not None
-                else [self._producer]
-                if self._producer is not None
-                else []
-            )
+            answers = self._answer_producers()
             try:
                 for i, producer in enumerate(answers):
                     producer.poll(0.05 if i == 0 else 0)
@@ -536,7 +538,7 @@ class InferenceWorker:
             return await self._generate_and_reply(msg, request)
         finally:
             self._running.pop(request_id, None)
-            self._remember(request_id)
+            self._answered.seen(request_id)
             done.set_result(None)
 
     async def _generate_and_reply(self, msg: Message, request: dict[str, Any]) -> bool:
@@ -654,7 +656,7 @@ class InferenceWorker:
             if with_turn:
                 ok = await self._send("ChatTurn", turn_event(request, reply)) and ok
         else:
-            header = [(REQUEST_ID_HEADER, str(reply["request_id"]).encode())]
+            header = request_id_headers(reply["request_id"])
             sends = [self._send("InferenceResponse", reply, topic=caller, headers=header)]
             if caller != record:
                 sends.append(self._send("InferenceResponse", reply, topic=record))
@@ -688,7 +690,7 @@ class InferenceWorker:
                 reply,
                 topic=topic,
                 key=reply.get("session_id") or rid,
-                headers=[(REQUEST_ID_HEADER, str(rid).encode())],
+                headers=request_id_headers(str(rid)),
                 prepare=False,
                 on_delivery=delivered,
             )
@@ -760,11 +762,6 @@ class InferenceWorker:
             self.producer.produce_raw(topic, value, key, headers, on_delivery=report)
             delivered.append(fut)
         return all(await asyncio.gather(*delivered))
-
-    def _remember(self, request_id: str) -> None:
-        self._answered[request_id] = None
-        while len(self._answered) > self.config.remember_ids:
-            self._answered.popitem(last=False)
 
     def status(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ can de-duplicate on it. Random ids are for things that happen once in the world 
 from __future__ import annotations
 
 import uuid
+from collections import deque
 
 _NS = uuid.UUID("6f1c3a52-8f0e-4d8e-9a55-0c0a1b7e2d11")
 
@@ -17,4 +18,38 @@ def stable_id(*parts: object) -> str:
     return str(uuid.uuid5(_NS, "|".join(map(str, parts))))
 
 
-__all__ = ["stable_id"]
+class RecentIds:
+    """The last ``size`` ids seen, to de-duplicate on: a bounded set (oldest forgotten first).
+
+    Offsets make a replay exact, but the same event can also reach a consumer twice at two
+    offsets (an inference request redelivered and answered again, with the same derived id),
+    and a caller can be answered twice (a worker that crashed after answering): those are
+    recognised here. Stage 1 rebuilds its sets from the tail of each partition after a restart
+    (the log is the state); the worker and the gateway keep theirs in memory."""
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError(f"dedupe size must be >= 0, got {size}")
+        self.size = size
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def seen(self, event_id: str) -> bool:
+        """True when ``event_id`` is among the last ``size`` ids; otherwise remember it."""
+        if event_id in self._ids:
+            return True
+        if self.size:
+            self._ids.add(event_id)
+            self._order.append(event_id)
+            if len(self._order) > self.size:
+                self._ids.discard(self._order.popleft())
+        return False
+
+
+__all__ = ["RecentIds", "stable_id"]

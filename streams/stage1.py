@@ -36,10 +36,10 @@ from continuum.kafka import Connection
 from continuum.retry import with_retry
 from producers.consumer import consume_available, is_record
 from producers.producer import EventProducer
+from schemas.ids import RecentIds
 from schemas.serde import leading_event_id
 from streams.layout import SCHEMAS, Stage1Layout, group_partition
 from streams.logic.changes import ChangeWatch, change_events
-from streams.logic.dedupe import RecentIds
 from streams.logic.partials import (
     PREDICTION,
     TURN,

@@ -37,7 +37,7 @@ def answer(rid: str) -> bytes:
 def test_only_the_answers_this_gateway_waits_for_are_decoded() -> None:
     reader, gateway, delivered = listener()
     gateway._pending["mine"] = None  # type: ignore[assignment]
-    gateway._answered["done"] = None
+    gateway._answered.seen("done")
     reader._handle("replies", answer("mine"), [(REQUEST_ID_HEADER, b"mine")])
     reader._handle("replies", b"\x00not avro at all", [(REQUEST_ID_HEADER, b"theirs")])
     reader._handle("replies", answer("done"), [(REQUEST_ID_HEADER, b"done")])
